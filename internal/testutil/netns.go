@@ -1,0 +1,96 @@
+// Package testutil holds what the integration tests share: running a
+// test binary as root inside its own network namespace, skipping
+// privileged tests with a clear reason, and checking for leaked fds.
+package testutil
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// envNetNS marks a test process already re-executed in a private netns.
+const envNetNS = "PORTRES_TEST_NETNS"
+
+// Main runs the tests of a package. As root it first re-executes the
+// test binary under `unshare --net` so that every test, and every process
+// a test starts (daemons, clients, foreign binders), lives in a fresh
+// network namespace with only lo up: ports and sysctls such as
+// ip_local_reserved_ports never touch the host's. Without root the tests
+// run in place and privileged ones skip (RequireRoot).
+func Main(m *testing.M) {
+	if os.Geteuid() == 0 && os.Getenv(envNetNS) == "" {
+		os.Exit(reexecInNetNS())
+	}
+	if os.Getenv(envNetNS) != "" {
+		if err := exec.Command("ip", "link", "set", "lo", "up").Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "testutil: bringing lo up in the test netns:", err)
+			os.Exit(1)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+func reexecInNetNS() int {
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testutil:", err)
+		return 1
+	}
+	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), envNetNS+"=1")
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWNET, Pdeathsig: unix.SIGKILL}
+	if err := cmd.Run(); err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		fmt.Fprintln(os.Stderr, "testutil: re-exec in a new network namespace:", err)
+		return 1
+	}
+	return 0
+}
+
+// InNetNS reports whether this process is a test re-executed in its own
+// network namespace by Main.
+func InNetNS() bool { return os.Getenv(envNetNS) != "" }
+
+// RequireRoot skips t unless the test runs as root in its own network
+// namespace (see Main), naming why.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: binds placeholder sockets and writes sysctls inside a private network namespace")
+	}
+	if !InNetNS() {
+		t.Skip("needs a private network namespace: call testutil.Main from TestMain")
+	}
+}
+
+// OpenFDs counts this process's open file descriptors.
+func OpenFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents) - 1 // the directory read itself
+}
+
+// CheckFDLeak fails t at cleanup if the process holds more fds than when
+// it was called. Tests that start goroutines closing fds asynchronously
+// should wait for them before cleanup.
+func CheckFDLeak(t testing.TB) {
+	t.Helper()
+	before := OpenFDs(t)
+	t.Cleanup(func() {
+		runtime.GC()
+		if after := OpenFDs(t); after > before {
+			t.Errorf("fd leak: %d open fds before, %d after", before, after)
+		}
+	})
+}

@@ -1,0 +1,302 @@
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Magic and Version open every message.
+const (
+	Magic   = 'P'
+	Version = 1
+)
+
+// MaxMessage is the largest datagram either side sends or accepts.
+const MaxMessage = 64 << 10
+
+// Op is a request's operation.
+type Op uint8
+
+// Operations. Each comment lists the request fields used and the answer.
+const (
+	OpAcquire          Op = 1 + iota // Proto, Start (0 = wildcard), Count, Flags → Token, Start, Count
+	OpRelease                        // Token
+	OpAssociate                      // Token → Proto, Start, Count (checks the caller may consume it)
+	OpBind                           // Token, Addr, Port (0 = any), one fd → Port
+	OpShow                           // → Entries (several datagrams, More)
+	OpCancel                         // Target: cancels the in-flight request with that ID
+	OpPersistentCreate               // Proto, Start, Count → Token
+	OpPersistentDelete               // Proto, Start, Count
+	OpPersistentLookup               // Proto, Start, Count → Token
+	OpDynamicShow                    // Proto → Start, Count
+	OpDynamicSet                     // Proto, Start, Count
+	opMax
+)
+
+var opNames = [...]string{"", "acquire", "release", "associate", "bind", "show", "cancel",
+	"persistent create", "persistent delete", "persistent lookup", "dynamicport show", "dynamicport set"}
+
+// String returns the operation's name as used in error messages.
+func (o Op) String() string {
+	if o > 0 && o < opMax {
+		return opNames[o]
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Request flags.
+const (
+	// FlagDelegate (OpAcquire): the ports will be bound by another process
+	// (portres run). The broker keeps no placeholder sockets on them and
+	// protects them from automatic assignment only.
+	FlagDelegate uint16 = 1 << iota
+)
+
+// Request is a client's message to the broker.
+type Request struct {
+	ID     uint32
+	Op     Op
+	Proto  uint8
+	Flags  uint16
+	Start  uint16
+	Count  uint16
+	Port   uint16
+	Token  uint64
+	Target uint32     // OpCancel: the ID to cancel
+	Addr   netip.Addr // OpBind: local address; invalid = unspecified of the socket's family
+}
+
+// Response flags.
+const (
+	// More: further responses with the same ID follow.
+	More uint16 = 1 << iota
+)
+
+// Response is the broker's answer to one request.
+type Response struct {
+	ID      uint32
+	Code    uint32 // 0 on success, else a portres.Errno value
+	Flags   uint16
+	Start   uint16
+	Count   uint16
+	Port    uint16
+	Token   uint64
+	Msg     string
+	Entries []Entry
+}
+
+// Kinds of reservation in Entry.Kind.
+const (
+	KindRuntime    uint8 = 1
+	KindPersistent uint8 = 2
+)
+
+// Entry flags.
+const (
+	EntryDelegated uint16 = 1 << iota // runtime block handed to another process
+	EntryMine                         // owned by the asking process
+	EntryDeleted                      // persistent block deleted, ports still bound
+)
+
+// Entry describes one reservation in a Show answer.
+type Entry struct {
+	Proto   uint8
+	Kind    uint8
+	Flags   uint16
+	Start   uint16
+	Count   uint16
+	PID     int32  // owner (runtime); creator's pid is not kept for persistent
+	UID     uint32 // owner's uid (runtime) or creator's (persistent)
+	Token   uint64 // 0 unless the asker may see it (its own, or persistent)
+	Command string // owner's command name
+	Bound   []uint16
+}
+
+// ErrMalformed is wrapped by every decoding error.
+var ErrMalformed = errors.New("malformed message")
+
+const (
+	reqFixed  = 2 + 1 + 1 + 2 + 4 + 2 + 2 + 2 + 8 + 4 + 1
+	respFixed = 2 + 4 + 4 + 2 + 2 + 2 + 2 + 8 + 2 + 4
+)
+
+// AppendRequest appends the encoding of r to b.
+func AppendRequest(b []byte, r *Request) []byte {
+	b = append(b, Magic, Version, byte(r.Op), r.Proto)
+	b = binary.LittleEndian.AppendUint16(b, r.Flags)
+	b = binary.LittleEndian.AppendUint32(b, r.ID)
+	b = binary.LittleEndian.AppendUint16(b, r.Start)
+	b = binary.LittleEndian.AppendUint16(b, r.Count)
+	b = binary.LittleEndian.AppendUint16(b, r.Port)
+	b = binary.LittleEndian.AppendUint64(b, r.Token)
+	b = binary.LittleEndian.AppendUint32(b, r.Target)
+	switch {
+	case !r.Addr.IsValid():
+		b = append(b, 0)
+	case r.Addr.Is4():
+		a := r.Addr.As4()
+		b = append(b, 4)
+		b = append(b, a[:]...)
+	default:
+		a := r.Addr.As16()
+		b = append(b, 16)
+		b = append(b, a[:]...)
+	}
+	return b
+}
+
+// DecodeRequest parses one request datagram.
+func DecodeRequest(b []byte) (*Request, error) {
+	if len(b) < reqFixed {
+		return nil, fmt.Errorf("%w: request of %d bytes, want at least %d", ErrMalformed, len(b), reqFixed)
+	}
+	if b[0] != Magic || b[1] != Version {
+		return nil, fmt.Errorf("%w: bad magic/version %#x %d", ErrMalformed, b[0], b[1])
+	}
+	d := decoder{b: b[2:]}
+	r := &Request{Op: Op(d.u8()), Proto: d.u8(), Flags: d.u16(), ID: d.u32(),
+		Start: d.u16(), Count: d.u16(), Port: d.u16(), Token: d.u64(), Target: d.u32()}
+	if r.Op == 0 || r.Op >= opMax {
+		return nil, fmt.Errorf("%w: unknown operation %d", ErrMalformed, uint8(r.Op))
+	}
+	switch n := d.u8(); n {
+	case 0:
+	case 4:
+		var a [4]byte
+		copy(a[:], d.bytes(4))
+		r.Addr = netip.AddrFrom4(a)
+	case 16:
+		var a [16]byte
+		copy(a[:], d.bytes(16))
+		r.Addr = netip.AddrFrom16(a)
+	default:
+		return nil, fmt.Errorf("%w: address length %d", ErrMalformed, n)
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	if len(d.b) != 0 {
+		return nil, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(d.b))
+	}
+	return r, nil
+}
+
+// AppendResponse appends the encoding of r to b.
+func AppendResponse(b []byte, r *Response) []byte {
+	b = append(b, Magic, Version)
+	b = binary.LittleEndian.AppendUint32(b, r.ID)
+	b = binary.LittleEndian.AppendUint32(b, r.Code)
+	b = binary.LittleEndian.AppendUint16(b, r.Flags)
+	b = binary.LittleEndian.AppendUint16(b, r.Start)
+	b = binary.LittleEndian.AppendUint16(b, r.Count)
+	b = binary.LittleEndian.AppendUint16(b, r.Port)
+	b = binary.LittleEndian.AppendUint64(b, r.Token)
+	b = appendString(b, r.Msg)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(r.Entries)))
+	for i := range r.Entries {
+		b = appendEntry(b, &r.Entries[i])
+	}
+	return b
+}
+
+// EntrySize is the encoded size of e, for splitting Show answers.
+func EntrySize(e *Entry) int {
+	return 2 + 2 + 2 + 2 + 4 + 4 + 8 + 2 + len(e.Command) + 4 + 2*len(e.Bound)
+}
+
+// ResponseSize is the encoded size of r without entries.
+func ResponseSize(r *Response) int { return respFixed + len(r.Msg) }
+
+func appendEntry(b []byte, e *Entry) []byte {
+	b = append(b, e.Proto, e.Kind)
+	b = binary.LittleEndian.AppendUint16(b, e.Flags)
+	b = binary.LittleEndian.AppendUint16(b, e.Start)
+	b = binary.LittleEndian.AppendUint16(b, e.Count)
+	b = binary.LittleEndian.AppendUint32(b, uint32(e.PID))
+	b = binary.LittleEndian.AppendUint32(b, e.UID)
+	b = binary.LittleEndian.AppendUint64(b, e.Token)
+	b = appendString(b, e.Command)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(e.Bound)))
+	for _, p := range e.Bound {
+		b = binary.LittleEndian.AppendUint16(b, p)
+	}
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	if len(s) > 0xffff {
+		s = s[:0xffff]
+	}
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(s)))
+	return append(b, s...)
+}
+
+// DecodeResponse parses one response datagram.
+func DecodeResponse(b []byte) (*Response, error) {
+	if len(b) < respFixed {
+		return nil, fmt.Errorf("%w: response of %d bytes, want at least %d", ErrMalformed, len(b), respFixed)
+	}
+	if b[0] != Magic || b[1] != Version {
+		return nil, fmt.Errorf("%w: bad magic/version %#x %d", ErrMalformed, b[0], b[1])
+	}
+	d := decoder{b: b[2:]}
+	r := &Response{ID: d.u32(), Code: d.u32(), Flags: d.u16(), Start: d.u16(), Count: d.u16(),
+		Port: d.u16(), Token: d.u64()}
+	r.Msg = d.str()
+	n := d.u32()
+	if d.err == nil && uint64(n)*entryMin > uint64(len(d.b)) {
+		return nil, fmt.Errorf("%w: %d entries in %d bytes", ErrMalformed, n, len(d.b))
+	}
+	for i := uint32(0); i < n && d.err == nil; i++ {
+		e := Entry{Proto: d.u8(), Kind: d.u8(), Flags: d.u16(), Start: d.u16(), Count: d.u16(),
+			PID: int32(d.u32()), UID: d.u32(), Token: d.u64()}
+		e.Command = d.str()
+		nb := d.u32()
+		if d.err == nil && uint64(nb)*2 > uint64(len(d.b)) {
+			return nil, fmt.Errorf("%w: %d bound ports in %d bytes", ErrMalformed, nb, len(d.b))
+		}
+		if nb > 0 {
+			e.Bound = make([]uint16, nb)
+			for j := range e.Bound {
+				e.Bound[j] = d.u16()
+			}
+		}
+		r.Entries = append(r.Entries, e)
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	if len(d.b) != 0 {
+		return nil, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(d.b))
+	}
+	return r, nil
+}
+
+const entryMin = 2 + 2 + 2 + 2 + 4 + 4 + 8 + 2 + 4
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) bytes(n int) []byte {
+	if d.err != nil {
+		return make([]byte, n)
+	}
+	if len(d.b) < n {
+		d.err = fmt.Errorf("%w: truncated", ErrMalformed)
+		d.b = nil
+		return make([]byte, n)
+	}
+	v := d.b[:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) u8() uint8   { return d.bytes(1)[0] }
+func (d *decoder) u16() uint16 { return binary.LittleEndian.Uint16(d.bytes(2)) }
+func (d *decoder) u32() uint32 { return binary.LittleEndian.Uint32(d.bytes(4)) }
+func (d *decoder) u64() uint64 { return binary.LittleEndian.Uint64(d.bytes(8)) }
+func (d *decoder) str() string { return string(d.bytes(int(d.u16()))) }

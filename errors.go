@@ -165,6 +165,7 @@ type Error struct {
 	Token uint64 // the reservation involved (the caller's own), 0 if none
 	Code  Errno  // the Winsock or Win32 code
 	Msg   string // the broker's explanation, may be empty
+	Err   error  // the underlying cause (a connection error, context.Canceled), may be nil
 }
 
 // Error returns a one-line description naming operation, block, port,
@@ -197,9 +198,14 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// Unwrap returns the code, so errors.Is matches Errno values and their
-// Go equivalents.
-func (e *Error) Unwrap() error { return e.Code }
+// Unwrap returns the code and the cause, so errors.Is matches Errno
+// values, their Go equivalents, and causes such as context.Canceled.
+func (e *Error) Unwrap() []error {
+	if e.Err != nil {
+		return []error{e.Code, e.Err}
+	}
+	return []error{e.Code}
+}
 
 func formatBlock(start, count uint16) string {
 	if count <= 1 {

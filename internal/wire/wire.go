@@ -79,6 +79,7 @@ type Response struct {
 	ID      uint32
 	Code    uint32 // 0 on success, else a portres.Errno value
 	Flags   uint16
+	Proto   uint8
 	Start   uint16
 	Count   uint16
 	Port    uint16
@@ -119,7 +120,7 @@ var ErrMalformed = errors.New("malformed message")
 
 const (
 	reqFixed  = 2 + 1 + 1 + 2 + 4 + 2 + 2 + 2 + 8 + 4 + 1
-	respFixed = 2 + 4 + 4 + 2 + 2 + 2 + 2 + 8 + 2 + 4
+	respFixed = 2 + 4 + 4 + 2 + 1 + 2 + 2 + 2 + 8 + 2 + 4
 )
 
 // AppendRequest appends the encoding of r to b.
@@ -189,6 +190,7 @@ func AppendResponse(b []byte, r *Response) []byte {
 	b = binary.LittleEndian.AppendUint32(b, r.ID)
 	b = binary.LittleEndian.AppendUint32(b, r.Code)
 	b = binary.LittleEndian.AppendUint16(b, r.Flags)
+	b = append(b, r.Proto)
 	b = binary.LittleEndian.AppendUint16(b, r.Start)
 	b = binary.LittleEndian.AppendUint16(b, r.Count)
 	b = binary.LittleEndian.AppendUint16(b, r.Port)
@@ -201,9 +203,16 @@ func AppendResponse(b []byte, r *Response) []byte {
 	return b
 }
 
-// EntrySize is the encoded size of e, for splitting Show answers.
-func EntrySize(e *Entry) int {
-	return 2 + 2 + 2 + 2 + 4 + 4 + 8 + 2 + len(e.Command) + 4 + 2*len(e.Bound)
+// EntrySize is the encoded size of e, for splitting Show answers. Bound
+// ports travel as a bitmap over the block, so an entry never exceeds
+// about 8 KiB plus its command.
+func EntrySize(e *Entry) int { return entryMin + len(e.Command) + bitmapLen(e) }
+
+func bitmapLen(e *Entry) int {
+	if len(e.Bound) == 0 {
+		return 0
+	}
+	return (int(e.Count) + 7) / 8
 }
 
 // ResponseSize is the encoded size of r without entries.
@@ -218,9 +227,14 @@ func appendEntry(b []byte, e *Entry) []byte {
 	b = binary.LittleEndian.AppendUint32(b, e.UID)
 	b = binary.LittleEndian.AppendUint64(b, e.Token)
 	b = appendString(b, e.Command)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(e.Bound)))
+	n := bitmapLen(e)
+	b = binary.LittleEndian.AppendUint16(b, uint16(n))
+	at := len(b)
+	b = append(b, make([]byte, n)...)
 	for _, p := range e.Bound {
-		b = binary.LittleEndian.AppendUint16(b, p)
+		if off := int(p) - int(e.Start); off >= 0 && off < int(e.Count) {
+			b[at+off/8] |= 1 << (off % 8)
+		}
 	}
 	return b
 }
@@ -242,7 +256,7 @@ func DecodeResponse(b []byte) (*Response, error) {
 		return nil, fmt.Errorf("%w: bad magic/version %#x %d", ErrMalformed, b[0], b[1])
 	}
 	d := decoder{b: b[2:]}
-	r := &Response{ID: d.u32(), Code: d.u32(), Flags: d.u16(), Start: d.u16(), Count: d.u16(),
+	r := &Response{ID: d.u32(), Code: d.u32(), Flags: d.u16(), Proto: d.u8(), Start: d.u16(), Count: d.u16(),
 		Port: d.u16(), Token: d.u64()}
 	r.Msg = d.str()
 	n := d.u32()
@@ -253,15 +267,21 @@ func DecodeResponse(b []byte) (*Response, error) {
 		e := Entry{Proto: d.u8(), Kind: d.u8(), Flags: d.u16(), Start: d.u16(), Count: d.u16(),
 			PID: int32(d.u32()), UID: d.u32(), Token: d.u64()}
 		e.Command = d.str()
-		nb := d.u32()
-		if d.err == nil && uint64(nb)*2 > uint64(len(d.b)) {
-			return nil, fmt.Errorf("%w: %d bound ports in %d bytes", ErrMalformed, nb, len(d.b))
+		bm := d.bytes(int(d.u16()))
+		if d.err == nil && len(bm) != 0 && len(bm) != (int(e.Count)+7)/8 {
+			return nil, fmt.Errorf("%w: bound bitmap of %d bytes for %d ports", ErrMalformed, len(bm), e.Count)
 		}
-		if nb > 0 {
-			e.Bound = make([]uint16, nb)
-			for j := range e.Bound {
-				e.Bound[j] = d.u16()
+		for off := 0; off < len(bm)*8 && d.err == nil; off++ {
+			if bm[off/8]&(1<<(off%8)) == 0 {
+				continue
 			}
+			if off >= int(e.Count) || int(e.Start)+off > 65535 {
+				return nil, fmt.Errorf("%w: bound port outside the block", ErrMalformed)
+			}
+			e.Bound = append(e.Bound, e.Start+uint16(off))
+		}
+		if len(bm) != 0 && len(e.Bound) == 0 {
+			return nil, fmt.Errorf("%w: empty bound bitmap", ErrMalformed)
 		}
 		r.Entries = append(r.Entries, e)
 	}
@@ -274,7 +294,7 @@ func DecodeResponse(b []byte) (*Response, error) {
 	return r, nil
 }
 
-const entryMin = 2 + 2 + 2 + 2 + 4 + 4 + 8 + 2 + 4
+const entryMin = 2 + 2 + 2 + 2 + 4 + 4 + 8 + 2 + 2
 
 type decoder struct {
 	b   []byte

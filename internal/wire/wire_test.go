@@ -28,7 +28,7 @@ func TestRequestRoundTrip(t *testing.T) {
 
 func TestResponseRoundTrip(t *testing.T) {
 	r := Response{ID: 9, Code: 10048, Flags: More, Start: 5000, Count: 20, Port: 5001, Token: 1 << 60,
-		Msg: "overlaps tcp 5010-5019 held by pid 42 (nginx)",
+		Proto: 6, Msg: "overlaps tcp 5010-5019 held by pid 42 (nginx)",
 		Entries: []Entry{
 			{Proto: 6, Kind: KindRuntime, Flags: EntryMine, Start: 5000, Count: 20, PID: 42, UID: 1000, Token: 5, Command: "nginx", Bound: []uint16{5000, 5003}},
 			{Proto: 17, Kind: KindPersistent, Start: 6000, Count: 1},
@@ -63,7 +63,7 @@ func TestDecodeRejects(t *testing.T) {
 			t.Errorf("%s: err = %v, want ErrMalformed", name, err)
 		}
 	}
-	resp := AppendResponse(nil, &Response{ID: 1, Entries: []Entry{{Command: "x", Bound: []uint16{1}}}})
+	resp := AppendResponse(nil, &Response{ID: 1, Entries: []Entry{{Command: "x", Start: 1, Count: 1, Bound: []uint16{1}}}})
 	for i := 0; i < len(resp); i++ {
 		if _, err := DecodeResponse(resp[:i]); !errors.Is(err, ErrMalformed) {
 			t.Errorf("response cut at %d: err = %v", i, err)
@@ -93,7 +93,7 @@ func FuzzDecodeRequest(f *testing.F) {
 }
 
 func FuzzDecodeResponse(f *testing.F) {
-	f.Add(AppendResponse(nil, &Response{ID: 1, Msg: "x", Entries: []Entry{{Command: "c", Bound: []uint16{1, 2}}}}))
+	f.Add(AppendResponse(nil, &Response{ID: 1, Msg: "x", Entries: []Entry{{Command: "c", Start: 1, Count: 9, Bound: []uint16{1, 2, 9}}}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := DecodeResponse(b)
 		if err != nil {

@@ -1,0 +1,121 @@
+package portres
+
+import (
+	"context"
+
+	"github.com/portres/portres/internal/wire"
+)
+
+// Kind tells runtime reservations from persistent ones.
+type Kind uint8
+
+// Kinds of reservation.
+const (
+	Runtime    Kind = Kind(wire.KindRuntime)
+	Persistent Kind = Kind(wire.KindPersistent)
+)
+
+// String returns "runtime" or "persistent".
+func (k Kind) String() string {
+	if k == Persistent {
+		return "persistent"
+	}
+	return "runtime"
+}
+
+// MarshalText makes Kind a JSON string.
+func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// Info describes one reservation as Client.Show reports it.
+type Info struct {
+	Proto     Proto    `json:"proto"`
+	Kind      Kind     `json:"kind"`
+	Start     uint16   `json:"start"`
+	Count     uint16   `json:"count"`
+	PID       int32    `json:"pid,omitempty"`     // runtime: the owner
+	UID       uint32   `json:"uid"`               // owner (runtime) or creator (persistent)
+	Command   string   `json:"command,omitempty"` // runtime: the owner's command line
+	Token     uint64   `json:"token,omitempty"`   // only the caller's own, or persistent ones it may consume
+	Mine      bool     `json:"mine"`              // acquired by the calling process
+	Delegated bool     `json:"delegated"`         // handed to another process (portres run)
+	Bound     []uint16 `json:"bound"`             // ports bound from it right now
+}
+
+// MarshalText makes Proto a JSON string.
+func (p Proto) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// Show lists every reservation on the host, runtime and persistent, with
+// owners and bound ports. Tokens of other processes are never included.
+func (c *Client) Show(ctx context.Context) ([]Info, error) {
+	out, err := c.do(ctx, &wire.Request{Op: wire.OpShow}, -1)
+	if err != nil {
+		return nil, err
+	}
+	var infos []Info
+	for _, r := range out {
+		for _, e := range r.Entries {
+			bound := e.Bound
+			if bound == nil {
+				bound = []uint16{}
+			}
+			infos = append(infos, Info{Proto: Proto(e.Proto), Kind: Kind(e.Kind), Start: e.Start, Count: e.Count,
+				PID: e.PID, UID: e.UID, Command: e.Command, Token: e.Token,
+				Mine: e.Flags&wire.EntryMine != 0, Delegated: e.Flags&wire.EntryDelegated != 0, Bound: bound})
+		}
+	}
+	return infos, nil
+}
+
+// CreatePersistent records a persistent reservation of count ports from
+// start (CreatePersistentTcpPortReservation): it survives broker restarts
+// and reboots, keeps its token, and its ports are never handed out by the
+// kernel's automatic assignment. Returns ERROR_INVALID_PARAMETER for a
+// zero start or count or a block past 65535, ERROR_SHARING_VIOLATION if
+// it overlaps a reservation or a port in use, ERROR_ACCESS_DENIED unless
+// the caller is root or in the broker's admin group.
+func (c *Client) CreatePersistent(ctx context.Context, proto Proto, start, count uint16) (*Reservation, error) {
+	return c.persistent(ctx, wire.OpPersistentCreate, proto, start, count)
+}
+
+// DeletePersistent removes the persistent reservation that is exactly
+// start/count (DeletePersistentTcpPortReservation); ERROR_NOT_FOUND if
+// none. Sockets bound from it stay bound.
+func (c *Client) DeletePersistent(ctx context.Context, proto Proto, start, count uint16) error {
+	_, err := c.persistent(ctx, wire.OpPersistentDelete, proto, start, count)
+	return err
+}
+
+// LookupPersistent finds the persistent reservation that is exactly
+// start/count (LookupPersistentTcpPortReservation); ERROR_NOT_FOUND if
+// none. Anyone may look up; binding from it needs the right to consume
+// persistent reservations.
+func (c *Client) LookupPersistent(ctx context.Context, proto Proto, start, count uint16) (*Reservation, error) {
+	return c.persistent(ctx, wire.OpPersistentLookup, proto, start, count)
+}
+
+func (c *Client) persistent(ctx context.Context, op wire.Op, proto Proto, start, count uint16) (*Reservation, error) {
+	resp, err := c.one(ctx, &wire.Request{Op: op, Proto: uint8(proto), Start: start, Count: count})
+	if err != nil {
+		return nil, err
+	}
+	return &Reservation{c: c, proto: proto, start: resp.Start, count: resp.Count, token: resp.Token}, nil
+}
+
+// DynamicPortRange returns the range wildcard reservations of proto are
+// drawn from, as netsh shows it: start and number of ports.
+func (c *Client) DynamicPortRange(ctx context.Context, proto Proto) (start, count uint16, err error) {
+	resp, err := c.one(ctx, &wire.Request{Op: wire.OpDynamicShow, Proto: uint8(proto)})
+	if err != nil {
+		return 0, 0, err
+	}
+	return resp.Start, resp.Count, nil
+}
+
+// SetDynamicPortRange changes proto's dynamic range with Windows' rules
+// (at least 255 ports, start >= 1025, end <= 65535, else
+// ERROR_INVALID_PARAMETER); it is persisted, and existing reservations are
+// not disturbed. Root or the admin group only (ERROR_ACCESS_DENIED).
+func (c *Client) SetDynamicPortRange(ctx context.Context, proto Proto, start, count uint16) error {
+	_, err := c.one(ctx, &wire.Request{Op: wire.OpDynamicSet, Proto: uint8(proto), Start: start, Count: count})
+	return err
+}

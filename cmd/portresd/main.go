@@ -1,0 +1,47 @@
+// Command portresd is the portres broker daemon: it owns the host's TCP
+// and UDP port pools and serves clients on a Unix socket. It runs with no
+// flags and no configuration file on embedded defaults.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/portres/portres/internal/broker"
+)
+
+func main() {
+	var cfg broker.Config
+	var debug bool
+	var mode uint
+	flag.StringVar(&cfg.Socket, "socket", "", "listening socket (default $PORTRES_SOCKET, /run/portres/portres.sock for root, else $XDG_RUNTIME_DIR/portres.sock)")
+	flag.StringVar(&cfg.State, "state", "", "state database (default $PORTRES_STATE, /var/lib/portres/state.db for root, else $XDG_STATE_HOME/portres/state.db)")
+	flag.StringVar(&cfg.AdminGroup, "group", "", "group (name or gid) that may administer and consume persistent reservations besides root")
+	flag.UintVar(&mode, "socket-mode", 0o666, "permission bits of the socket file")
+	flag.StringVar(&cfg.ReservedPorts, "reserved-ports", "", "path of net.ipv4.ip_local_reserved_ports, or - to disable kernel exclusion")
+	flag.DurationVar(&cfg.Sweep, "sweep", time.Second, "how often bound ports are re-checked")
+	flag.BoolVar(&debug, "debug", false, "log every client connection")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "portresd: unexpected arguments %q\n", flag.Args())
+		os.Exit(2)
+	}
+	cfg.SocketMode = os.FileMode(mode)
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := broker.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

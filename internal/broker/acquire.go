@@ -1,0 +1,235 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/portres/portres"
+	"github.com/portres/portres/internal/enforce"
+	"github.com/portres/portres/internal/pool"
+	"github.com/portres/portres/internal/wire"
+	"golang.org/x/sys/unix"
+)
+
+// maxPlacements bounds how often a wildcard acquire moves past ports that
+// turned out to be in use by sockets outside portres.
+const maxPlacements = 64
+
+// acquire reserves a runtime block for s and binds its placeholders.
+func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wire.Response {
+	proto, bad := checkBlock(req, false)
+	if bad != nil {
+		return bad
+	}
+	delegate := req.Flags&wire.FlagDelegate != 0
+	want := pool.Block{Start: req.Start, Count: req.Count}
+	from := uint16(0)
+	for attempt := 0; ; attempt++ {
+		rv := &resv{proto: proto, kind: wire.KindRuntime, owner: s.peer, sess: s,
+			delegated: delegate, pending: true, created: time.Now()}
+		if resp := b.place(rv, want, from); resp != nil {
+			return resp
+		}
+		port, err := b.enforceNew(ctx, rv)
+		if err == nil {
+			b.mu.Lock()
+			rv.pending = false
+			b.mu.Unlock()
+			if delegate {
+				b.applySysctlLogged("acquire")
+			}
+			blk := rv.block()
+			return &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(proto), Start: blk.Start, Count: blk.Count}
+		}
+		blk := rv.block()
+		b.mu.Lock()
+		b.removeLocked(rv)
+		b.mu.Unlock()
+		switch {
+		case ctx.Err() != nil:
+			return errf(portres.WSA_OPERATION_ABORTED, "acquire of %s %s aborted: the request was cancelled or the connection closed", proto, blk)
+		case errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE):
+			return errf(portres.WSAEMFILE, "the broker ran out of file descriptors holding %s %s: %v", proto, blk, err)
+		case !errors.Is(err, unix.EADDRINUSE):
+			return errf(portres.WSAEINVAL, "holding %s %s: %v", proto, blk, err)
+		case want.Start != 0:
+			r := errf(portres.WSAEADDRINUSE, "%s port %d is in use by a socket outside portres", proto, port)
+			r.Port = port
+			return r
+		case attempt+1 >= maxPlacements:
+			return errf(portres.WSAEADDRINUSE, "no block of %d free %s ports found after %d placements", want.Count, proto, maxPlacements)
+		}
+		from = port + 1
+	}
+}
+
+// place reserves rv's block in the pool (pending) and indexes its token.
+// from != 0 asks for a wildcard block at or after from.
+func (b *Broker) place(rv *resv, want pool.Block, from uint16) *wire.Response {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errf(portres.WSAENETDOWN, "broker is shutting down")
+	}
+	p := b.pools[rv.proto]
+	blk := want
+	if want.Start == 0 && from != 0 {
+		lo, hi := p.Dynamic()
+		if from < lo || from > hi {
+			from = lo
+		}
+		start, ok := p.FindFree(want.Count, lo, hi, from)
+		if !ok {
+			return errf(portres.WSAEADDRINUSE, "no free block of %d %s ports in the dynamic range %d-%d", want.Count, rv.proto, lo, hi)
+		}
+		blk.Start = start
+	}
+	r, err := p.Reserve(blk, 0, rv)
+	if err != nil {
+		return b.poolError(rv.proto, want, err)
+	}
+	rv.r = r
+	if rv.holds() {
+		rv.holders = make([]int32, r.Block.Count)
+		for i := range rv.holders {
+			rv.holders[i] = -1
+		}
+	}
+	b.byToken[r.Token] = rv
+	return nil
+}
+
+// enforceNew binds a placeholder on every port of a new runtime block, or
+// for a delegated block checks that every port is free. It stops early
+// when ctx is done. On failure it returns the port that failed.
+func (b *Broker) enforceNew(ctx context.Context, rv *resv) (uint16, error) {
+	blk := rv.block()
+	for i := 0; i < int(blk.Count); i++ {
+		if i&63 == 0 && ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		port := blk.Start + uint16(i)
+		if !rv.holds() {
+			if err := enforce.Probe(uint8(rv.proto), port); err != nil {
+				return port, err
+			}
+			continue
+		}
+		fd, err := enforce.Hold(uint8(rv.proto), port)
+		if err != nil {
+			return port, err
+		}
+		rv.holders[i] = int32(fd) // rv is pending: nobody else touches it
+	}
+	return 0, nil
+}
+
+// removeLocked forgets rv and closes its placeholders. Caller holds b.mu.
+func (b *Broker) removeLocked(rv *resv) {
+	if rv.r == nil {
+		return
+	}
+	if _, err := b.pools[rv.proto].Release(rv.r.Token); err != nil {
+		b.log.Error("pool release", "token", fmt.Sprintf("%#x", uint64(rv.r.Token)), "err", err)
+	}
+	delete(b.byToken, rv.r.Token)
+	rv.closeHolders()
+}
+
+// release ends a runtime reservation of the calling process.
+func (b *Broker) release(s *session, req *wire.Request) *wire.Response {
+	b.mu.Lock()
+	rv, resp := b.ownedLocked(s, req.Token, "release")
+	if resp != nil {
+		b.mu.Unlock()
+		return resp
+	}
+	if rv.kind == wire.KindPersistent {
+		b.mu.Unlock()
+		return rv.errf(portres.WSAEINVAL, "token %#x is a persistent reservation: delete it with persistent delete", req.Token)
+	}
+	b.removeLocked(rv)
+	b.mu.Unlock()
+	if rv.delegated {
+		b.applySysctlLogged("release")
+	}
+	blk := rv.block()
+	return &wire.Response{Token: req.Token, Start: blk.Start, Count: blk.Count}
+}
+
+// associate checks that s may consume the reservation and describes it.
+func (b *Broker) associate(s *session, req *wire.Request) *wire.Response {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	rv, resp := b.ownedLocked(s, req.Token, "associate")
+	if resp != nil {
+		return resp
+	}
+	blk := rv.block()
+	return &wire.Response{Token: req.Token, Proto: uint8(rv.proto), Start: blk.Start, Count: blk.Count}
+}
+
+// ownedLocked finds token's reservation and checks that s may use it:
+// runtime ones belong to the acquiring process, persistent ones to whoever
+// may consume persistent reservations. Caller holds b.mu.
+func (b *Broker) ownedLocked(s *session, token uint64, op string) (*resv, *wire.Response) {
+	rv := b.byToken[pool.Token(token)]
+	if token == 0 || rv == nil || rv.pending {
+		return nil, errf(portres.WSAEINVAL, "no reservation with token %#x", token)
+	}
+	switch rv.kind {
+	case wire.KindRuntime:
+		if !rv.owner.same(s.peer) {
+			return nil, rv.errf(portres.WSAEACCES, "%s: %s; only the acquiring process may %s it", op, rv.describe(), op)
+		}
+	case wire.KindPersistent:
+		if !b.mayAdmin(s.peer) {
+			return nil, rv.errf(portres.WSAEACCES, "%s: uid %d may not consume %s (root or the admin group only)", op, s.peer.uid, rv.describe())
+		}
+	}
+	return rv, nil
+}
+
+// checkBlock validates a request's protocol and block. persistent
+// requests need a specific start and answer ERROR_INVALID_PARAMETER.
+func checkBlock(req *wire.Request, persistent bool) (portres.Proto, *wire.Response) {
+	code := portres.WSAEINVAL
+	if persistent {
+		code = portres.ERROR_INVALID_PARAMETER
+	}
+	proto := portres.Proto(req.Proto)
+	switch {
+	case proto != portres.TCP && proto != portres.UDP:
+		return 0, errf(code, "protocol %d is neither tcp (6) nor udp (17)", req.Proto)
+	case req.Count == 0:
+		return 0, errf(code, "number of ports must be 1 to 65535, got 0")
+	case persistent && req.Start == 0:
+		return 0, errf(code, "a persistent reservation needs a starting port (got 0)")
+	case req.Start != 0 && int(req.Start)+int(req.Count)-1 > 65535:
+		return 0, errf(code, "block %d-%d runs past port 65535", req.Start, int(req.Start)+int(req.Count)-1)
+	}
+	return proto, nil
+}
+
+// poolError maps an allocation failure to a response naming what is in
+// the way.
+func (b *Broker) poolError(proto portres.Proto, want pool.Block, err error) *wire.Response {
+	var oe *pool.OverlapError
+	switch {
+	case errors.As(err, &oe):
+		with, _ := oe.With.Owner.(*resv)
+		desc := fmt.Sprintf("%s reservation %s", proto, oe.With.Block)
+		if with != nil {
+			desc = with.describe()
+		}
+		r := errf(portres.WSAEADDRINUSE, "%s %s overlaps %s", proto, want, desc)
+		r.Start, r.Count = want.Start, want.Count
+		return r
+	case errors.Is(err, pool.ErrNoSpace):
+		lo, hi := b.pools[proto].Dynamic()
+		return errf(portres.WSAEADDRINUSE, "no free block of %d %s ports in the dynamic range %d-%d", want.Count, proto, lo, hi)
+	}
+	return errf(portres.WSAEINVAL, "%s %s: %v", proto, want, err)
+}

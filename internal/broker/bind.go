@@ -1,0 +1,221 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+
+	"github.com/portres/portres"
+	"github.com/portres/portres/internal/enforce"
+	"github.com/portres/portres/internal/pool"
+	"github.com/portres/portres/internal/wire"
+	"golang.org/x/sys/unix"
+)
+
+// sockInfo is what the broker learns about a socket a client passed.
+type sockInfo struct {
+	family int
+	proto  portres.Proto
+	netns  uint64
+}
+
+// inspect checks that fd is an unbound TCP or UDP socket and says which.
+func inspect(fd int) (*sockInfo, *wire.Response) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, errf(portres.WSAENOTSOCK, "fstat of the passed descriptor: %v", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return nil, errf(portres.WSAENOTSOCK, "the passed descriptor is not a socket (mode %#o)", st.Mode&unix.S_IFMT)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, errf(portres.WSAEOPNOTSUPP, "getsockname: %v", err)
+	}
+	info := &sockInfo{}
+	var port int
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		info.family, port = unix.AF_INET, a.Port
+	case *unix.SockaddrInet6:
+		info.family, port = unix.AF_INET6, a.Port
+	default:
+		return nil, errf(portres.WSAEOPNOTSUPP, "the socket is not an IPv4 or IPv6 socket")
+	}
+	typ, err1 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	proto, err2 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	switch {
+	case err1 != nil || err2 != nil:
+		return nil, errf(portres.WSAEOPNOTSUPP, "socket type: %v", errors.Join(err1, err2))
+	case typ == unix.SOCK_STREAM && proto == unix.IPPROTO_TCP:
+		info.proto = portres.TCP
+	case typ == unix.SOCK_DGRAM && proto == unix.IPPROTO_UDP:
+		info.proto = portres.UDP
+	default:
+		return nil, errf(portres.WSAEOPNOTSUPP, "the socket is neither TCP nor UDP (type %d, protocol %d)", typ, proto)
+	}
+	if port != 0 {
+		r := errf(portres.WSAEINVAL, "the socket is already bound to port %d", port)
+		r.Port = uint16(port)
+		return nil, r
+	}
+	nsfd, err := unix.IoctlRetInt(fd, unix.SIOCGSKNS)
+	if err == nil {
+		var ns unix.Stat_t
+		if unix.Fstat(nsfd, &ns) == nil {
+			info.netns = ns.Ino
+		}
+		unix.Close(nsfd)
+	}
+	return info, nil
+}
+
+// bind binds the passed socket to a port of the reservation: the wanted
+// port, or any free one for port 0.
+func (b *Broker) bind(ctx context.Context, s *session, req *wire.Request, fds []int) *wire.Response {
+	if len(fds) != 1 {
+		return errf(portres.WSAEINVAL, "bind needs exactly one socket descriptor, got %d", len(fds))
+	}
+	fd := fds[0]
+	info, bad := inspect(fd)
+	if bad != nil {
+		return bad
+	}
+	sa, bad := sockaddr(info.family, req.Addr)
+	if bad != nil {
+		return bad
+	}
+	for retried := false; ; retried = true {
+		b.mu.Lock()
+		rv, resp := b.ownedLocked(s, req.Token, "bind")
+		if resp == nil {
+			resp = b.checkSocket(rv, info)
+		}
+		if resp != nil {
+			b.mu.Unlock()
+			return resp
+		}
+		port, err := rv.r.Take(req.Port)
+		if errors.Is(err, pool.ErrExhausted) && !retried {
+			// Sockets may have been closed since the last sweep.
+			b.mu.Unlock()
+			b.sweepReservation(rv)
+			continue
+		}
+		if err != nil {
+			b.mu.Unlock()
+			return rv.bindError(req.Port, err)
+		}
+		resp = b.bindPortLocked(rv, fd, sa, port)
+		b.mu.Unlock()
+		if resp != nil && resp.Code == uint32(portres.WSAEADDRINUSE) && req.Port == 0 && !rv.holds() {
+			// A persistent or delegated port taken by a foreign socket
+			// stays marked bound until a sweep finds it free; try another.
+			if ctx.Err() == nil {
+				retried = false
+				continue
+			}
+		}
+		return resp
+	}
+}
+
+// checkSocket refuses sockets that cannot be bound from rv.
+func (b *Broker) checkSocket(rv *resv, info *sockInfo) *wire.Response {
+	if info.proto != rv.proto {
+		return rv.errf(portres.WSAEINVAL, "a %s socket cannot be bound from %s", info.proto, rv.describe())
+	}
+	if info.netns != 0 && info.netns != b.netns {
+		return rv.errf(portres.WSAEINVAL, "the socket belongs to network namespace %d; reservations are enforced in the broker's (%d)", info.netns, b.netns)
+	}
+	return nil
+}
+
+// bindPortLocked swaps port's placeholder for the client's socket. On
+// failure the port is freed and its placeholder restored. Caller holds
+// b.mu and has taken port in rv.
+func (b *Broker) bindPortLocked(rv *resv, fd int, sa unix.Sockaddr, port uint16) *wire.Response {
+	off := int(port - rv.block().Start)
+	if rv.holds() && rv.holders[off] >= 0 {
+		enforce.Unhold(int(rv.holders[off]))
+		rv.holders[off] = -1
+	}
+	setPort(sa, port)
+	err := unix.Bind(fd, sa)
+	if err == nil {
+		return &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(rv.proto), Port: port}
+	}
+	if errors.Is(err, unix.EADDRINUSE) && !rv.holds() {
+		// Someone outside portres has it: keep it marked bound.
+		r := rv.errf(portres.WSAEADDRINUSE, "%s port %d is in use by a socket outside portres", rv.proto, port)
+		r.Port = port
+		return r
+	}
+	rv.r.Put(port)
+	if rv.holds() {
+		if hfd, herr := enforce.Hold(uint8(rv.proto), port); herr == nil {
+			rv.holders[off] = int32(hfd)
+		} else {
+			b.log.Warn("placeholder lost", "proto", rv.proto, "port", port, "err", herr)
+		}
+	}
+	code := portres.WSAEINVAL
+	switch {
+	case errors.Is(err, unix.EADDRINUSE):
+		code = portres.WSAEADDRINUSE
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+		code = portres.WSAEACCES
+	}
+	r := rv.errf(code, "bind %s port %d: %v", rv.proto, port, err)
+	r.Port = port
+	return r
+}
+
+// bindError maps a pool.Take failure.
+func (rv *resv) bindError(port uint16, err error) *wire.Response {
+	var r *wire.Response
+	switch {
+	case errors.Is(err, pool.ErrExhausted):
+		r = rv.errf(portres.WSAENOBUFS, "every port of %s is bound", rv.describe())
+	case errors.Is(err, pool.ErrOutside):
+		r = rv.errf(portres.WSAEINVAL, "port %d is outside %s", port, rv.describe())
+	case errors.Is(err, pool.ErrBound):
+		r = rv.errf(portres.WSAEADDRINUSE, "port %d of %s is already bound", port, rv.describe())
+	default:
+		r = rv.errf(portres.WSAEINVAL, "port %d of %s: %v", port, rv.describe(), err)
+	}
+	r.Port = port
+	return r
+}
+
+// sockaddr builds the local address for a socket of family; an invalid
+// addr means the family's unspecified address.
+func sockaddr(family int, addr netip.Addr) (unix.Sockaddr, *wire.Response) {
+	if family == unix.AF_INET {
+		if !addr.IsValid() {
+			return &unix.SockaddrInet4{}, nil
+		}
+		if a := addr.Unmap(); a.Is4() {
+			return &unix.SockaddrInet4{Addr: a.As4()}, nil
+		}
+		return nil, errf(portres.WSAEINVAL, "IPv6 address %s for an IPv4 socket", addr)
+	}
+	if !addr.IsValid() {
+		return &unix.SockaddrInet6{}, nil
+	}
+	sa := &unix.SockaddrInet6{Addr: addr.As16()}
+	if z := addr.Zone(); z != "" {
+		return nil, errf(portres.WSAEINVAL, "zoned address %s is not supported", addr)
+	}
+	return sa, nil
+}
+
+func setPort(sa unix.Sockaddr, port uint16) {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		a.Port = int(port)
+	case *unix.SockaddrInet6:
+		a.Port = int(port)
+	}
+}
+

@@ -1,0 +1,232 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/portres/portres"
+	"github.com/portres/portres/internal/enforce"
+	"github.com/portres/portres/internal/pool"
+	"github.com/portres/portres/internal/store"
+	"golang.org/x/sys/unix"
+)
+
+// Broker is a running portresd.
+type Broker struct {
+	cfg      Config
+	log      *slog.Logger
+	ln       *net.UnixListener
+	lock     *os.File
+	netns    uint64 // inode of the broker's network namespace
+	adminGID int    // -1: root only
+	store    *store.Store
+	sysctl   *enforce.ReservedPorts // nil: kernel exclusion disabled or unavailable
+
+	sysctlMu sync.Mutex // serializes sysctl updates; taken before mu
+
+	mu       sync.Mutex // guards everything below
+	pools    map[portres.Proto]*pool.Pool
+	byToken  map[pool.Token]*resv
+	sessions map[*session]struct{}
+	closed   bool
+
+	wg   sync.WaitGroup
+	stop chan struct{}
+}
+
+// New opens the state database, takes the socket's lock file, re-applies
+// persistent reservations to the kernel and starts listening. It refuses
+// to start if another broker owns the socket, or if the database is
+// corrupt or not portres's.
+func New(cfg Config) (b *Broker, err error) {
+	cfg.Defaults()
+	b = &Broker{cfg: cfg, log: cfg.Logger, adminGID: -1, stop: make(chan struct{}),
+		pools: map[portres.Proto]*pool.Pool{}, byToken: map[pool.Token]*resv{}, sessions: map[*session]struct{}{}}
+	defer func() {
+		if err != nil {
+			b.closeResources()
+		}
+	}()
+	if cfg.AdminGroup != "" {
+		if b.adminGID, err = lookupGroup(cfg.AdminGroup); err != nil {
+			return nil, err
+		}
+	}
+	if b.netns, err = ownNetNS(); err != nil {
+		return nil, err
+	}
+	if err = b.takeLock(); err != nil {
+		return nil, err
+	}
+	if b.store, err = store.Open(cfg.State); err != nil {
+		return nil, fmt.Errorf("portresd: state database: %w", err)
+	}
+	if err = b.loadState(); err != nil {
+		return nil, err
+	}
+	if err = b.listen(); err != nil {
+		return nil, err
+	}
+	b.log.Info("portresd listening", "socket", cfg.Socket, "state", cfg.State,
+		"dynamic_tcp", b.dynString(portres.TCP), "dynamic_udp", b.dynString(portres.UDP),
+		"kernel_exclusion", b.sysctl != nil, "admin_group", cfg.AdminGroup)
+	return b, nil
+}
+
+// Run starts a broker with cfg and serves until ctx is done, then shuts
+// it down cleanly.
+func Run(ctx context.Context, cfg Config) error {
+	b, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	return b.Serve(ctx)
+}
+
+// Serve accepts clients until ctx is done or Close is called.
+func (b *Broker) Serve(ctx context.Context) error {
+	b.wg.Add(1)
+	go b.sweeper()
+	go func() {
+		select {
+		case <-ctx.Done():
+			b.ln.Close()
+		case <-b.stop:
+		}
+	}()
+	for {
+		c, err := b.ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) || errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+				b.log.Warn("accept failed", "err", err)
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("portresd: accept: %w", err)
+		}
+		b.startSession(c)
+	}
+}
+
+// Close stops accepting, ends every session (releasing their runtime
+// reservations and placeholders), removes the socket and closes the
+// database.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	close(b.stop)
+	sessions := make([]*session, 0, len(b.sessions))
+	for s := range b.sessions {
+		sessions = append(sessions, s)
+	}
+	b.mu.Unlock()
+	if b.ln != nil {
+		b.ln.Close()
+	}
+	for _, s := range sessions {
+		s.conn.Close()
+	}
+	b.wg.Wait()
+	b.closeResources()
+	b.log.Info("portresd stopped")
+	return nil
+}
+
+// Addr is the socket path the broker listens on.
+func (b *Broker) Addr() string { return b.cfg.Socket }
+
+func (b *Broker) closeResources() {
+	b.mu.Lock()
+	for _, rv := range b.byToken {
+		rv.closeHolders()
+	}
+	b.mu.Unlock()
+	if b.ln != nil {
+		os.Remove(b.cfg.Socket)
+	}
+	if b.store != nil {
+		b.store.Close()
+	}
+	if b.lock != nil {
+		b.lock.Close()
+	}
+}
+
+// takeLock flocks SOCKET.lock: the lock, not a probe of the socket, says
+// whether another broker is alive, so a stale socket file is replaced
+// safely and a live one never is.
+func (b *Broker) takeLock() error {
+	dir := filepath.Dir(b.cfg.Socket)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("portresd: socket directory: %w", err)
+	}
+	f, err := os.OpenFile(b.cfg.Socket+".lock", os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("portresd: lock file: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		pid, _ := os.ReadFile(f.Name())
+		f.Close()
+		return fmt.Errorf("portresd: another portresd (pid %s) owns %s: %w", string(pid), b.cfg.Socket, err)
+	}
+	f.Truncate(0)
+	f.WriteAt([]byte(strconv.Itoa(os.Getpid())), 0)
+	b.lock = f
+	return nil
+}
+
+func (b *Broker) listen() error {
+	os.Remove(b.cfg.Socket) // stale: we hold the lock
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: b.cfg.Socket, Net: "unixpacket"})
+	if err != nil {
+		return fmt.Errorf("portresd: listen on %s: %w", b.cfg.Socket, err)
+	}
+	ln.SetUnlinkOnClose(false)
+	b.ln = ln
+	if err := os.Chmod(b.cfg.Socket, b.cfg.SocketMode); err != nil {
+		return fmt.Errorf("portresd: chmod %s: %w", b.cfg.Socket, err)
+	}
+	return nil
+}
+
+func lookupGroup(name string) (int, error) {
+	if gid, err := strconv.Atoi(name); err == nil {
+		return gid, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return -1, fmt.Errorf("portresd: admin group: %w", err)
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+// ownNetNS is the inode of the broker's network namespace.
+func ownNetNS() (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+		return 0, fmt.Errorf("portresd: own network namespace: %w", err)
+	}
+	return st.Ino, nil
+}
+
+// mayAdmin reports whether p may create and delete persistent
+// reservations, consume them and set the dynamic port range.
+func (b *Broker) mayAdmin(p *peer) bool { return p.uid == 0 || p.inGroup(b.adminGID) }

@@ -1,0 +1,136 @@
+package broker
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// peer is the process at the other end of a connection, as the kernel
+// reported it when the connection was made.
+type peer struct {
+	pid  int32
+	uid  uint32
+	gid  uint32
+	id   uint64 // the pidfd's inode (or process start time): tells a reused PID apart
+	cmd  string
+	grps []uint32 // supplementary groups
+}
+
+// same reports whether p and q are the same process.
+func (p *peer) same(q *peer) bool { return p != nil && q != nil && p.pid == q.pid && p.id == q.id }
+
+// String returns "pid 42 (nginx)".
+func (p *peer) String() string { return fmt.Sprintf("pid %d (%s)", p.pid, p.cmd) }
+
+// inGroup reports whether p's primary or a supplementary group is gid.
+func (p *peer) inGroup(gid int) bool {
+	if gid < 0 {
+		return false
+	}
+	if p.gid == uint32(gid) {
+		return true
+	}
+	for _, g := range p.grps {
+		if g == uint32(gid) {
+			return true
+		}
+	}
+	return false
+}
+
+// peerOf reads the credentials of c's peer.
+func peerOf(c *net.UnixConn) (*peer, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var pidfd = -1
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if serr == nil {
+			pidfd, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("peer credentials: %w", err)
+	}
+	p := &peer{pid: cred.Pid, uid: cred.Uid, gid: cred.Gid}
+	if pidfd > 0 {
+		var st unix.Stat_t
+		if unix.Fstat(pidfd, &st) == nil {
+			p.id = st.Ino
+		}
+		unix.Close(pidfd)
+	}
+	if p.id == 0 {
+		p.id = startTime(p.pid)
+	}
+	p.cmd = command(p.pid)
+	p.grps = groups(p.pid)
+	return p, nil
+}
+
+// startTime is field 22 of /proc/PID/stat, the fallback identity where
+// SO_PEERPIDFD is missing (kernels before 6.5).
+func startTime(pid int32) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0
+	}
+	v, _ := strconv.ParseUint(f[19], 10, 64)
+	return v
+}
+
+// command is the peer's command line, shortened for display.
+func command(pid int32) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || len(b) == 0 {
+		b, _ = os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		return strings.TrimSpace(string(b))
+	}
+	s := strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
+	if len(s) > 120 {
+		s = s[:117] + "..."
+	}
+	return s
+}
+
+func groups(pid int32) []uint32 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		rest, ok := strings.CutPrefix(line, "Groups:")
+		if !ok {
+			continue
+		}
+		var gs []uint32
+		for _, f := range strings.Fields(rest) {
+			if g, err := strconv.ParseUint(f, 10, 32); err == nil {
+				gs = append(gs, uint32(g))
+			}
+		}
+		return gs
+	}
+	return nil
+}

@@ -1,0 +1,66 @@
+package broker
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/portres/portres"
+	"github.com/portres/portres/internal/enforce"
+	"github.com/portres/portres/internal/pool"
+	"github.com/portres/portres/internal/wire"
+)
+
+// resv is the broker's record of one reservation; the pool's Reservation
+// (block, token, bound ports) points back to it through Owner.
+type resv struct {
+	proto     portres.Proto
+	kind      uint8 // wire.KindRuntime or wire.KindPersistent
+	r         *pool.Reservation
+	owner     *peer    // runtime: the acquiring process
+	sess      *session // runtime: the connection whose end releases it
+	holders   []int32  // runtime, not delegated: placeholder fd per offset, -1 when none
+	delegated bool     // runtime: handed to another process (portres run)
+	pending   bool     // placeholders still being bound; invisible to sweeps and tokens
+	uid       uint32   // persistent: creator
+	created   time.Time
+}
+
+func (rv *resv) block() pool.Block { return rv.r.Block }
+
+// holds reports whether free ports of rv carry placeholder sockets.
+func (rv *resv) holds() bool { return rv.kind == wire.KindRuntime && !rv.delegated }
+
+// describe names rv for error messages: "tcp reservation 40000-40009 of
+// pid 42 (nginx)".
+func (rv *resv) describe() string {
+	switch {
+	case rv.kind == wire.KindPersistent:
+		return fmt.Sprintf("persistent %s reservation %s", rv.proto, rv.block())
+	case rv.owner != nil:
+		return fmt.Sprintf("%s reservation %s of %s", rv.proto, rv.block(), rv.owner)
+	}
+	return fmt.Sprintf("%s reservation %s", rv.proto, rv.block())
+}
+
+// closeHolders closes every placeholder of rv. Caller holds b.mu or owns
+// rv exclusively.
+func (rv *resv) closeHolders() {
+	for i, fd := range rv.holders {
+		if fd >= 0 {
+			enforce.Unhold(int(fd))
+			rv.holders[i] = -1
+		}
+	}
+}
+
+// portErr builds an error response naming rv's block.
+func (rv *resv) errf(code portres.Errno, format string, args ...any) *wire.Response {
+	r := errf(code, format, args...)
+	r.Start, r.Count = rv.r.Block.Start, rv.r.Block.Count
+	return r
+}
+
+// errf builds an error response.
+func errf(code portres.Errno, format string, args ...any) *wire.Response {
+	return &wire.Response{Code: uint32(code), Msg: fmt.Sprintf(format, args...)}
+}

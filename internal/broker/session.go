@@ -1,0 +1,211 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+
+	"github.com/portres/portres"
+	"github.com/portres/portres/internal/fdpass"
+	"github.com/portres/portres/internal/wire"
+	"golang.org/x/sys/unix"
+)
+
+// session is one client connection.
+type session struct {
+	b      *Broker
+	conn   *net.UnixConn
+	peer   *peer
+	ctx    context.Context // done when the connection ends
+	cancel context.CancelFunc
+	queue  chan job
+
+	mu        sync.Mutex
+	curID     uint32
+	curCancel context.CancelFunc
+	queued    map[uint32]bool // request IDs waiting in queue; true = cancelled
+}
+
+type job struct {
+	req *wire.Request
+	fds []int
+}
+
+func (b *Broker) startSession(c *net.UnixConn) {
+	p, err := peerOf(c)
+	if err != nil {
+		b.log.Warn("refusing client without credentials", "err", err)
+		c.Close()
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &session{b: b, conn: c, peer: p, ctx: ctx, cancel: cancel,
+		queue: make(chan job, 64), queued: map[uint32]bool{}}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		c.Close()
+		cancel()
+		return
+	}
+	b.sessions[s] = struct{}{}
+	b.wg.Add(2)
+	b.mu.Unlock()
+	b.log.Debug("client connected", "pid", p.pid, "uid", p.uid, "cmd", p.cmd)
+	go s.readLoop()
+	go s.work()
+}
+
+// readLoop reads requests until the connection ends. Cancels are acted on
+// here, at once; everything else is queued for work.
+func (s *session) readLoop() {
+	defer s.b.wg.Done()
+	defer close(s.queue)
+	defer s.cancel()
+	buf := make([]byte, wire.MaxMessage)
+	for {
+		n, fds, err := fdpass.Recv(s.conn, buf)
+		if err != nil {
+			if errors.Is(err, fdpass.ErrTruncated) {
+				s.send(errf(portres.WSAEINVAL, "request or its descriptors were truncated: %v", err))
+				continue
+			}
+			return // hang-up, or the broker is closing
+		}
+		if n == 0 {
+			closeAll(fds)
+			return // SOCK_SEQPACKET end of stream
+		}
+		req, err := wire.DecodeRequest(buf[:n])
+		if err != nil {
+			closeAll(fds)
+			s.b.log.Warn("malformed request", "pid", s.peer.pid, "err", err)
+			r := errf(portres.WSAEINVAL, "%v", err)
+			if n >= 10 && buf[0] == wire.Magic {
+				r.ID = uint32(buf[6]) | uint32(buf[7])<<8 | uint32(buf[8])<<16 | uint32(buf[9])<<24
+			}
+			s.send(r)
+			continue
+		}
+		if req.Op == wire.OpCancel {
+			closeAll(fds)
+			s.cancelRequest(req.Target)
+			continue
+		}
+		s.mu.Lock()
+		s.queued[req.ID] = false
+		s.mu.Unlock()
+		s.queue <- job{req, fds}
+	}
+}
+
+// cancelRequest aborts the running request id, or marks a queued one.
+func (s *session) cancelRequest(id uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.curCancel != nil && s.curID == id {
+		s.curCancel()
+		return
+	}
+	if _, ok := s.queued[id]; ok {
+		s.queued[id] = true
+	}
+}
+
+// work executes queued requests in order, then releases everything the
+// session acquired.
+func (s *session) work() {
+	defer s.b.wg.Done()
+	for j := range s.queue {
+		s.mu.Lock()
+		cancelled := s.queued[j.req.ID]
+		delete(s.queued, j.req.ID)
+		ctx, cancel := context.WithCancel(s.ctx)
+		s.curID, s.curCancel = j.req.ID, cancel
+		s.mu.Unlock()
+		var resps []*wire.Response
+		if cancelled {
+			resps = []*wire.Response{errf(portres.WSA_OPERATION_ABORTED, "cancelled before it started")}
+		} else {
+			resps = s.b.handle(ctx, s, j.req, j.fds)
+		}
+		closeAll(j.fds)
+		s.mu.Lock()
+		s.curCancel = nil
+		s.mu.Unlock()
+		cancel()
+		for _, r := range resps {
+			r.ID = j.req.ID
+			s.send(r)
+		}
+	}
+	s.b.endSession(s)
+}
+
+func (s *session) send(r *wire.Response) {
+	if err := fdpass.Send(s.conn, wire.AppendResponse(nil, r)); err != nil && s.ctx.Err() == nil {
+		s.b.log.Debug("reply failed", "pid", s.peer.pid, "err", err)
+	}
+}
+
+// endSession releases every runtime reservation acquired on s.
+func (b *Broker) endSession(s *session) {
+	s.conn.Close()
+	b.mu.Lock()
+	delete(b.sessions, s)
+	var gone []*resv
+	delegated := false
+	for _, rv := range b.byToken {
+		if rv.sess == s {
+			gone = append(gone, rv)
+			delegated = delegated || rv.delegated
+			b.removeLocked(rv)
+		}
+	}
+	b.mu.Unlock()
+	for _, rv := range gone {
+		b.log.Info("released on disconnect", "proto", rv.proto, "block", rv.block().String(), "pid", s.peer.pid)
+	}
+	if delegated {
+		b.applySysctlLogged("disconnect")
+	}
+}
+
+// handle executes one request and returns its answer(s).
+func (b *Broker) handle(ctx context.Context, s *session, req *wire.Request, fds []int) []*wire.Response {
+	if req.Op != wire.OpBind && len(fds) > 0 {
+		return one(errf(portres.WSAEINVAL, "%s takes no descriptor, got %d", req.Op, len(fds)))
+	}
+	switch req.Op {
+	case wire.OpAcquire:
+		return one(b.acquire(ctx, s, req))
+	case wire.OpRelease:
+		return one(b.release(s, req))
+	case wire.OpAssociate:
+		return one(b.associate(s, req))
+	case wire.OpBind:
+		return one(b.bind(ctx, s, req, fds))
+	case wire.OpShow:
+		return b.show(s)
+	case wire.OpPersistentCreate:
+		return one(b.createPersistent(s, req))
+	case wire.OpPersistentDelete:
+		return one(b.deletePersistent(s, req))
+	case wire.OpPersistentLookup:
+		return one(b.lookupPersistent(req))
+	case wire.OpDynamicShow:
+		return one(b.dynamicShow(req))
+	case wire.OpDynamicSet:
+		return one(b.dynamicSet(s, req))
+	}
+	return one(errf(portres.WSAEINVAL, "unknown operation %d", req.Op))
+}
+
+func one(r *wire.Response) []*wire.Response { return []*wire.Response{r} }
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}

@@ -1,0 +1,70 @@
+package broker
+
+import (
+	"errors"
+	"time"
+
+	"github.com/portres/portres/internal/enforce"
+	"golang.org/x/sys/unix"
+)
+
+// sweeper periodically finds bound ports whose sockets are gone and makes
+// them free again (with their placeholder back, for runtime blocks).
+func (b *Broker) sweeper() {
+	defer b.wg.Done()
+	t := time.NewTicker(b.cfg.Sweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+			b.sweep()
+		}
+	}
+}
+
+// sweep re-probes every bound port of every reservation.
+func (b *Broker) sweep() {
+	b.mu.Lock()
+	rvs := make([]*resv, 0, len(b.byToken))
+	for _, rv := range b.byToken {
+		if !rv.pending && rv.r.NumBound() > 0 {
+			rvs = append(rvs, rv)
+		}
+	}
+	b.mu.Unlock()
+	for _, rv := range rvs {
+		b.sweepReservation(rv)
+	}
+}
+
+// sweepReservation re-probes rv's bound ports. A port is free again when a
+// placeholder can be bound on it: the client's socket is closed (a TCP
+// port in TIME_WAIT stays bound until the kernel lets it go). Each port is
+// probed under the lock so a concurrent bind never races the probe.
+func (b *Broker) sweepReservation(rv *resv) {
+	b.mu.Lock()
+	ports := rv.r.Bound()
+	b.mu.Unlock()
+	for _, port := range ports {
+		b.mu.Lock()
+		if b.byToken[rv.r.Token] != rv || !rv.r.IsBound(port) {
+			b.mu.Unlock()
+			continue
+		}
+		fd, err := enforce.Hold(uint8(rv.proto), port)
+		switch {
+		case err == nil:
+			rv.r.Put(port)
+			if rv.holds() {
+				rv.holders[port-rv.block().Start] = int32(fd)
+			} else {
+				enforce.Unhold(fd)
+			}
+		case !errors.Is(err, unix.EADDRINUSE):
+			b.log.Warn("sweep probe failed", "proto", rv.proto, "port", port, "err", err)
+		}
+		b.mu.Unlock()
+	}
+}

@@ -1,0 +1,125 @@
+// Package cli implements the portres command: one file per subcommand,
+// with standard streams and the broker socket injected so every command is
+// tested in-process.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/portres/portres"
+	"github.com/spf13/cobra"
+)
+
+// env is what a command may touch.
+type env struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	socket string
+	json   bool
+	// exit is the process exit status a command asks for (portres run
+	// passes its child's through); 0 unless set.
+	exit int
+}
+
+// exitError carries an exit status without a message.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// Main runs the portres command line and returns the process exit status.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	root := newRoot(e)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := root.ExecuteContext(ctx)
+	var ee exitError
+	switch {
+	case errors.As(err, &ee):
+		return int(ee)
+	case err != nil:
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "portres") {
+			msg = "portres: " + msg
+		}
+		fmt.Fprintln(stderr, msg)
+		return 1
+	}
+	return e.exit
+}
+
+func newRoot(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "portres",
+		Short: "Windows-style TCP/UDP port reservations for Linux",
+		Long: `portres talks to the portresd broker: reserve blocks of TCP or UDP ports,
+hand them to programs, and see who holds what.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&e.socket, "socket", "", "broker socket (default $PORTRES_SOCKET, else /run/portres/portres.sock or $XDG_RUNTIME_DIR/portres.sock)")
+	root.PersistentFlags().BoolVar(&e.json, "json", false, "print JSON (stable, documented in the README)")
+	root.AddCommand(acquireCmd(e), runCmd(e), showCmd(e), persistentCmd(e), dynamicPortCmd(e))
+	for _, c := range extraCommands {
+		root.AddCommand(c(e))
+	}
+	return root
+}
+
+// extraCommands lets other files add subcommands (sample).
+var extraCommands []func(*env) *cobra.Command
+
+// dial connects to the broker named by --socket or the default.
+func (e *env) dial(ctx context.Context) (*portres.Client, error) {
+	return portres.Dial(ctx, e.socket)
+}
+
+// printJSON writes v as indented JSON.
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// protoFlag parses --proto.
+func protoFlag(s string) (portres.Proto, error) {
+	if s == "" {
+		return 0, errors.New("--proto is required (tcp or udp)")
+	}
+	return portres.ParseProto(s)
+}
+
+// tokenString formats a token as JSON shows it: a hex string, since
+// 64-bit numbers do not survive every JSON reader.
+func tokenString(t uint64) string {
+	if t == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%#016x", t)
+}
+
+// reservationJSON is the stable JSON form of a reservation.
+type reservationJSON struct {
+	Proto string `json:"proto"`
+	Start uint16 `json:"start"`
+	End   uint16 `json:"end"`
+	Count uint16 `json:"count"`
+	Token string `json:"token,omitempty"`
+}
+
+func toJSON(r *portres.Reservation) reservationJSON {
+	return reservationJSON{Proto: r.Proto().String(), Start: r.Start(), End: r.End(), Count: r.Count(), Token: tokenString(r.Token())}
+}

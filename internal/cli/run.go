@@ -1,0 +1,114 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/portres/portres"
+	"github.com/spf13/cobra"
+)
+
+// forwarded are the signals portres run passes on to its command.
+var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
+
+func runCmd(e *env) *cobra.Command {
+	var tcp, udp uint16
+	cmd := &cobra.Command{
+		Use:   "run [--tcp N] [--udp M] -- CMD [ARGS...]",
+		Short: "Reserve ports for the life of a command and hand them to it",
+		Long: `run reserves a block of N TCP and/or M UDP ports placed by the broker,
+starts CMD with PORTRES_TCP_PORTS / PORTRES_UDP_PORTS set to the ports
+(comma-separated), forwards signals to it, releases the ports when it ends,
+and exits with its status. CMD binds the ports with a plain bind(). While it
+runs, the kernel never hands the ports out by automatic assignment (bind to
+port 0, connect) wherever the broker may write ip_local_reserved_ports;
+explicit binds by other programs are not prevented (see the README).`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if tcp == 0 && udp == 0 {
+				return errors.New("nothing to reserve: give --tcp N and/or --udp M")
+			}
+			ctx := cmd.Context()
+			c, err := e.dial(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			envv := os.Environ()
+			for _, want := range []struct {
+				proto portres.Proto
+				n     uint16
+				name  string
+			}{{portres.TCP, tcp, "PORTRES_TCP_PORTS"}, {portres.UDP, udp, "PORTRES_UDP_PORTS"}} {
+				if want.n == 0 {
+					continue
+				}
+				r, err := c.AcquireDelegated(ctx, want.proto, 0, want.n)
+				if err != nil {
+					return err
+				}
+				envv = append(envv, want.name+"="+joinPorts(r.Ports()))
+			}
+			status, err := runChild(e, args, envv)
+			if err != nil {
+				return err
+			}
+			return exitError(status)
+		},
+	}
+	cmd.Flags().Uint16Var(&tcp, "tcp", 0, "number of TCP ports")
+	cmd.Flags().Uint16Var(&udp, "udp", 0, "number of UDP ports")
+	return cmd
+}
+
+// runChild runs args with envv, forwarding signals, and returns its exit
+// status (128+N if killed by signal N, as a shell reports it).
+func runChild(e *env, args, envv []string) (int, error) {
+	child := exec.Command(args[0], args[1:]...)
+	child.Env = envv
+	child.Stdin, child.Stdout, child.Stderr = e.stdin, e.stdout, e.stderr
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwarded...)
+	defer signal.Stop(sigs)
+	if err := child.Start(); err != nil {
+		return 0, fmt.Errorf("run %s: %w", args[0], err)
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				child.Process.Signal(s)
+			case <-done:
+				return
+			}
+		}
+	}()
+	err := child.Wait()
+	close(done)
+	if err == nil {
+		return 0, nil
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return 0, err
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	return ee.ExitCode(), nil
+}
+
+func joinPorts(ps []uint16) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(s, ",")
+}

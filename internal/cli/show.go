@@ -1,0 +1,108 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/portres/portres"
+	"github.com/spf13/cobra"
+)
+
+func showCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show",
+		Short: "List every reservation: protocol, range, kind, owner, bound ports",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := e.dial(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			infos, err := c.Show(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return e.printInfos(infos)
+		},
+	}
+}
+
+// infoJSON is the stable JSON form of one reservation in show.
+type infoJSON struct {
+	Proto     string   `json:"proto"`
+	Kind      string   `json:"kind"`
+	Start     uint16   `json:"start"`
+	End       uint16   `json:"end"`
+	Count     uint16   `json:"count"`
+	PID       int32    `json:"pid,omitempty"`
+	UID       uint32   `json:"uid"`
+	Command   string   `json:"command,omitempty"`
+	Delegated bool     `json:"delegated"`
+	Bound     []uint16 `json:"bound"`
+	Token     string   `json:"token,omitempty"`
+}
+
+func (e *env) printInfos(infos []portres.Info) error {
+	if e.json {
+		out := make([]infoJSON, 0, len(infos))
+		for _, i := range infos {
+			out = append(out, infoJSON{Proto: i.Proto.String(), Kind: i.Kind.String(), Start: i.Start,
+				End: i.Start + i.Count - 1, Count: i.Count, PID: i.PID, UID: i.UID, Command: i.Command,
+				Delegated: i.Delegated, Bound: i.Bound, Token: tokenString(i.Token)})
+		}
+		return e.printJSON(out)
+	}
+	if len(infos) == 0 {
+		fmt.Fprintln(e.stdout, "No reservations.")
+		return nil
+	}
+	w := tabwriter.NewWriter(e.stdout, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(w, "Protocol\tStart\tEnd\tPorts\tKind\tOwner\tBound")
+	for _, i := range infos {
+		owner := fmt.Sprintf("uid %d", i.UID)
+		if i.Kind == portres.Runtime {
+			owner = fmt.Sprintf("pid %d (%s)", i.PID, i.Command)
+		}
+		kind := i.Kind.String()
+		if i.Delegated {
+			kind += "*"
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\t%s\t%s\n", i.Proto, i.Start, i.Start+i.Count-1, i.Count, kind, owner, compactPorts(i.Bound))
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, i := range infos {
+		if i.Delegated {
+			fmt.Fprintln(e.stdout, "* delegated: handed to another process by portres run")
+			break
+		}
+	}
+	return nil
+}
+
+// compactPorts prints ascending ports as ranges: "40000-40002,40005".
+func compactPorts(ps []uint16) string {
+	if len(ps) == 0 {
+		return "-"
+	}
+	var b strings.Builder
+	for i := 0; i < len(ps); {
+		j := i
+		for j+1 < len(ps) && ps[j+1] == ps[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		if j == i {
+			fmt.Fprintf(&b, "%d", ps[i])
+		} else {
+			fmt.Fprintf(&b, "%d-%d", ps[i], ps[j])
+		}
+		i = j + 1
+	}
+	return b.String()
+}

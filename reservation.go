@@ -1,0 +1,109 @@
+package portres
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/portres/portres/internal/wire"
+)
+
+// Reservation is a block of ports of one protocol, identified by its
+// token. Runtime reservations come from Client.Acquire and live until
+// Release or until their Client closes; persistent ones from
+// Client.CreatePersistent or Client.LookupPersistent.
+type Reservation struct {
+	c     *Client
+	proto Proto
+	start uint16
+	count uint16
+	token uint64
+}
+
+// Proto is the reservation's protocol.
+func (r *Reservation) Proto() Proto { return r.proto }
+
+// Start is the first port of the block.
+func (r *Reservation) Start() uint16 { return r.start }
+
+// Count is the number of ports in the block.
+func (r *Reservation) Count() uint16 { return r.count }
+
+// End is the last port of the block.
+func (r *Reservation) End() uint16 { return r.start + r.count - 1 }
+
+// Token is the reservation's opaque token (INET_PORT_RESERVATION_TOKEN).
+func (r *Reservation) Token() uint64 { return r.token }
+
+// Ports returns every port of the block, ascending.
+func (r *Reservation) Ports() []uint16 {
+	ps := make([]uint16, r.count)
+	for i := range ps {
+		ps[i] = r.start + uint16(i)
+	}
+	return ps
+}
+
+// Contains reports whether port is in the block.
+func (r *Reservation) Contains(port uint16) bool {
+	return port >= r.start && int(port) < int(r.start)+int(r.count)
+}
+
+// String returns "tcp 40000-40009".
+func (r *Reservation) String() string { return fmt.Sprintf("%s %s", r.proto, formatBlock(r.start, r.count)) }
+
+// Acquire reserves a block of count ports of proto for the life of the
+// client (SIO_ACQUIRE_PORT_RESERVATION). start 0 asks the broker to place
+// the block inside the dynamic port range. Returns an *Error with
+// WSAEADDRINUSE if the block overlaps another reservation or a port in
+// use (the message names whose), WSAEINVAL for a bad block, WSAEMFILE if
+// the broker ran out of descriptors, WSA_OPERATION_ABORTED if ctx ends
+// first.
+func (c *Client) Acquire(ctx context.Context, proto Proto, start, count uint16) (*Reservation, error) {
+	return c.acquire(ctx, proto, start, count, 0)
+}
+
+// AcquireDelegated is Acquire for ports another process will bind with a
+// plain bind() (as `portres run` hands ports to its command). The broker
+// keeps no placeholder sockets on them: they are protected from the
+// kernel's automatic assignment through ip_local_reserved_ports where the
+// broker may write it, not from explicit binds by other processes.
+func (c *Client) AcquireDelegated(ctx context.Context, proto Proto, start, count uint16) (*Reservation, error) {
+	return c.acquire(ctx, proto, start, count, wire.FlagDelegate)
+}
+
+func (c *Client) acquire(ctx context.Context, proto Proto, start, count uint16, flags uint16) (*Reservation, error) {
+	resp, err := c.one(ctx, &wire.Request{Op: wire.OpAcquire, Proto: uint8(proto), Start: start, Count: count, Flags: flags})
+	if err != nil {
+		return nil, err
+	}
+	return &Reservation{c: c, proto: proto, start: resp.Start, count: resp.Count, token: resp.Token}, nil
+}
+
+// Reservation returns a handle on the reservation token after checking
+// that this process may consume it (SIO_ASSOCIATE_PORT_RESERVATION): its
+// own runtime reservation, or a persistent one if it has the right.
+// Returns WSAEACCES otherwise, WSAEINVAL for an unknown token.
+func (c *Client) Reservation(ctx context.Context, token uint64) (*Reservation, error) {
+	resp, err := c.one(ctx, &wire.Request{Op: wire.OpAssociate, Token: token})
+	if err != nil {
+		return nil, err
+	}
+	return &Reservation{c: c, proto: Proto(resp.Proto), start: resp.Start, count: resp.Count, token: token}, nil
+}
+
+// Release ends the runtime reservation (SIO_RELEASE_PORT_RESERVATION).
+// Sockets already bound from it stay bound. Only the acquiring process
+// may release: others get WSAEACCES.
+func (r *Reservation) Release(ctx context.Context) error {
+	_, err := r.c.Release(ctx, r.token)
+	return err
+}
+
+// Release ends the runtime reservation token and returns its block.
+func (c *Client) Release(ctx context.Context, token uint64) (*Reservation, error) {
+	resp, err := c.one(ctx, &wire.Request{Op: wire.OpRelease, Token: token})
+	if err != nil {
+		return nil, err
+	}
+	return &Reservation{c: c, proto: Proto(resp.Proto), start: resp.Start, count: resp.Count, token: token}, nil
+}

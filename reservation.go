@@ -49,7 +49,9 @@ func (r *Reservation) Contains(port uint16) bool {
 }
 
 // String returns "tcp 40000-40009".
-func (r *Reservation) String() string { return fmt.Sprintf("%s %s", r.proto, formatBlock(r.start, r.count)) }
+func (r *Reservation) String() string {
+	return fmt.Sprintf("%s %s", r.proto, formatBlock(r.start, r.count))
+}
 
 // Acquire reserves a block of count ports of proto for the life of the
 // client (SIO_ACQUIRE_PORT_RESERVATION). start 0 asks the broker to place

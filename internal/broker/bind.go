@@ -218,4 +218,3 @@ func setPort(sa unix.Sockaddr, port uint16) {
 		a.Port = int(port)
 	}
 }
-

@@ -47,9 +47,9 @@ type Broker struct {
 // persistent reservations to the kernel and starts listening. It refuses
 // to start if another broker owns the socket, or if the database is
 // corrupt or not portres's.
-func New(cfg Config) (b *Broker, err error) {
+func New(cfg Config) (_ *Broker, err error) {
 	cfg.Defaults()
-	b = &Broker{cfg: cfg, log: cfg.Logger, adminGID: -1, stop: make(chan struct{}),
+	b := &Broker{cfg: cfg, log: cfg.Logger, adminGID: -1, stop: make(chan struct{}),
 		pools: map[portres.Proto]*pool.Pool{}, byToken: map[pool.Token]*resv{}, sessions: map[*session]struct{}{}}
 	defer func() {
 		if err != nil {

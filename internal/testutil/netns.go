@@ -21,8 +21,10 @@ const envNetNS = "PORTRES_TEST_NETNS"
 // a test starts (daemons, clients, foreign binders), lives in a fresh
 // network namespace with only lo up: ports and sysctls such as
 // ip_local_reserved_ports never touch the host's. Without root the tests
-// run in place and privileged ones skip (RequireRoot).
+// run in place and privileged ones skip (RequireRoot). A binary started by
+// StartHelper runs its helper instead of the tests.
 func Main(m *testing.M) {
+	runHelper()
 	if os.Geteuid() == 0 && os.Getenv(envNetNS) == "" {
 		os.Exit(reexecInNetNS())
 	}

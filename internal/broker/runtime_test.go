@@ -1,0 +1,260 @@
+package broker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/portres/portres"
+	"github.com/portres/portres/internal/broker"
+	"github.com/portres/portres/internal/testutil"
+)
+
+func socketEnv(b *testutil.Broker) []string { return []string{"PORTRES_SOCKET=" + b.Config.Socket} }
+
+// narrowEphemeral sets the netns's ephemeral range for the test.
+func narrowEphemeral(t *testing.T, lo, hi int) {
+	t.Helper()
+	const path = "/proc/sys/net/ipv4/ip_local_port_range"
+	old, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(fmt.Sprintf("%d %d", lo, hi)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.WriteFile(path, old, 0o644) })
+}
+
+// waitShow polls Show until ok accepts the list or 3 s pass.
+func waitShow(t *testing.T, c *portres.Client, ok func([]portres.Info) bool) []portres.Info {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		infos, err := c.Show(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(infos) {
+			return infos
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Show never reached the expected state; last: %+v", infos)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestForeignProcessKeptOut: a program that does not use portres can
+// neither bind a reserved port explicitly nor get one from bind(0), for
+// TCP and UDP, v4 and v6, with or without SO_REUSEADDR/SO_REUSEPORT.
+func TestForeignProcessKeptOut(t *testing.T) {
+	narrowEphemeral(t, 41000, 41299)
+	b := testutil.StartBroker(t, nil)
+	for _, proto := range []string{"tcp", "udp"} {
+		t.Run(proto, func(t *testing.T) {
+			// Reserve the lower half of the ephemeral range.
+			holder := testutil.StartHelper(t, "hold", socketEnv(b), proto, "41000", "150")
+			if l := holder.Line(5 * time.Second); !strings.HasPrefix(l, "ready") {
+				t.Fatalf("holder: %s", l)
+			}
+			foreign := testutil.StartHelper(t, "foreign", nil, proto, "41000", "150", "300")
+			for {
+				l := foreign.Line(10 * time.Second)
+				if l == "done" {
+					break
+				}
+				t.Errorf("foreign process got reserved %s port: %s", proto, l)
+			}
+			foreign.Wait()
+			holder.Wait()
+		})
+	}
+}
+
+// TestSIGKILLFreesReservations: a client killed with SIGKILL loses its
+// reservations, and the ports can be reserved again.
+func TestSIGKILLFreesReservations(t *testing.T) {
+	b := testutil.StartBroker(t, nil)
+	c := b.Dial(t)
+	holder := testutil.StartHelper(t, "hold", socketEnv(b), "tcp", "42000", "20")
+	if l := holder.Line(5 * time.Second); !strings.HasPrefix(l, "ready") {
+		t.Fatalf("holder: %s", l)
+	}
+	infos, err := c.Show(context.Background())
+	if err != nil || len(infos) != 1 || infos[0].PID != int32(holder.Cmd.Process.Pid) || len(infos[0].Bound) != 1 {
+		t.Fatalf("Show = %+v, %v; want one block owned by the holder with one bound port", infos, err)
+	}
+	if infos[0].Token != 0 {
+		t.Errorf("Show revealed another process's token %#x", infos[0].Token)
+	}
+	holder.Cmd.Process.Signal(syscall.SIGKILL)
+	holder.Cmd.Wait()
+	waitShow(t, c, func(i []portres.Info) bool { return len(i) == 0 })
+	r, err := c.Acquire(context.Background(), portres.TCP, 42000, 20)
+	if err != nil {
+		t.Fatalf("re-acquire after the owner died: %v", err)
+	}
+	r.Release(context.Background())
+}
+
+// TestConcurrentProcessesNeverShare: two processes hammering
+// acquire/bind/release in a small dynamic range never hold overlapping
+// blocks at the same time, and every bind lands in its own block.
+func TestConcurrentProcessesNeverShare(t *testing.T) {
+	b := testutil.StartBroker(t, nil)
+	if err := b.Dial(t).SetDynamicPortRange(context.Background(), portres.TCP, 43000, 255); err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 300
+	type span struct {
+		proc, start, count int
+		t0, t1             int64
+	}
+	var spans []span
+	var procs []*testutil.Process
+	for i := 0; i < 2; i++ {
+		procs = append(procs, testutil.StartHelper(t, "hammer", socketEnv(b), strconv.Itoa(rounds), strconv.Itoa(i)))
+	}
+	for i, p := range procs {
+		for n := 0; n < rounds; n++ {
+			f := strings.Fields(p.Line(60 * time.Second))
+			if f[0] != "R" {
+				t.Fatalf("process %d: %v", i, f)
+			}
+			s := span{proc: i, start: mustAtoi(f[1]), count: mustAtoi(f[2])}
+			s.t0, _ = strconv.ParseInt(f[3], 10, 64)
+			s.t1, _ = strconv.ParseInt(f[4], 10, 64)
+			if port := mustAtoi(f[5]); port < s.start || port >= s.start+s.count {
+				t.Errorf("process %d bound port %d outside its block %d+%d", i, port, s.start, s.count)
+			}
+			if s.start < 43000 || s.start+s.count > 43255 {
+				t.Errorf("wildcard block %d+%d outside the dynamic range", s.start, s.count)
+			}
+			spans = append(spans, s)
+		}
+		if code := p.Wait(); code != 0 {
+			t.Fatalf("process %d exited %d", i, code)
+		}
+	}
+	sort.Slice(spans, func(i, j int) bool { return spans[i].t0 < spans[j].t0 })
+	for i, a := range spans {
+		for _, c := range spans[i+1:] {
+			if c.t0 > a.t1 {
+				break
+			}
+			if a.proc != c.proc && a.start < c.start+c.count && c.start < a.start+a.count {
+				t.Errorf("processes %d and %d held overlapping blocks %d+%d and %d+%d at the same time", a.proc, c.proc, a.start, a.count, c.start, c.count)
+			}
+		}
+	}
+}
+
+// TestOtherProcessCannotUseToken: release, associate and bind with
+// another process's runtime token all fail with WSAEACCES; a second
+// connection of the owning process may use it.
+func TestOtherProcessCannotUseToken(t *testing.T) {
+	b := testutil.StartBroker(t, nil)
+	c := b.Dial(t)
+	r, err := c.Acquire(context.Background(), portres.TCP, 44000, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	thief := testutil.StartHelper(t, "steal", socketEnv(b), strconv.FormatUint(r.Token(), 10))
+	for _, op := range []string{"release", "associate", "bind"} {
+		if l := thief.Line(5 * time.Second); l != fmt.Sprintf("%s %d", op, portres.WSAEACCES) {
+			t.Errorf("other process: %q, want %s %d", l, op, portres.WSAEACCES)
+		}
+	}
+	thief.Wait()
+	c2 := b.Dial(t)
+	same, err := c2.Reservation(context.Background(), r.Token())
+	if err != nil {
+		t.Fatalf("second connection of the owner: %v", err)
+	}
+	ln, err := same.Listen(context.Background(), "tcp", ":44002")
+	if err != nil {
+		t.Fatalf("owner's second connection binding: %v", err)
+	}
+	ln.Close()
+	if err := same.Release(context.Background()); err != nil {
+		t.Fatalf("owner's second connection releasing: %v", err)
+	}
+}
+
+// TestClosedSocketPortComesBack: after the client closes a bound socket,
+// the sweep gives the port its placeholder back: foreign binds fail
+// again and the port can be bound from the reservation again.
+func TestClosedSocketPortComesBack(t *testing.T) {
+	b := testutil.StartBroker(t, nil)
+	c := b.Dial(t)
+	ctx := context.Background()
+	r, err := c.Acquire(ctx, portres.UDP, 45000, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := r.ListenPacket(ctx, "udp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ListenPacket(ctx, "udp", ":0"); !errors.Is(err, portres.WSAENOBUFS) {
+		t.Fatalf("second bind from a one-port block: %v, want WSAENOBUFS", err)
+	}
+	pc.Close()
+	waitShow(t, c, func(i []portres.Info) bool { return len(i) == 1 && len(i[0].Bound) == 0 })
+	foreign := testutil.StartHelper(t, "foreign", nil, "udp", "45000", "1", "0")
+	if l := foreign.Line(5 * time.Second); l != "done" {
+		t.Errorf("after the owner closed its socket, a foreign process: %s", l)
+	}
+	pc, err = r.ListenPacket(ctx, "udp", ":45000")
+	if err != nil {
+		t.Fatalf("rebinding the freed port: %v", err)
+	}
+	pc.Close()
+}
+
+// TestSecondBrokerRefused: a second broker on the same socket refuses to
+// start and leaves the first one working.
+func TestSecondBrokerRefused(t *testing.T) {
+	b := testutil.StartBroker(t, nil)
+	cfg := b.Config
+	cfg.State = testutil.Dir(t) + "/other.db"
+	if b2, err := broker.New(cfg); err == nil {
+		b2.Close()
+		t.Fatal("second broker on the same socket started")
+	} else if !strings.Contains(err.Error(), "another portresd") {
+		t.Errorf("refusal does not say why: %v", err)
+	}
+	if _, err := b.Dial(t).Show(context.Background()); err != nil {
+		t.Fatalf("first broker after the refused start: %v", err)
+	}
+}
+
+// TestCloseReleasesEverything: closing the broker drops placeholders and
+// removes the socket.
+func TestCloseReleasesEverything(t *testing.T) {
+	b := testutil.StartBroker(t, nil)
+	c := b.Dial(t)
+	if _, err := c.Acquire(context.Background(), portres.TCP, 46000, 3); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if _, err := os.Stat(b.Config.Socket); !os.IsNotExist(err) {
+		t.Errorf("socket still there after Close: %v", err)
+	}
+	foreign := testutil.StartHelper(t, "foreign", nil, "tcp", "46000", "3", "0")
+	n := 0
+	for l := foreign.Line(5 * time.Second); l != "done"; l = foreign.Line(5 * time.Second) {
+		n++
+	}
+	if n != 6 { // 3 ports, v4 and v6
+		t.Errorf("after Close only %d of 6 foreign binds worked", n)
+	}
+}

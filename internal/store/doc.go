@@ -1,0 +1,45 @@
+// Package store keeps portresd's durable state in a bbolt file: the
+// persistent port reservations (Windows' CreatePersistentTcpPortReservation),
+// the per-protocol dynamic port ranges, and which ip_local_reserved_ports
+// entries portres added, so a restarted daemon removes only its own.
+//
+// Every write is one bbolt Update, committed with fdatasync before the
+// method returns: an acknowledged reservation survives a crash.
+//
+// # Safety of an existing file
+//
+// Open never changes a file it does not recognise. It first opens the
+// file read-only (shared flock) and checks the meta bucket's magic and
+// schema (ErrForeign otherwise); then that the file is not shorter than
+// the database it describes, that every reachable page lies inside it
+// with a sane header (bbolt's own check trusts headers and can run out
+// of memory on a damaged one, see pages.go), bbolt's consistency check
+// and the schema invariants (ErrCorrupt otherwise). Only then does it
+// reopen the file read-write: bbolt's read-write open may itself write.
+// A new store is built under a temporary name in the same directory and
+// linked into place, so a crash during creation never leaves a half-made
+// store at the path; an empty file at the path is therefore refused.
+//
+// # Layout (schema 1)
+//
+// All integers are big-endian, so keys sort numerically.
+//
+//	bucket "meta"
+//	    "magic"  = "portres-store"
+//	    "schema" = uint32 1
+//	bucket "persistent"                    one key per persistent reservation
+//	    key   proto uint8 | start uint16 | count uint16          (5 bytes)
+//	    value token uint64 | created int64 (Unix ns, MinInt64 for none) | uid uint32 (20 bytes)
+//	bucket "dynamic"                       the dynamic port range per protocol
+//	    key   proto uint8                                        (1 byte)
+//	    value lo uint16 | hi uint16                              (4 bytes)
+//	bucket "sysctl"                        portres's ip_local_reserved_ports entries
+//	    "added" = (lo uint16 | hi uint16)*, merged and sorted
+//	    "boot"  = the boot id the entries were written under
+//	    "netns" = uint64 inode of the network namespace
+//
+// Invariants checked by Check: a persistent block has proto 6 or 17,
+// start >= 1, count >= 1 and does not run past 65535; blocks of one
+// protocol do not overlap; tokens are non-zero and unique; dynamic ranges
+// have lo <= hi; the sysctl entries are merged.
+package store

@@ -11,7 +11,7 @@ import (
 
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/fdpass"
-	"github.com/portres/portres/internal/testutil"
+	"github.com/portres/portres/internal/testbroker"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,7 +45,7 @@ func BenchmarkBroker(b *testing.B) {
 			b.ReportMetric(float64(perOp(b))/float64(rtt), "x-rtt")
 		}
 	}
-	tb := testutil.StartBroker(b, nil)
+	tb := testbroker.Start(b, nil)
 	c := tb.Dial(b)
 	ctx := context.Background()
 	b.Run("broker/acquire-release/specific", func(b *testing.B) {

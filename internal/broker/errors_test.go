@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/portres/portres"
+	"github.com/portres/portres/internal/testbroker"
 	"github.com/portres/portres/internal/testutil"
 	"golang.org/x/sys/unix"
 )
@@ -30,7 +31,7 @@ func socketFD(t *testing.T, af, typ, proto int) int {
 // TestErrorCodes provokes every Winsock code of SPEC §3 the runtime
 // broker can return, and checks the Go equivalents match too.
 func TestErrorCodes(t *testing.T) {
-	b := testutil.StartBroker(t, nil)
+	b := testbroker.Start(t, nil)
 	c := b.Dial(t)
 	ctx := context.Background()
 	tcp, err := c.Acquire(ctx, portres.TCP, 47000, 4)
@@ -141,7 +142,7 @@ func TestErrorCodes(t *testing.T) {
 // TestCancelLongAcquire: cancelling a context while the broker binds
 // thousands of placeholders aborts the acquire and leaves nothing behind.
 func TestCancelLongAcquire(t *testing.T) {
-	b := testutil.StartBroker(t, nil)
+	b := testbroker.Start(t, nil)
 	c := b.Dial(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Millisecond)
 	defer cancel()
@@ -160,7 +161,7 @@ func TestCancelLongAcquire(t *testing.T) {
 // TestFDExhaustion: running the broker out of descriptors is an error the
 // client sees (WSAEMFILE), after which the broker still works.
 func TestFDExhaustion(t *testing.T) {
-	b := testutil.StartBroker(t, nil)
+	b := testbroker.Start(t, nil)
 	c := b.Dial(t)
 	var old unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {

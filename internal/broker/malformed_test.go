@@ -9,13 +9,13 @@ import (
 
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/fdpass"
-	"github.com/portres/portres/internal/testutil"
+	"github.com/portres/portres/internal/testbroker"
 	"github.com/portres/portres/internal/wire"
 	"golang.org/x/sys/unix"
 )
 
 // rawConn is a connection that speaks bytes, not the client library.
-func rawConn(t *testing.T, b *testutil.Broker) *net.UnixConn {
+func rawConn(t *testing.T, b *testbroker.Broker) *net.UnixConn {
 	t.Helper()
 	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: b.Config.Socket, Net: "unixpacket"})
 	if err != nil {
@@ -45,7 +45,7 @@ func readResponse(t *testing.T, c *net.UnixConn) *wire.Response {
 // closed, and reservations on the connection are still released when it
 // closes.
 func TestMalformedMessages(t *testing.T) {
-	b := testutil.StartBroker(t, nil)
+	b := testbroker.Start(t, nil)
 	c := rawConn(t, b)
 	acquire := wire.AppendRequest(nil, &wire.Request{ID: 1, Op: wire.OpAcquire, Proto: 6, Start: 48000, Count: 3})
 	if err := fdpass.Send(c, acquire); err != nil {
@@ -125,7 +125,7 @@ func countOpen(t *testing.T, path string) int {
 // TestEmptyDatagramEndsSession: a zero-length datagram reads as end of
 // stream on SOCK_SEQPACKET; the broker treats it as a hang-up.
 func TestEmptyDatagramEndsSession(t *testing.T) {
-	b := testutil.StartBroker(t, nil)
+	b := testbroker.Start(t, nil)
 	c := rawConn(t, b)
 	fdpass.Send(c, wire.AppendRequest(nil, &wire.Request{ID: 1, Op: wire.OpAcquire, Proto: 17, Start: 48100, Count: 1}))
 	readResponse(t, c)

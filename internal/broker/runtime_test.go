@@ -14,10 +14,11 @@ import (
 
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/broker"
+	"github.com/portres/portres/internal/testbroker"
 	"github.com/portres/portres/internal/testutil"
 )
 
-func socketEnv(b *testutil.Broker) []string { return []string{"PORTRES_SOCKET=" + b.Config.Socket} }
+func socketEnv(b *testbroker.Broker) []string { return []string{"PORTRES_SOCKET=" + b.Config.Socket} }
 
 // narrowEphemeral sets the netns's ephemeral range for the test.
 func narrowEphemeral(t *testing.T, lo, hi int) {
@@ -57,7 +58,7 @@ func waitShow(t *testing.T, c *portres.Client, ok func([]portres.Info) bool) []p
 // TCP and UDP, v4 and v6, with or without SO_REUSEADDR/SO_REUSEPORT.
 func TestForeignProcessKeptOut(t *testing.T) {
 	narrowEphemeral(t, 41000, 41299)
-	b := testutil.StartBroker(t, nil)
+	b := testbroker.Start(t, nil)
 	for _, proto := range []string{"tcp", "udp"} {
 		t.Run(proto, func(t *testing.T) {
 			// Reserve the lower half of the ephemeral range.
@@ -82,7 +83,7 @@ func TestForeignProcessKeptOut(t *testing.T) {
 // TestSIGKILLFreesReservations: a client killed with SIGKILL loses its
 // reservations, and the ports can be reserved again.
 func TestSIGKILLFreesReservations(t *testing.T) {
-	b := testutil.StartBroker(t, nil)
+	b := testbroker.Start(t, nil)
 	c := b.Dial(t)
 	holder := testutil.StartHelper(t, "hold", socketEnv(b), "tcp", "42000", "20")
 	if l := holder.Line(5 * time.Second); !strings.HasPrefix(l, "ready") {
@@ -109,7 +110,7 @@ func TestSIGKILLFreesReservations(t *testing.T) {
 // acquire/bind/release in a small dynamic range never hold overlapping
 // blocks at the same time, and every bind lands in its own block.
 func TestConcurrentProcessesNeverShare(t *testing.T) {
-	b := testutil.StartBroker(t, nil)
+	b := testbroker.Start(t, nil)
 	if err := b.Dial(t).SetDynamicPortRange(context.Background(), portres.TCP, 43000, 255); err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +162,7 @@ func TestConcurrentProcessesNeverShare(t *testing.T) {
 // another process's runtime token all fail with WSAEACCES; a second
 // connection of the owning process may use it.
 func TestOtherProcessCannotUseToken(t *testing.T) {
-	b := testutil.StartBroker(t, nil)
+	b := testbroker.Start(t, nil)
 	c := b.Dial(t)
 	r, err := c.Acquire(context.Background(), portres.TCP, 44000, 5)
 	if err != nil {
@@ -193,7 +194,7 @@ func TestOtherProcessCannotUseToken(t *testing.T) {
 // the sweep gives the port its placeholder back: foreign binds fail
 // again and the port can be bound from the reservation again.
 func TestClosedSocketPortComesBack(t *testing.T) {
-	b := testutil.StartBroker(t, nil)
+	b := testbroker.Start(t, nil)
 	c := b.Dial(t)
 	ctx := context.Background()
 	r, err := c.Acquire(ctx, portres.UDP, 45000, 1)
@@ -223,7 +224,7 @@ func TestClosedSocketPortComesBack(t *testing.T) {
 // TestSecondBrokerRefused: a second broker on the same socket refuses to
 // start and leaves the first one working.
 func TestSecondBrokerRefused(t *testing.T) {
-	b := testutil.StartBroker(t, nil)
+	b := testbroker.Start(t, nil)
 	cfg := b.Config
 	cfg.State = testutil.Dir(t) + "/other.db"
 	if b2, err := broker.New(cfg); err == nil {
@@ -240,7 +241,7 @@ func TestSecondBrokerRefused(t *testing.T) {
 // TestCloseReleasesEverything: closing the broker drops placeholders and
 // removes the socket.
 func TestCloseReleasesEverything(t *testing.T) {
-	b := testutil.StartBroker(t, nil)
+	b := testbroker.Start(t, nil)
 	c := b.Dial(t)
 	if _, err := c.Acquire(context.Background(), portres.TCP, 46000, 3); err != nil {
 		t.Fatal(err)

@@ -29,7 +29,7 @@ func Main(m *testing.M) {
 		os.Exit(reexecInNetNS())
 	}
 	if os.Getenv(envNetNS) != "" {
-		if err := exec.Command("ip", "link", "set", "lo", "up").Run(); err != nil {
+		if err := loopbackUp(); err != nil {
 			fmt.Fprintln(os.Stderr, "testutil: bringing lo up in the test netns:", err)
 			os.Exit(1)
 		}
@@ -95,4 +95,25 @@ func CheckFDLeak(t testing.TB) {
 			t.Errorf("fd leak: %d open fds before, %d after", before, after)
 		}
 	})
+}
+
+// loopbackUp sets IFF_UP on lo, as `ip link set lo up` does.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("get lo flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("set lo up: %w", err)
+	}
+	return nil
 }

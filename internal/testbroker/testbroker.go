@@ -1,4 +1,6 @@
-package testutil
+// Package testbroker starts a portres broker inside a test process,
+// with its socket and state in a fresh directory.
+package testbroker
 
 import (
 	"context"
@@ -11,22 +13,8 @@ import (
 
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/broker"
+	"github.com/portres/portres/internal/testutil"
 )
-
-// ReservedPortsPath is the sysctl the brokers under test write; each test
-// binary has its own network namespace, so its value is the test's alone.
-const ReservedPortsPath = "/proc/sys/net/ipv4/ip_local_reserved_ports"
-
-// Dir returns a fresh directory that every user can traverse, so tests
-// may run clients under other uids.
-func Dir(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	for d := dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
-		os.Chmod(d, 0o755)
-	}
-	return dir
-}
 
 // Broker is a broker started in-process for a test.
 type Broker struct {
@@ -34,14 +22,14 @@ type Broker struct {
 	Config broker.Config
 }
 
-// StartBroker starts a broker in this process with its socket and state
+// Start starts a broker in this process with its socket and state
 // in a fresh directory and a 50 ms sweep; mod may change the config first.
 // The broker is closed, and ip_local_reserved_ports emptied, when the
 // test ends. It skips the test unless running as root in a private netns.
-func StartBroker(t testing.TB, mod func(*broker.Config)) *Broker {
+func Start(t testing.TB, mod func(*broker.Config)) *Broker {
 	t.Helper()
-	RequireRoot(t)
-	dir := Dir(t)
+	testutil.RequireRoot(t)
+	dir := testutil.Dir(t)
 	cfg := broker.Config{
 		Socket: filepath.Join(dir, "portres.sock"),
 		State:  filepath.Join(dir, "state.db"),
@@ -68,19 +56,9 @@ func StartBroker(t testing.TB, mod func(*broker.Config)) *Broker {
 	t.Cleanup(func() {
 		b.Close()
 		<-done
-		ClearReservedPorts(t)
+		testutil.ClearReservedPorts(t)
 	})
 	return &Broker{Broker: b, Config: cfg}
-}
-
-// ClearReservedPorts empties ip_local_reserved_ports in the test's netns.
-func ClearReservedPorts(t testing.TB) {
-	t.Helper()
-	if InNetNS() {
-		if err := os.WriteFile(ReservedPortsPath, []byte("\n"), 0o644); err != nil {
-			t.Errorf("clear %s: %v", ReservedPortsPath, err)
-		}
-	}
 }
 
 // Dial connects a client to b, closed when the test ends.

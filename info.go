@@ -1,0 +1,41 @@
+package portres
+
+import "github.com/portres/portres/internal/wire"
+
+// Kind tells runtime reservations from persistent ones.
+type Kind uint8
+
+// Kinds of reservation.
+const (
+	Runtime    Kind = Kind(wire.KindRuntime)
+	Persistent Kind = Kind(wire.KindPersistent)
+)
+
+// String returns "runtime" or "persistent".
+func (k Kind) String() string {
+	if k == Persistent {
+		return "persistent"
+	}
+	return "runtime"
+}
+
+// MarshalText makes Kind a JSON string.
+func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// Info describes one reservation as Client.Show reports it.
+type Info struct {
+	Proto     Proto    `json:"proto"`
+	Kind      Kind     `json:"kind"`
+	Start     uint16   `json:"start"`
+	Count     uint16   `json:"count"`
+	PID       int32    `json:"pid,omitempty"`     // runtime: the owner
+	UID       uint32   `json:"uid"`               // owner (runtime) or creator (persistent)
+	Command   string   `json:"command,omitempty"` // runtime: the owner's command line
+	Token     uint64   `json:"token,omitempty"`   // only the caller's own, or persistent ones it may consume
+	Mine      bool     `json:"mine"`              // acquired by the calling process
+	Delegated bool     `json:"delegated"`         // handed to another process (portres run)
+	Bound     []uint16 `json:"bound"`             // ports bound from it right now
+}
+
+// MarshalText makes Proto a JSON string.
+func (p Proto) MarshalText() ([]byte, error) { return []byte(p.String()), nil }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -41,6 +42,14 @@ explicit binds by other programs are not prevented (see the README).`,
 			}
 			defer c.Close()
 			envv := os.Environ()
+			var held []*portres.Reservation
+			defer func() {
+				// Release explicitly: the broker answers only once the
+				// ports are out of ip_local_reserved_ports again.
+				for _, r := range held {
+					r.Release(context.Background())
+				}
+			}()
 			for _, want := range []struct {
 				proto portres.Proto
 				n     uint16
@@ -53,6 +62,7 @@ explicit binds by other programs are not prevented (see the README).`,
 				if err != nil {
 					return err
 				}
+				held = append(held, r)
 				envv = append(envv, want.name+"="+joinPorts(r.Ports()))
 			}
 			status, err := runChild(e, args, envv)

@@ -1,0 +1,303 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/portres/portres"
+	"github.com/portres/portres/internal/testbroker"
+	"github.com/portres/portres/internal/testutil"
+	"golang.org/x/sys/unix"
+)
+
+func init() {
+	testutil.Helpers["bindports"] = helperBindPorts
+	testutil.Helpers["hold"] = helperHold
+}
+
+// helperBindPorts is the command of `portres run`: it binds every port
+// it was handed with a plain bind() and prints "bound P".
+func helperBindPorts([]string) int {
+	for _, v := range []struct {
+		env string
+		typ int
+	}{{"PORTRES_TCP_PORTS", unix.SOCK_STREAM}, {"PORTRES_UDP_PORTS", unix.SOCK_DGRAM}} {
+		for _, p := range strings.Split(os.Getenv(v.env), ",") {
+			if p == "" {
+				continue
+			}
+			port, _ := strconv.Atoi(p)
+			fd, _ := unix.Socket(unix.AF_INET6, v.typ, 0)
+			if err := unix.Bind(fd, &unix.SockaddrInet6{Port: port}); err != nil {
+				fmt.Println("error", p, err)
+				return 1
+			}
+			fmt.Println("bound", p)
+		}
+	}
+	return 0
+}
+
+// helperHold acquires tcp 39000+3 through the library and holds it until
+// stdin closes.
+func helperHold([]string) int {
+	c, err := portres.Dial(context.Background(), "")
+	if err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	if _, err := c.Acquire(context.Background(), portres.TCP, 39000, 3); err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin)
+	return 0
+}
+
+// run executes the CLI in-process against b.
+func run(t *testing.T, b *testbroker.Broker, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if b != nil {
+		args = append([]string{"--socket", b.Config.Socket}, args...)
+	}
+	code = Main(args, strings.NewReader(""), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"acquire", "--help"}, {"run", "--help"}, {"show", "--help"},
+		{"persistent", "--help"}, {"persistent", "add", "--help"}, {"persistent", "delete", "--help"},
+		{"persistent", "lookup", "--help"}, {"persistent", "show", "--help"},
+		{"dynamicport", "--help"}, {"dynamicport", "show", "--help"}, {"dynamicport", "set", "--help"}} {
+		code, out, errs := run(t, nil, args...)
+		if code != 0 || !strings.Contains(out, "Usage:") || errs != "" {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, out, errs)
+		}
+	}
+	if code, _, errs := run(t, nil, "acquire", "--count", "1"); code != 1 || !strings.Contains(errs, "--proto is required") {
+		t.Errorf("acquire without --proto: exit %d, %q", code, errs)
+	}
+	if code, _, errs := run(t, nil, "nonsense"); code != 1 || !strings.Contains(errs, "unknown command") {
+		t.Errorf("unknown command: exit %d, %q", code, errs)
+	}
+}
+
+func TestNoBroker(t *testing.T) {
+	code, _, errs := run(t, nil, "--socket", "/nonexistent/portres.sock", "show")
+	if code != 1 || !strings.Contains(errs, "WSAENETDOWN (10050)") || !strings.Contains(errs, "portresd running") {
+		t.Errorf("show without broker: exit %d, %q", code, errs)
+	}
+}
+
+// TestAcquireHoldsUntilStdinCloses: acquire --json prints the block,
+// holds it while stdin is open, releases it at EOF.
+func TestAcquireHoldsUntilStdinCloses(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	c := b.Dial(t)
+	stdinR, stdinW := io.Pipe()
+	outR, outW := io.Pipe()
+	done := make(chan int)
+	go func() {
+		done <- Main([]string{"--socket", b.Config.Socket, "acquire", "--proto", "udp", "--start", "38000", "--count", "4", "--json"}, stdinR, outW, io.Discard)
+		outW.Close()
+	}()
+	var got reservationJSON
+	if err := json.NewDecoder(outR).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Proto != "udp" || got.Start != 38000 || got.End != 38003 || got.Count != 4 || !strings.HasPrefix(got.Token, "0x") {
+		t.Fatalf("acquire printed %+v", got)
+	}
+	infos, err := c.Show(context.Background())
+	if err != nil || len(infos) != 1 || infos[0].Start != 38000 {
+		t.Fatalf("while held: %+v %v", infos, err)
+	}
+	stdinW.Close()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("acquire did not return after stdin closed")
+	}
+	if infos, _ := c.Show(context.Background()); len(infos) != 0 {
+		t.Fatalf("after release: %+v", infos)
+	}
+	code, _, errs := run(t, b, "acquire", "--proto", "tcp", "--start", "65535", "--count", "2")
+	if code != 1 || !strings.Contains(errs, "WSAEINVAL (10022)") {
+		t.Errorf("bad block: exit %d, %q", code, errs)
+	}
+}
+
+// TestRunHandsPortsToCommand: the command gets the ports in its
+// environment, binds them with plain bind(), they are excluded from
+// automatic assignment meanwhile, and run exits with its status.
+func TestRunHandsPortsToCommand(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	t.Setenv("PORTRES_TEST_HELPER", "bindports")
+	code, out, errs := run(t, b, "run", "--tcp", "2", "--udp", "1", "--", os.Args[0], "-test.run=^$")
+	if code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out, errs)
+	}
+	if n := strings.Count(out, "bound "); n != 3 {
+		t.Fatalf("command bound %d ports, want 3: %s", n, out)
+	}
+	os.Unsetenv("PORTRES_TEST_HELPER")
+	code, out, _ = run(t, b, "run", "--tcp", "3", "--", "sh", "-c", `echo "$PORTRES_TCP_PORTS"; cat /proc/sys/net/ipv4/ip_local_reserved_ports; exit 7`)
+	if code != 7 {
+		t.Fatalf("run exit %d, want the command's 7", code)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	ports := strings.Split(lines[0], ",")
+	if len(ports) != 3 {
+		t.Fatalf("PORTRES_TCP_PORTS = %q", lines[0])
+	}
+	if want := ports[0] + "-" + ports[2]; len(lines) < 2 || !strings.Contains(lines[1], want) {
+		t.Errorf("ip_local_reserved_ports during run = %q, want it to hold %s", lines[1:], want)
+	}
+	reserved, _ := os.ReadFile(testutil.ReservedPortsPath)
+	if strings.TrimSpace(string(reserved)) != "" {
+		t.Errorf("ip_local_reserved_ports after run = %q, want empty", reserved)
+	}
+	if code, _, errs := run(t, b, "run", "--", "true"); code != 1 || !strings.Contains(errs, "nothing to reserve") {
+		t.Errorf("run without ports: %d %q", code, errs)
+	}
+}
+
+// TestRunForwardsSignals: SIGTERM to portres run reaches the command,
+// whose status becomes run's.
+func TestRunForwardsSignals(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	outR, outW := io.Pipe()
+	done := make(chan int)
+	go func() {
+		done <- Main([]string{"--socket", b.Config.Socket, "run", "--udp", "1", "--", "sh", "-c",
+			`trap 'echo got TERM; exit 42' TERM; echo ready; while :; do sleep 0.05; done`}, strings.NewReader(""), outW, io.Discard)
+		outW.Close()
+	}()
+	lines := bufio.NewReader(outR)
+	if l, _ := lines.ReadString('\n'); l != "ready\n" {
+		t.Fatalf("command said %q", l)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	go io.Copy(io.Discard, lines)
+	select {
+	case code := <-done:
+		if code != 42 {
+			t.Fatalf("exit %d, want 42 from the trapped TERM", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("run did not end after SIGTERM")
+	}
+}
+
+// TestShow: the table and JSON list owner, kind and bound ports, and
+// never another process's token.
+func TestShow(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	code, out, _ := run(t, b, "show")
+	if code != 0 || out != "No reservations.\n" {
+		t.Fatalf("empty show: %d %q", code, out)
+	}
+	holder := testutil.StartHelper(t, "hold", []string{"PORTRES_SOCKET=" + b.Config.Socket})
+	if l := holder.Line(5 * time.Second); l != "ready" {
+		t.Fatal(l)
+	}
+	c := b.Dial(t)
+	r, err := c.Acquire(context.Background(), portres.UDP, 39100, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := r.ListenPacket(context.Background(), "udp", ":39101")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	code, out, _ = run(t, b, "show")
+	if code != 0 || !strings.Contains(out, "Protocol") || !strings.Contains(out, fmt.Sprintf("pid %d", holder.Cmd.Process.Pid)) ||
+		!regexpMatch(out, `udp\s+39100\s+39101\s+2\s+runtime\s+pid \d+ .*\s39101\n`) {
+		t.Fatalf("show:\n%s", out)
+	}
+	code, out, _ = run(t, b, "show", "--json")
+	var infos []infoJSON
+	if err := json.Unmarshal([]byte(out), &infos); code != 0 || err != nil || len(infos) != 2 {
+		t.Fatalf("show --json: %d %v %s", code, err, out)
+	}
+	for _, i := range infos {
+		switch i.Proto {
+		case "tcp":
+			if i.Token != "" || i.PID != int32(holder.Cmd.Process.Pid) || i.Kind != "runtime" || len(i.Bound) != 0 {
+				t.Errorf("other process's entry: %+v", i)
+			}
+		case "udp":
+			if i.Token != fmt.Sprintf("%#016x", r.Token()) || len(i.Bound) != 1 || i.Bound[0] != 39101 {
+				t.Errorf("own entry: %+v", i)
+			}
+		}
+	}
+	holder.Wait()
+}
+
+// TestPersistentAndDynamicPort drives the persistent and dynamicport
+// verbs, text and JSON, success and Win32 errors.
+func TestPersistentAndDynamicPort(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	code, out, _ := run(t, b, "persistent", "add", "--proto", "tcp", "--start", "37000", "--count", "5", "--json")
+	var added reservationJSON
+	if err := json.Unmarshal([]byte(out), &added); code != 0 || err != nil || added.Start != 37000 || added.Token == "" {
+		t.Fatalf("add: %d %v %s", code, err, out)
+	}
+	code, out, _ = run(t, b, "persistent", "lookup", "--proto", "tcp", "--start", "37000", "--count", "5")
+	if code != 0 || !strings.Contains(out, added.Token) {
+		t.Errorf("lookup: %d %q, want token %s", code, out, added.Token)
+	}
+	code, out, _ = run(t, b, "persistent", "show", "--json")
+	if code != 0 || !strings.Contains(out, `"kind": "persistent"`) {
+		t.Errorf("persistent show: %d %s", code, out)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"persistent", "add", "--proto", "tcp", "--start", "37002", "--count", "5"}, "ERROR_SHARING_VIOLATION (32)"},
+		{[]string{"persistent", "add", "--proto", "udp", "--start", "0", "--count", "5"}, "ERROR_INVALID_PARAMETER (87)"},
+		{[]string{"persistent", "lookup", "--proto", "tcp", "--start", "37000", "--count", "4"}, "ERROR_NOT_FOUND (1168)"},
+		{[]string{"persistent", "delete", "--proto", "tcp", "--start", "37001", "--count", "5"}, "ERROR_NOT_FOUND (1168)"},
+		{[]string{"dynamicport", "set", "--proto", "udp", "--start", "1000", "--num", "300"}, "ERROR_INVALID_PARAMETER (87)"},
+		{[]string{"dynamicport", "set", "--proto", "udp", "--start", "40000", "--num", "100"}, "ERROR_INVALID_PARAMETER (87)"},
+	} {
+		if code, _, errs := run(t, b, tc.args...); code != 1 || !strings.Contains(errs, tc.want) {
+			t.Errorf("%v: exit %d, %q, want %s", tc.args, code, errs, tc.want)
+		}
+	}
+	code, out, _ = run(t, b, "persistent", "delete", "--proto", "tcp", "--start", "37000", "--count", "5")
+	if code != 0 || out != "Deleted persistent tcp 37000-37004.\n" {
+		t.Errorf("delete: %d %q", code, out)
+	}
+	code, out, _ = run(t, b, "dynamicport", "set", "--proto", "udp", "--start", "40000", "--num", "1000")
+	if code != 0 || !strings.Contains(out, "40000-40999") {
+		t.Errorf("dynamicport set: %d %q", code, out)
+	}
+	code, out, _ = run(t, b, "dynamicport", "show", "--proto", "udp")
+	if code != 0 || !strings.Contains(out, "Start Port      : 40000") || !strings.Contains(out, "Number of Ports : 1000") {
+		t.Errorf("dynamicport show: %d %q", code, out)
+	}
+	code, out, _ = run(t, b, "dynamicport", "show", "--json")
+	var ranges []map[string]any
+	if err := json.Unmarshal([]byte(out), &ranges); code != 0 || err != nil || len(ranges) != 2 || ranges[1]["start"] != 40000.0 {
+		t.Errorf("dynamicport show --json: %d %v %s", code, err, out)
+	}
+}

@@ -32,7 +32,11 @@ func runHelper() {
 		fmt.Fprintf(os.Stderr, "testutil: no helper %q\n", name)
 		os.Exit(2)
 	}
-	os.Exit(h(strings.Split(os.Getenv(envHelper+"_ARGS"), "\x1f")))
+	var args []string
+	if a := os.Getenv(envHelper + "_ARGS"); a != "" {
+		args = strings.Split(a, "\x1f")
+	}
+	os.Exit(h(args))
 }
 
 // Process is a helper process: this test binary re-executed to run one

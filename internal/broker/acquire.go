@@ -86,19 +86,36 @@ func (b *Broker) place(rv *resv, want pool.Block, from uint16) *wire.Response {
 		}
 		blk.Start = start
 	}
-	r, err := p.Reserve(blk, 0, rv)
+	r, err := b.reserveLocked(rv, blk)
 	if err != nil {
 		return b.poolError(rv.proto, want, err)
 	}
-	rv.r = r
 	if rv.holds() {
 		rv.holders = make([]int32, r.Block.Count)
 		for i := range rv.holders {
 			rv.holders[i] = -1
 		}
 	}
-	b.byToken[r.Token] = rv
 	return nil
+}
+
+// reserveLocked reserves blk for rv in its protocol's pool with a token
+// unique across both pools (each pool only guarantees its own), and
+// indexes it. Caller holds b.mu.
+func (b *Broker) reserveLocked(rv *resv, blk pool.Block) (*pool.Reservation, error) {
+	p := b.pools[rv.proto]
+	for {
+		r, err := p.Reserve(blk, 0, rv)
+		if err != nil {
+			return nil, err
+		}
+		if _, taken := b.byToken[r.Token]; !taken {
+			rv.r = r
+			b.byToken[r.Token] = rv
+			return r, nil
+		}
+		p.Release(r.Token) // drawn by the other pool too: draw again
+	}
 }
 
 // enforceNew binds a placeholder on every port of a new runtime block, or

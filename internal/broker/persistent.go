@@ -24,16 +24,13 @@ func (b *Broker) createPersistent(s *session, req *wire.Request) *wire.Response 
 	blk := pool.Block{Start: req.Start, Count: req.Count}
 	rv := &resv{proto: proto, kind: wire.KindPersistent, uid: s.peer.uid, pending: true, created: time.Now()}
 	b.mu.Lock()
-	r, err := b.pools[proto].Reserve(blk, 0, rv)
+	r, err := b.reserveLocked(rv, blk)
+	b.mu.Unlock()
 	if err != nil {
-		b.mu.Unlock()
 		resp := b.poolError(proto, blk, err)
 		resp.Code = uint32(portres.ERROR_SHARING_VIOLATION)
 		return resp
 	}
-	rv.r = r
-	b.byToken[r.Token] = rv
-	b.mu.Unlock()
 
 	fail := func(resp *wire.Response) *wire.Response {
 		b.mu.Lock()

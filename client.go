@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portres/portres/internal/fdpass"
@@ -32,7 +33,7 @@ type Client struct {
 	mu     sync.Mutex // one request in flight
 	nextID uint32
 	buf    []byte
-	closed bool
+	closed atomic.Bool
 }
 
 // DefaultSocketPath is where Dial looks for the broker when given "":
@@ -58,7 +59,7 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 // reservation acquired on it. Pending calls fail with
 // WSA_OPERATION_ABORTED.
 func (c *Client) Close() error {
-	c.closed = true
+	c.closed.Store(true)
 	return c.conn.Close()
 }
 
@@ -136,7 +137,7 @@ func (c *Client) do(ctx context.Context, req *wire.Request, fd int) ([]*wire.Res
 }
 
 func (c *Client) connError(op wire.Op, err error) *Error {
-	if c.closed || errors.Is(err, net.ErrClosed) {
+	if c.closed.Load() || errors.Is(err, net.ErrClosed) {
 		return &Error{Op: op.String(), Code: WSA_OPERATION_ABORTED, Msg: "the client was closed", Err: err}
 	}
 	return &Error{Op: op.String(), Code: WSAENETDOWN, Msg: "lost the connection to portresd", Err: err}

@@ -20,20 +20,28 @@ type Errno uint32
 const (
 	NO_ERROR                Errno = 0     // success
 	ERROR_ACCESS_DENIED     Errno = 5     // not allowed to administer persistent reservations
+	WSA_INVALID_HANDLE      Errno = 6     // not a valid event object
 	ERROR_SHARING_VIOLATION Errno = 32    // block overlaps a reservation or a port in use
 	ERROR_INVALID_PARAMETER Errno = 87    // zero start or count, block past 65535, bad range
 	ERROR_NOT_FOUND         Errno = 1168  // no persistent reservation with exactly that block
 	WSA_OPERATION_ABORTED   Errno = 995   // cancelled, or the socket was closed
+	WSA_IO_INCOMPLETE       Errno = 996   // overlapped operation not yet complete
 	WSA_IO_PENDING          Errno = 997   // overlapped operation started
 	WSAEINTR                Errno = 10004 // interrupted
 	WSAEACCES               Errno = 10013 // not the owner of the reservation / not allowed
 	WSAEFAULT               Errno = 10014 // bad pointer (missing buffer)
 	WSAEINVAL               Errno = 10022 // bad control code or input, not applicable
 	WSAEMFILE               Errno = 10024 // out of file descriptors
+	WSAEWOULDBLOCK          Errno = 10035 // non-blocking operation would block
 	WSAEINPROGRESS          Errno = 10036 // a blocking operation is in progress
 	WSAENOTSOCK             Errno = 10038 // descriptor is not a socket
+	WSAEPROTOTYPE           Errno = 10041 // protocol wrong for the socket type
+	WSAEPROTONOSUPPORT      Errno = 10043 // protocol not supported
+	WSAESOCKTNOSUPPORT      Errno = 10044 // socket type not supported
 	WSAEOPNOTSUPP           Errno = 10045 // not supported, or socket is neither TCP nor UDP
+	WSAEAFNOSUPPORT         Errno = 10047 // address family not supported
 	WSAEADDRINUSE           Errno = 10048 // block overlaps a reservation or a port in use
+	WSAEADDRNOTAVAIL        Errno = 10049 // address not available
 	WSAENETDOWN             Errno = 10050 // broker unreachable
 	WSAENOBUFS              Errno = 10055 // no free port left in the reservation
 )
@@ -44,6 +52,14 @@ var errnoNames = map[Errno]string{
 	ERROR_SHARING_VIOLATION: "ERROR_SHARING_VIOLATION",
 	ERROR_INVALID_PARAMETER: "ERROR_INVALID_PARAMETER",
 	ERROR_NOT_FOUND:         "ERROR_NOT_FOUND",
+	WSA_INVALID_HANDLE:      "WSA_INVALID_HANDLE",
+	WSA_IO_INCOMPLETE:       "WSA_IO_INCOMPLETE",
+	WSAEWOULDBLOCK:          "WSAEWOULDBLOCK",
+	WSAEPROTOTYPE:           "WSAEPROTOTYPE",
+	WSAEPROTONOSUPPORT:      "WSAEPROTONOSUPPORT",
+	WSAESOCKTNOSUPPORT:      "WSAESOCKTNOSUPPORT",
+	WSAEAFNOSUPPORT:         "WSAEAFNOSUPPORT",
+	WSAEADDRNOTAVAIL:        "WSAEADDRNOTAVAIL",
 	WSA_OPERATION_ABORTED:   "WSA_OPERATION_ABORTED",
 	WSA_IO_PENDING:          "WSA_IO_PENDING",
 	WSAEINTR:                "WSAEINTR",
@@ -65,6 +81,14 @@ var errnoText = map[Errno]string{
 	ERROR_SHARING_VIOLATION: "ports in use or overlapping a reservation",
 	ERROR_INVALID_PARAMETER: "invalid parameter",
 	ERROR_NOT_FOUND:         "not found",
+	WSA_INVALID_HANDLE:      "invalid event handle",
+	WSA_IO_INCOMPLETE:       "overlapped I/O event not in a signaled state",
+	WSAEWOULDBLOCK:          "resource temporarily unavailable",
+	WSAEPROTOTYPE:           "protocol wrong type for socket",
+	WSAEPROTONOSUPPORT:      "protocol not supported",
+	WSAESOCKTNOSUPPORT:      "socket type not supported",
+	WSAEAFNOSUPPORT:         "address family not supported",
+	WSAEADDRNOTAVAIL:        "cannot assign requested address",
 	WSA_OPERATION_ABORTED:   "operation aborted",
 	WSA_IO_PENDING:          "overlapped I/O operation in progress",
 	WSAEINTR:                "interrupted",
@@ -147,6 +171,20 @@ func (e Errno) Syscall() syscall.Errno {
 		return syscall.ENETDOWN
 	case WSAENOBUFS:
 		return syscall.ENOBUFS
+	case WSA_INVALID_HANDLE:
+		return syscall.EBADF
+	case WSA_IO_INCOMPLETE, WSAEWOULDBLOCK:
+		return syscall.EAGAIN
+	case WSAEPROTOTYPE:
+		return syscall.EPROTOTYPE
+	case WSAEPROTONOSUPPORT:
+		return syscall.EPROTONOSUPPORT
+	case WSAESOCKTNOSUPPORT:
+		return syscall.ESOCKTNOSUPPORT
+	case WSAEAFNOSUPPORT:
+		return syscall.EAFNOSUPPORT
+	case WSAEADDRNOTAVAIL:
+		return syscall.EADDRNOTAVAIL
 	}
 	return 0
 }

@@ -1,0 +1,158 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portres/portres"
+	"github.com/portres/portres/internal/testbroker"
+)
+
+var updateSample = flag.Bool("update-sample", false, "rewrite testdata/sample/*.golden")
+
+// sampleCase is one run of `portres sample` and its golden output.
+type sampleCase struct {
+	name     string
+	args     []string
+	exit     int
+	wildcard bool // the broker places the block: normalise the ports
+}
+
+var (
+	tokenRE     = regexp.MustCompile(`Token=-?\d+`)
+	startRE     = regexp.MustCompile(`Starting port=(\d+),  Number of Ports=(\d+)`)
+	allocatedRE = regexp.MustCompile(`Port number allocated = (\d+)`)
+)
+
+// runSampleCase runs the sample in-process against socket ("" = none)
+// and compares its normalised output with testdata/sample/NAME.golden.
+func runSampleCase(t *testing.T, socket string, c sampleCase) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	args := append([]string{"sample"}, c.args...)
+	if socket != "" {
+		args = append([]string{"--socket", socket}, args...)
+	}
+	if code := Main(args, strings.NewReader(""), &stdout, &stderr); code != c.exit {
+		t.Errorf("exit status %d, want %d; stderr %q", code, c.exit, stderr.String())
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("stderr: %q (the sample prints everything to stdout)", stderr.String())
+	}
+	out := stdout.String()
+	if m := startRE.FindStringSubmatch(out); m != nil {
+		start, _ := strconv.Atoi(m[1])
+		count, _ := strconv.Atoi(m[2])
+		if p := allocatedRE.FindStringSubmatch(out); p != nil {
+			if port, _ := strconv.Atoi(p[1]); port < start || port >= start+count {
+				t.Errorf("port %d allocated outside the block %d+%d", port, start, count)
+			}
+		}
+		if c.wildcard {
+			out = startRE.ReplaceAllString(out, "Starting port=<port>,  Number of Ports=$2")
+			out = allocatedRE.ReplaceAllString(out, "Port number allocated = <port>")
+		}
+	}
+	out = tokenRE.ReplaceAllString(out, "Token=<token>")
+	path := filepath.Join("testdata", "sample", c.name+".golden")
+	if *updateSample {
+		if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -run Sample -update-sample)", err)
+	}
+	if out != string(want) {
+		t.Errorf("sample %s output:\n%s\nwant (%s):\n%s", strings.Join(c.args, " "), out, path, want)
+	}
+}
+
+// The validation failures need no broker.
+func TestSampleValidation(t *testing.T) {
+	for _, c := range []sampleCase{
+		{name: "usage", args: nil, exit: 1},
+		{name: "usage", args: []string{"2", "2", "17", "5000"}, exit: 1},
+		{name: "usage", args: []string{"2", "2", "17", "5000", "20", "1"}, exit: 1},
+		{name: "start_out_of_range", args: []string{"2", "2", "17", "70000", "20"}, exit: 1},
+		{name: "start_out_of_range", args: []string{"2", "2", "17", "-5", "20"}, exit: 1},
+		{name: "negative_count", args: []string{"2", "2", "17", "5000", "-1"}, exit: 1},
+	} {
+		t.Run(c.name, func(t *testing.T) { runSampleCase(t, "", c) })
+	}
+}
+
+func TestSample(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	c := b.Dial(t)
+	for _, tc := range []sampleCase{
+		{name: "udp4_specific", args: []string{"2", "2", "17", "5000", "20"}},
+		{name: "tcp6_wildcard", args: []string{"10", "1", "6", "0", "5"}, wildcard: true},
+		{name: "tcp4_specific", args: []string{"2", "1", "6", "40000", "3"}},
+		{name: "udp6_wildcard", args: []string{"10", "2", "17", "0", "4"}, wildcard: true},
+		{name: "tcp4_default_protocol", args: []string{"2", "1", "0", "40100", "1"}},
+		{name: "zero_ports", args: []string{"2", "2", "17", "5000", "0"}, exit: 1},
+		{name: "udp_stream", args: []string{"2", "1", "17", "5000", "1"}, exit: 1},
+		{name: "raw_socket", args: []string{"2", "3", "17", "5000", "1"}, exit: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			runSampleCase(t, b.Config.Socket, tc)
+			if infos, err := c.Show(context.Background()); err != nil || len(infos) != 0 {
+				t.Errorf("after the sample the broker holds %+v, %v", infos, err)
+			}
+		})
+	}
+}
+
+// A block that overlaps another reservation fails with WSAEADDRINUSE.
+func TestSampleConflict(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	r, err := b.Dial(t).Acquire(context.Background(), portres.UDP, 6000, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSampleCase(t, b.Config.Socket, sampleCase{name: "conflict", args: []string{"2", "2", "17", "6005", "10"}, exit: 1})
+	r.Release(context.Background())
+	// The sample's first socket is closed: nothing of it is left.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		infos, _ := b.Dial(t).Show(context.Background())
+		if len(infos) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the broker still holds %+v", infos)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSampleHelp(t *testing.T) {
+	var stdout bytes.Buffer
+	if code := Main([]string{"sample", "--help"}, strings.NewReader(""), &stdout, &stdout); code != 0 {
+		t.Fatalf("exit status %d: %s", code, stdout.String())
+	}
+	if !strings.Contains(stdout.String(), "sample <addressfamily> <type> <protocol> <StartingPort> <NumberOfPorts>") {
+		t.Errorf("help:\n%s", stdout.String())
+	}
+}
+
+func TestWtoi(t *testing.T) {
+	for s, want := range map[string]int{
+		"5000": 5000, " \t42": 42, "+7": 7, "-1": -1, "12abc": 12, "abc": 0, "": 0, "-": 0,
+		"70000": 70000, "99999999999": 2147483647, "-99999999999": -2147483648, "0x10": 0,
+	} {
+		if got := wtoi(s); got != want {
+			t.Errorf("wtoi(%q) = %d, want %d", s, got, want)
+		}
+	}
+}

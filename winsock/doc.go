@@ -1,0 +1,59 @@
+// Package winsock is the Winsock surface of portres: the port reservation
+// control codes of WSAIoctl, their structures byte for byte, and
+// overlapped (asynchronous) completion, so that a program written for
+// Windows ports line by line.
+//
+// # Windows names and their Go form
+//
+//	Windows                              this package
+//	SIO_ACQUIRE_PORT_RESERVATION         SIO_ACQUIRE_PORT_RESERVATION (0x98000064)
+//	SIO_RELEASE_PORT_RESERVATION         SIO_RELEASE_PORT_RESERVATION (0x98000065)
+//	SIO_ASSOCIATE_PORT_RESERVATION       SIO_ASSOCIATE_PORT_RESERVATION (0x98000066)
+//	SIO_FLUSH                            SIO_FLUSH (0x28000004): cancels pending operations
+//	INET_PORT_RANGE                      INET_PORT_RANGE (4 bytes)
+//	INET_PORT_RESERVATION_TOKEN          INET_PORT_RESERVATION_TOKEN (8 bytes)
+//	INET_PORT_RESERVATION_INSTANCE       INET_PORT_RESERVATION_INSTANCE (16 bytes)
+//	socket / WSASocket                   NewSocket
+//	SOCKET                               *Socket
+//	WSAIoctl                             (*Socket).WSAIoctl
+//	bind, getsockname, closesocket       (*Socket).Bind, Getsockname, Close
+//	ioctlsocket(FIONBIO)                 (*Socket).SetNonblocking
+//	WSAOVERLAPPED                        Overlapped
+//	LPWSAOVERLAPPED_COMPLETION_ROUTINE   CompletionRoutine
+//	WSAEVENT, WSACreateEvent             *Event, WSACreateEvent
+//	WSAGetOverlappedResult               WSAGetOverlappedResult
+//	CancelIo / CancelIoEx                CancelIo
+//	WSAGetLastError                      ErrorCode(err)
+//	WSAStartup, WSACleanup               WSAStartup, WSACleanup
+//	htons, ntohs                         Htons, Ntohs
+//
+// Errors carry the Winsock number as an Errno, which on Linux is
+// portres.Errno itself: errors.Is(err, portres.WSAEINVAL) and
+// errors.Is(err, syscall.EINVAL) both hold for an invalid argument.
+// WSAIoctl returns the bare Errno WSA_IO_PENDING when an overlapped
+// operation has started, as Windows returns SOCKET_ERROR with
+// WSAGetLastError() == WSA_IO_PENDING.
+//
+// # Linux
+//
+// On Linux the port pool belongs to the portresd broker. A Socket is a
+// real socket(2) descriptor; the first SIO_ACQUIRE_PORT_RESERVATION on it
+// opens the socket's own broker connection, so its runtime reservations
+// last as long as the Socket, as on Windows: Close ends them. RELEASE and
+// ASSOCIATE, and the bind of an associated socket, go through that
+// connection if the socket has one, else through a connection shared by
+// the process; the broker checks the process, not the connection, so a
+// token acquired on one socket may be released or consumed on another of
+// the same process. The broker is found at portres.DefaultSocketPath
+// ($PORTRES_SOCKET) unless SetBrokerSocket names another.
+//
+// Address families are the platform's numbers: AF_INET is 2 everywhere,
+// AF_INET6 is 10 on Linux and 23 on Windows.
+//
+// # Windows
+//
+// On Windows every call goes to the system's Winsock (ws2_32.dll) through
+// golang.org/x/sys/windows, with the same Go signatures. Completion
+// routines are emulated there by a goroutine that waits for the result,
+// since Go code never sits in the alertable wait Windows delivers them in.
+package winsock

@@ -1,0 +1,233 @@
+package winsock
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/portres/portres"
+	"github.com/portres/portres/internal/testutil"
+	"golang.org/x/sys/unix"
+)
+
+func TestAcquireRelease(t *testing.T) {
+	checkFDs(t)
+	b := broker(t)
+	s := socket(t, AF_INET, SOCK_STREAM, IPPROTO_TCP)
+	out := bytes.Repeat([]byte{0xFF}, 20)
+	n, err := s.WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION, rangeBytes(40000, 10), out, nil, nil)
+	if err != nil || n != 16 {
+		t.Fatalf("ACQUIRE: %d bytes, %v; want 16", n, err)
+	}
+	if !bytes.Equal(out[:4], []byte{0x9c, 0x40, 10, 0}) || !bytes.Equal(out[4:8], []byte{0, 0, 0, 0}) || !bytes.Equal(out[16:], []byte{0xFF, 0xFF, 0xFF, 0xFF}) {
+		t.Errorf("output % x: want 9c 40 0a 00, zero padding, bytes past 16 untouched", out)
+	}
+	var inst INET_PORT_RESERVATION_INSTANCE
+	inst.UnmarshalBinary(out)
+	infos := show(t, b)
+	if len(infos) != 1 || infos[0].Start != 40000 || infos[0].Count != 10 || infos[0].Token != inst.Token.Token || !infos[0].Mine || infos[0].Proto != portres.TCP {
+		t.Fatalf("broker shows %+v, want tcp 40000+10 token %#x", infos, inst.Token.Token)
+	}
+	if err := rawBind(40005); err != syscall.EADDRINUSE {
+		t.Errorf("a foreign bind of a reserved port: %v, want EADDRINUSE", err)
+	}
+	n, err = s.WSAIoctl(SIO_RELEASE_PORT_RESERVATION, tokenBytes(inst.Token.Token), nil, nil, nil)
+	if err != nil || n != 0 {
+		t.Fatalf("RELEASE: %d bytes, %v; want 0 bytes (no output buffer)", n, err)
+	}
+	waitEmpty(t, b)
+	if err := rawBind(40005); err != nil {
+		t.Errorf("bind after release: %v", err)
+	}
+	_, err = s.WSAIoctl(SIO_RELEASE_PORT_RESERVATION, tokenBytes(inst.Token.Token), nil, nil, nil)
+	wantCode(t, "second RELEASE", err, WSAEINVAL)
+}
+
+func TestAcquireWildcardAndIPv6(t *testing.T) {
+	b := broker(t)
+	s := socket(t, AF_INET6, SOCK_DGRAM, 0)
+	inst := acquire(t, s, 0, 4)
+	start := Ntohs(inst.Reservation.StartPort)
+	if start == 0 || inst.Reservation.NumberOfPorts != 4 || inst.Token.Token == INVALID_PORT_RESERVATION_TOKEN {
+		t.Fatalf("got %+v", inst)
+	}
+	lo, count, err := b.Dial(t).DynamicPortRange(context.Background(), portres.UDP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if start < lo || int(start)+4 > int(lo)+int(count) {
+		t.Errorf("wildcard block at %d, outside the dynamic range %d+%d", start, lo, count)
+	}
+	if infos := show(t, b); len(infos) != 1 || infos[0].Proto != portres.UDP {
+		t.Errorf("broker shows %+v, want one UDP block", infos)
+	}
+}
+
+func TestAcquireConflict(t *testing.T) {
+	broker(t)
+	s1 := socket(t, AF_INET, SOCK_DGRAM, IPPROTO_UDP)
+	s2 := socket(t, AF_INET6, SOCK_DGRAM, IPPROTO_UDP)
+	acquire(t, s1, 41000, 10)
+	n, err := s2.WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION, rangeBytes(41009, 5), make([]byte, 16), nil, nil)
+	wantCode(t, "overlapping ACQUIRE", err, WSAEADDRINUSE)
+	if n != 0 {
+		t.Errorf("bytesReturned = %d", n)
+	}
+	_, err = s2.WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION, rangeBytes(41000, 0), make([]byte, 16), nil, nil)
+	wantCode(t, "ACQUIRE of 0 ports", err, WSAEINVAL)
+}
+
+func TestReservationLivesAsLongAsTheSocket(t *testing.T) {
+	checkFDs(t)
+	b := broker(t)
+	s := socket(t, AF_INET, SOCK_STREAM, IPPROTO_TCP)
+	acquire(t, s, 42000, 3)
+	acquire(t, s, 42100, 3)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitEmpty(t, b)
+	for _, p := range []uint16{42000, 42102} {
+		if err := rawBind(p); err != nil {
+			t.Errorf("bind of %d after closesocket: %v", p, err)
+		}
+	}
+}
+
+func TestReleaseFromAnotherSocket(t *testing.T) {
+	b := broker(t)
+	s1 := socket(t, AF_INET, SOCK_STREAM, IPPROTO_TCP)
+	s2 := socket(t, AF_INET6, SOCK_STREAM, IPPROTO_TCP)
+	inst := acquire(t, s1, 42200, 2)
+	if _, err := s2.WSAIoctl(SIO_RELEASE_PORT_RESERVATION, tokenBytes(inst.Token.Token), nil, nil, nil); err != nil {
+		t.Fatalf("RELEASE on another socket of the process: %v", err)
+	}
+	waitEmpty(t, b)
+}
+
+func TestAssociateAndBind(t *testing.T) {
+	checkFDs(t)
+	broker(t)
+	s := socket(t, AF_INET, SOCK_STREAM, IPPROTO_TCP)
+	tok := tokenBytes(acquire(t, s, 42300, 2).Token.Token)
+	associated := func(af int) *Socket {
+		t.Helper()
+		c := socket(t, af, SOCK_STREAM, IPPROTO_TCP)
+		if n, err := c.WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION, tok, nil, nil, nil); err != nil || n != 0 {
+			t.Fatalf("ASSOCIATE: %d bytes, %v", n, err)
+		}
+		return c
+	}
+	c1 := associated(AF_INET)
+	if err := c1.Bind(netipAny4); err != nil {
+		t.Fatal(err)
+	}
+	a1, err := c1.Getsockname()
+	if err != nil || a1.Port() < 42300 || a1.Port() > 42301 || !a1.Addr().IsUnspecified() {
+		t.Fatalf("bound to %v, %v; want a port of 42300-42301", a1, err)
+	}
+	other := uint16(42300 + 42301 - int(a1.Port()))
+	c2 := associated(AF_INET6)
+	outside := associated(AF_INET6)
+	wantCode(t, "bind outside the block", outside.Bind(netip.AddrPortFrom(netip.IPv6Unspecified(), 42302)), WSAEINVAL)
+	if err := c2.Bind(netip.AddrPortFrom(netip.IPv6Loopback(), other)); err != nil {
+		t.Fatalf("explicit bind of %d: %v", other, err)
+	}
+	if a2, _ := c2.Getsockname(); a2 != netip.AddrPortFrom(netip.IPv6Loopback(), other) {
+		t.Errorf("bound to %v", a2)
+	}
+	wantCode(t, "bind of an exhausted block", associated(AF_INET).Bind(netipAny4), WSAENOBUFS)
+	// The socket is bound now: ASSOCIATE comes too late.
+	_, err = c1.WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION, tok, nil, nil, nil)
+	wantCode(t, "ASSOCIATE of a bound socket", err, WSAEINVAL)
+}
+
+func TestAssociateErrors(t *testing.T) {
+	b := broker(t)
+	s := socket(t, AF_INET, SOCK_STREAM, IPPROTO_TCP)
+	tcp := acquire(t, s, 42400, 2).Token.Token
+	udpSock := socket(t, AF_INET, SOCK_DGRAM, IPPROTO_UDP)
+	_, err := udpSock.WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION, tokenBytes(tcp), nil, nil, nil)
+	wantCode(t, "UDP socket, TCP reservation", err, WSAEINVAL)
+	_, err = udpSock.WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION, tokenBytes(tcp^0x5a5a), nil, nil, nil)
+	wantCode(t, "unknown token", err, WSAEINVAL)
+
+	// Another process may neither use nor release this process's token.
+	env := []string{"PORTRES_SOCKET=" + b.Config.Socket}
+	p := testutil.StartHelper(t, "winsock-steal", env, fmt.Sprint(tcp))
+	for _, want := range []string{"associate 10013", "release 10013"} {
+		if got := p.Line(5 * time.Second); got != want {
+			t.Errorf("other process: %q, want %q", got, want)
+		}
+	}
+	p.Wait()
+
+	// A persistent token: root may consume it, nobody may not.
+	r, err := b.Dial(t).CreatePersistent(context.Background(), portres.TCP, 42500, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = testutil.StartHelperAs(t, &syscall.Credential{Uid: 65534, Gid: 65534}, "winsock-steal", env, fmt.Sprint(r.Token()))
+	if got := p.Line(5 * time.Second); got != "associate 10013" {
+		t.Errorf("persistent token as nobody: %q, want WSAEACCES", got)
+	}
+	p.Wait()
+	c := socket(t, AF_INET, SOCK_STREAM, IPPROTO_TCP)
+	if _, err := c.WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION, tokenBytes(r.Token()), nil, nil, nil); err != nil {
+		t.Fatalf("persistent token as root: %v", err)
+	}
+	if err := c.Bind(netip.AddrPort{}); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := c.Getsockname(); a.Port() != 42500 && a.Port() != 42501 {
+		t.Errorf("bound to %v, want a port of the persistent block", a)
+	}
+}
+
+func TestPlainBind(t *testing.T) {
+	broker(t)
+	s := socket(t, AF_INET, SOCK_STREAM, IPPROTO_TCP)
+	acquire(t, s, 42600, 1)
+	c := socket(t, AF_INET, SOCK_STREAM, IPPROTO_TCP)
+	wantCode(t, "plain bind of a reserved port", c.Bind(netip.MustParseAddrPort("127.0.0.1:42600")), WSAEADDRINUSE)
+	wantCode(t, "IPv6 address on an IPv4 socket", c.Bind(netip.MustParseAddrPort("[::1]:0")), WSAEFAULT)
+	if err := c.Bind(netip.MustParseAddrPort("127.0.0.1:0")); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := c.Getsockname(); err != nil || a.Addr() != netip.MustParseAddr("127.0.0.1") || a.Port() == 0 {
+		t.Errorf("bound to %v, %v", a, err)
+	}
+	u := socket(t, AF_UNIX, SOCK_STREAM, 0)
+	wantCode(t, "IP address on a Unix socket", u.Bind(netipAny4), WSAEFAULT)
+}
+
+func TestNonblockingSocketStillBlocks(t *testing.T) {
+	broker(t)
+	s := socket(t, AF_INET, SOCK_STREAM, IPPROTO_TCP)
+	if err := s.SetNonblocking(true); err != nil {
+		t.Fatal(err)
+	}
+	if fl, _ := unix.FcntlInt(s.Fd(), unix.F_GETFL, 0); fl&unix.O_NONBLOCK == 0 {
+		t.Fatal("O_NONBLOCK not set")
+	}
+	inst := acquire(t, s, 20000, 2000) // thousands of placeholders: not instant
+	if inst.Reservation.NumberOfPorts != 2000 {
+		t.Errorf("got %+v", inst)
+	}
+}
+
+func TestBrokerUnreachable(t *testing.T) {
+	SetBrokerSocket(t.TempDir() + "/none.sock")
+	t.Cleanup(func() { SetBrokerSocket("") })
+	s := socket(t, AF_INET, SOCK_STREAM, IPPROTO_TCP)
+	_, err := s.WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION, rangeBytes(40000, 1), make([]byte, 16), nil, nil)
+	wantCode(t, "ACQUIRE without a broker", err, WSAENETDOWN)
+	if !strings.Contains(err.Error(), "SIO_ACQUIRE_PORT_RESERVATION") {
+		t.Errorf("error %q does not name the call", err)
+	}
+}

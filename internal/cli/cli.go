@@ -87,6 +87,16 @@ func (e *env) dial(ctx context.Context) (*portres.Client, error) {
 	return portres.Dial(ctx, e.socket)
 }
 
+// withClient runs f with a broker connection that is closed afterwards.
+func (e *env) withClient(cmd *cobra.Command, f func(*portres.Client) error) error {
+	c, err := e.dial(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return f(c)
+}
+
 // printJSON writes v as indented JSON.
 func (e *env) printJSON(v any) error {
 	enc := json.NewEncoder(e.stdout)

@@ -62,12 +62,9 @@ func dynamicPortCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := e.dial(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.SetDynamicPortRange(cmd.Context(), p, start, num); err != nil {
+			if err := e.withClient(cmd, func(c *portres.Client) error {
+				return c.SetDynamicPortRange(cmd.Context(), p, start, num)
+			}); err != nil {
 				return err
 			}
 			if e.json {

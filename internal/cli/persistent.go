@@ -27,22 +27,19 @@ func persistentCmd(e *env) *cobra.Command {
 			Short: "List persistent reservations",
 			Args:  cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
-				c, err := e.dial(cmd.Context())
-				if err != nil {
-					return err
-				}
-				defer c.Close()
-				infos, err := c.Show(cmd.Context())
-				if err != nil {
-					return err
-				}
-				var ps []portres.Info
-				for _, i := range infos {
-					if i.Kind == portres.Persistent {
-						ps = append(ps, i)
+				return e.withClient(cmd, func(c *portres.Client) error {
+					infos, err := c.Show(cmd.Context())
+					if err != nil {
+						return err
 					}
-				}
-				return e.printInfos(ps)
+					var ps []portres.Info
+					for _, i := range infos {
+						if i.Kind == portres.Persistent {
+							ps = append(ps, i)
+						}
+					}
+					return e.printInfos(ps)
+				})
 			},
 		},
 	)
@@ -62,12 +59,11 @@ func blockCmd(e *env, verb, short string, do func(*portres.Client, *cobra.Comman
 			if err != nil {
 				return err
 			}
-			c, err := e.dial(cmd.Context())
-			if err != nil {
+			var r *portres.Reservation
+			err = e.withClient(cmd, func(c *portres.Client) (err error) {
+				r, err = do(c, cmd, p, start, count)
 				return err
-			}
-			defer c.Close()
-			r, err := do(c, cmd, p, start, count)
+			})
 			if err != nil {
 				return err
 			}

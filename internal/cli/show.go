@@ -15,16 +15,13 @@ func showCmd(e *env) *cobra.Command {
 		Short: "List every reservation: protocol, range, kind, owner, bound ports",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := e.dial(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			infos, err := c.Show(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return e.printInfos(infos)
+			return e.withClient(cmd, func(c *portres.Client) error {
+				infos, err := c.Show(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return e.printInfos(infos)
+			})
 		},
 	}
 }

@@ -93,9 +93,10 @@ func (b *Broker) initSysctl() {
 }
 
 // applySysctl makes portres's entries in ip_local_reserved_ports exactly
-// the persistent and delegated blocks. The set that may be added is
-// recorded in the store before the kernel is written, so a crash between
-// the two never turns portres's entries into "foreign" ones.
+// the persistent and delegated blocks. What portres may have added (never
+// a foreign entry) is recorded in the store before the kernel is written,
+// and the exact set after, so a crash at any point neither orphans
+// portres's entries nor claims foreign ones.
 func (b *Broker) applySysctl() error {
 	if b.sysctl == nil {
 		return nil
@@ -113,10 +114,9 @@ func (b *Broker) applySysctl() error {
 	b.mu.Unlock()
 	want = enforce.MergeRanges(want)
 	boot := bootID()
-	if err := b.store.SetSysctlAdded(enforce.UnionRanges(b.sysctl.Added(), want), boot, b.netns); err != nil {
-		return fmt.Errorf("record sysctl entries: %w", err)
-	}
-	err := b.sysctl.Apply(want)
+	err := b.sysctl.ApplyRecorded(want, func(claim []enforce.Range) error {
+		return b.store.SetSysctlAdded(claim, boot, b.netns)
+	})
 	if serr := b.store.SetSysctlAdded(b.sysctl.Added(), boot, b.netns); serr != nil && err == nil {
 		err = fmt.Errorf("record sysctl entries: %w", serr)
 	}

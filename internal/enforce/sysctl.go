@@ -110,7 +110,16 @@ func (r *ReservedPorts) Read() ([]Range, error) {
 // unchanged. If the read-back differs it returns ErrVerify and Added
 // becomes the part of (old added ∪ newAdded) still present, so that
 // nothing portres may have added leaks and nothing else is claimed.
-func (r *ReservedPorts) Apply(want []Range) error {
+func (r *ReservedPorts) Apply(want []Range) error { return r.ApplyRecorded(want, nil) }
+
+// ApplyRecorded is Apply with a durable record: before the kernel list is
+// written, record (if not nil) is given every range portres may have
+// added once the write lands — what it added before plus what this write
+// adds, never a foreign entry — so that a crash between the write and the
+// caller's bookkeeping cannot turn foreign entries into portres's (which
+// a later delete would remove) nor leave portres's entries unclaimed. An
+// error from record aborts before anything is written.
+func (r *ReservedPorts) ApplyRecorded(want []Range, record func(claim []Range) error) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k, err := r.Read()
@@ -121,6 +130,11 @@ func (r *ReservedPorts) Apply(want []Range) error {
 	foreign := SubtractRanges(k, r.added)
 	newList := UnionRanges(foreign, want)
 	newAdded := SubtractRanges(want, foreign)
+	if record != nil {
+		if err := record(UnionRanges(r.added, newAdded)); err != nil {
+			return r.opError("record", err)
+		}
+	}
 	if slices.Equal(k, newList) {
 		r.added = newAdded
 		return nil

@@ -96,10 +96,15 @@ func (b *Broker) bind(ctx context.Context, s *session, req *wire.Request, fds []
 			return resp
 		}
 		port, err := rv.r.Take(req.Port)
-		if errors.Is(err, pool.ErrExhausted) && !retried {
-			// Sockets may have been closed since the last sweep.
+		if !retried && (errors.Is(err, pool.ErrExhausted) || errors.Is(err, pool.ErrBound)) {
+			// Sockets may have been closed since the last sweep: look
+			// again at the wanted port, or at every port for port 0.
 			b.mu.Unlock()
-			b.sweepReservation(rv)
+			if req.Port != 0 {
+				b.sweepPorts(rv, []uint16{req.Port})
+			} else {
+				b.sweepReservation(rv)
+			}
 			continue
 		}
 		if err != nil {

@@ -259,3 +259,21 @@ func TestCloseReleasesEverything(t *testing.T) {
 		t.Errorf("after Close only %d of 6 foreign binds worked", n)
 	}
 }
+
+// TestRebindExplicitPortAtOnce: closing a socket and binding the same
+// explicit port again works at once, without waiting for a sweep.
+func TestRebindExplicitPortAtOnce(t *testing.T) {
+	b := testbroker.Start(t, func(c *broker.Config) { c.Sweep = time.Hour })
+	ctx := context.Background()
+	r, err := b.Dial(t).Acquire(ctx, portres.TCP, 45100, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		ln, err := r.Listen(ctx, "tcp", ":45101")
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		ln.Close()
+	}
+}

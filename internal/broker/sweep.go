@@ -47,6 +47,11 @@ func (b *Broker) sweepReservation(rv *resv) {
 	b.mu.Lock()
 	ports := rv.r.Bound()
 	b.mu.Unlock()
+	b.sweepPorts(rv, ports)
+}
+
+// sweepPorts re-probes the given bound ports of rv.
+func (b *Broker) sweepPorts(rv *resv, ports []uint16) {
 	for _, port := range ports {
 		b.mu.Lock()
 		if b.byToken[rv.r.Token] != rv || !rv.r.IsBound(port) {

@@ -16,6 +16,7 @@ import (
 	"github.com/portres/portres/internal/broker"
 	"github.com/portres/portres/internal/testbroker"
 	"github.com/portres/portres/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 func socketEnv(b *testbroker.Broker) []string { return []string{"PORTRES_SOCKET=" + b.Config.Socket} }
@@ -276,4 +277,25 @@ func TestRebindExplicitPortAtOnce(t *testing.T) {
 		}
 		ln.Close()
 	}
+}
+
+// TestShowDelegatedBinds: ports of a delegated block that the receiving
+// process binds itself show as bound, and free again once closed.
+func TestShowDelegatedBinds(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	c := b.Dial(t)
+	r, err := c.AcquireDelegated(context.Background(), portres.TCP, 45200, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, _ := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err := unix.Bind(fd, &unix.SockaddrInet6{Port: int(r.Start()) + 1}); err != nil {
+		t.Fatalf("plain bind of a delegated port: %v", err)
+	}
+	infos := waitShow(t, c, func(i []portres.Info) bool { return len(i) == 1 && len(i[0].Bound) == 1 })
+	if !infos[0].Delegated || infos[0].Bound[0] != r.Start()+1 {
+		t.Errorf("Show = %+v", infos[0])
+	}
+	unix.Close(fd)
+	waitShow(t, c, func(i []portres.Info) bool { return len(i) == 1 && len(i[0].Bound) == 0 })
 }

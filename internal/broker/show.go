@@ -12,6 +12,7 @@ import (
 // at most wire.MaxMessage bytes.
 func (b *Broker) show(s *session) []*wire.Response {
 	b.sweep() // so "bound" is current
+	b.noteDelegatedBinds()
 	admin := b.mayAdmin(s.peer)
 	b.mu.Lock()
 	entries := make([]wire.Entry, 0, len(b.byToken))

@@ -73,3 +73,30 @@ func (b *Broker) sweepPorts(rv *resv, ports []uint16) {
 		b.mu.Unlock()
 	}
 }
+
+// noteDelegatedBinds marks the ports of delegated blocks that are in use:
+// the process they were handed to binds them itself, so the broker only
+// learns of it by probing. A later sweep frees them again once closed.
+func (b *Broker) noteDelegatedBinds() {
+	b.mu.Lock()
+	var rvs []*resv
+	for _, rv := range b.byToken {
+		if rv.delegated && !rv.pending {
+			rvs = append(rvs, rv)
+		}
+	}
+	b.mu.Unlock()
+	for _, rv := range rvs {
+		blk := rv.block()
+		for p := int(blk.Start); p <= blk.End(); p++ {
+			port := uint16(p)
+			b.mu.Lock()
+			if b.byToken[rv.r.Token] == rv && !rv.r.IsBound(port) {
+				if err := enforce.Probe(uint8(rv.proto), port); errors.Is(err, unix.EADDRINUSE) {
+					rv.r.Take(port)
+				}
+			}
+			b.mu.Unlock()
+		}
+	}
+}

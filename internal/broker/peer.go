@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -52,11 +53,13 @@ func peerOf(c *net.UnixConn) (*peer, error) {
 	}
 	var cred *unix.Ucred
 	var pidfd = -1
-	var serr error
+	var grps []uint32
+	var serr, gerr error
 	err = rc.Control(func(fd uintptr) {
 		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 		if serr == nil {
 			pidfd, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
+			grps, gerr = peerGroups(int(fd))
 		}
 	})
 	if err == nil {
@@ -77,7 +80,10 @@ func peerOf(c *net.UnixConn) (*peer, error) {
 		p.id = startTime(p.pid)
 	}
 	p.cmd = command(p.pid)
-	p.grps = groups(p.pid)
+	p.grps = grps
+	if gerr != nil {
+		p.grps = groups(p.pid) // kernels before 4.13
+	}
 	return p, nil
 }
 
@@ -114,6 +120,27 @@ func command(pid int32) string {
 	return s
 }
 
+// peerGroups reads SO_PEERGROUPS: the peer's supplementary groups as they
+// were when it connected, immune to PID reuse. (x/sys's GetsockoptString
+// stops at the first zero byte, so the call is made directly.)
+func peerGroups(fd int) ([]uint32, error) {
+	buf := make([]uint32, 32)
+	for {
+		n := uint32(len(buf) * 4)
+		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERGROUPS,
+			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
+		switch {
+		case e == unix.ERANGE && int(n/4) > len(buf):
+			buf = make([]uint32, n/4)
+		case e != 0:
+			return nil, e
+		default:
+			return buf[:n/4], nil
+		}
+	}
+}
+
+// groups is the /proc fallback of peerGroups.
 func groups(pid int32) []uint32 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {

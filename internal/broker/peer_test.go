@@ -1,0 +1,40 @@
+package broker
+
+import (
+	"os"
+	"slices"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestPeerGroupsMatchesOwn(t *testing.T) {
+	if os.Geteuid() == 0 {
+		old, _ := syscall.Getgroups()
+		if err := syscall.Setgroups([]int{4242, 77, 0}); err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Setgroups(old)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	got, err := peerGroups(fds[0])
+	if err != nil {
+		t.Fatalf("SO_PEERGROUPS: %v", err)
+	}
+	own, _ := os.Getgroups()
+	want := make([]uint32, len(own))
+	for i, g := range own {
+		want[i] = uint32(g)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) || (os.Geteuid() == 0 && len(got) != 3) {
+		t.Errorf("peer groups %v, own groups %v", got, want)
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,12 +24,13 @@ import (
 // Client is closed or its process exits.
 //
 // A Client is safe for concurrent use; its requests are answered one at a
-// time, in order.
+// time, in order. A call waiting for its turn gives up when its context
+// ends.
 type Client struct {
 	conn *net.UnixConn
 	path string
 
-	mu     sync.Mutex // one request in flight
+	turn   chan struct{} // holds a token while a request is in flight
 	nextID uint32
 	buf    []byte
 	closed atomic.Bool
@@ -52,7 +52,7 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 	if err != nil {
 		return nil, &Error{Op: "dial", Code: WSAENETDOWN, Msg: fmt.Sprintf("is portresd running? %v", err), Err: err}
 	}
-	return &Client{conn: c.(*net.UnixConn), path: path, buf: make([]byte, wire.MaxMessage)}, nil
+	return &Client{conn: c.(*net.UnixConn), path: path, buf: make([]byte, wire.MaxMessage), turn: make(chan struct{}, 1)}, nil
 }
 
 // Close ends the connection; the broker releases every runtime
@@ -74,8 +74,12 @@ func (c *Client) do(ctx context.Context, req *wire.Request, fd int) ([]*wire.Res
 	if err := ctx.Err(); err != nil {
 		return nil, &Error{Op: req.Op.String(), Code: WSA_OPERATION_ABORTED, Msg: "cancelled before it was sent", Err: err}
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	select { // wait for our turn, or give up when ctx ends first
+	case c.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, &Error{Op: req.Op.String(), Code: WSA_OPERATION_ABORTED, Msg: "cancelled while waiting for another request on this client", Err: ctx.Err()}
+	}
+	defer func() { <-c.turn }()
 	c.nextID++
 	req.ID = c.nextID
 	msg := wire.AppendRequest(c.buf[:0], req)
@@ -88,11 +92,20 @@ func (c *Client) do(ctx context.Context, req *wire.Request, fd int) ([]*wire.Res
 	if err != nil {
 		return nil, c.connError(req.Op, err)
 	}
+	fired := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		// Wake the reader; it sends the cancel and keeps waiting.
 		c.conn.SetReadDeadline(time.Unix(1, 0))
+		close(fired)
 	})
-	defer stop()
+	defer func() {
+		if !stop() {
+			// The hook ran, or is running: wait for it, then undo its
+			// deadline so it cannot poison the next request.
+			<-fired
+			c.conn.SetReadDeadline(time.Time{})
+		}
+	}()
 	var out []*wire.Response
 	cancelSent := false
 	for {

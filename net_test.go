@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/testbroker"
@@ -103,3 +104,45 @@ func TestListenDialFromReservation(t *testing.T) {
 }
 
 func itoa(p uint16) string { return strconv.Itoa(int(p)) }
+
+// TestCancelRaceLeavesClientUsable: a context cancelled just as the
+// answer arrives must not poison the next request (a stale read deadline
+// once made every later call fail).
+func TestCancelRaceLeavesClientUsable(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	c := b.Dial(t)
+	for i := 0; i < 2000; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		go cancel()
+		c.DynamicPortRange(ctx, portres.TCP) // may or may not be cancelled
+		if _, _, err := c.DynamicPortRange(context.Background(), portres.TCP); err != nil {
+			t.Fatalf("iteration %d: a cancelled call broke the client: %v", i, err)
+		}
+	}
+}
+
+// TestWaitingForTurnHonoursContext: a call queued behind a long request
+// on the same client gives up when its own context ends.
+func TestWaitingForTurnHonoursContext(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	c := b.Dial(t)
+	long := make(chan error, 1)
+	go func() {
+		_, err := c.Acquire(context.Background(), portres.TCP, 2000, 12000) // thousands of placeholders
+		long <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // the acquire (>100 ms of binds) is in flight
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Show(ctx)
+	if !errors.Is(err, portres.WSA_OPERATION_ABORTED) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("show queued behind a long acquire: %v, want WSA_OPERATION_ABORTED wrapping the deadline", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("queued call took %v", d)
+	}
+	if err := <-long; err != nil {
+		t.Fatal(err)
+	}
+}

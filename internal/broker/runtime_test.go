@@ -280,7 +280,7 @@ func TestRebindExplicitPortAtOnce(t *testing.T) {
 }
 
 // TestShowDelegatedBinds: ports of a delegated block that the receiving
-// process binds itself show as bound, and free again once closed.
+// process listens on show as bound, and free again once closed.
 func TestShowDelegatedBinds(t *testing.T) {
 	b := testbroker.Start(t, nil)
 	c := b.Dial(t)
@@ -292,10 +292,50 @@ func TestShowDelegatedBinds(t *testing.T) {
 	if err := unix.Bind(fd, &unix.SockaddrInet6{Port: int(r.Start()) + 1}); err != nil {
 		t.Fatalf("plain bind of a delegated port: %v", err)
 	}
+	unix.Listen(fd, 1) // bound-only TCP sockets are not in the kernel's tables
 	infos := waitShow(t, c, func(i []portres.Info) bool { return len(i) == 1 && len(i[0].Bound) == 1 })
 	if !infos[0].Delegated || infos[0].Bound[0] != r.Start()+1 {
 		t.Errorf("Show = %+v", infos[0])
 	}
 	unix.Close(fd)
 	waitShow(t, c, func(i []portres.Info) bool { return len(i) == 1 && len(i[0].Bound) == 0 })
+}
+
+// TestShowNeverStealsDelegatedPorts: while show and sweeps inspect a
+// delegated block, the process it was handed to can always bind its
+// ports (checking by binding a probe once made such binds fail).
+func TestShowNeverStealsDelegatedPorts(t *testing.T) {
+	b := testbroker.Start(t, func(c *broker.Config) { c.Sweep = 5 * time.Millisecond })
+	c := b.Dial(t)
+	r, err := c.AcquireDelegated(context.Background(), portres.UDP, 45300, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c2 := b.Dial(t)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				c2.Show(context.Background())
+			}
+		}
+	}()
+	failures := 0
+	for i := 0; i < 3000; i++ {
+		fd, _ := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err := unix.Bind(fd, &unix.SockaddrInet6{Port: int(r.Start()) + i%4}); err != nil {
+			failures++
+		}
+		unix.Close(fd)
+	}
+	close(stop)
+	<-done
+	if failures > 0 {
+		t.Errorf("%d of 3000 binds of delegated ports failed while show ran", failures)
+	}
 }

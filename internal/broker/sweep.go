@@ -39,10 +39,8 @@ func (b *Broker) sweep() {
 	}
 }
 
-// sweepReservation re-probes rv's bound ports. A port is free again when a
-// placeholder can be bound on it: the client's socket is closed (a TCP
-// port in TIME_WAIT stays bound until the kernel lets it go). Each port is
-// probed under the lock so a concurrent bind never races the probe.
+// sweepReservation re-checks rv's bound ports and frees those whose
+// sockets are gone.
 func (b *Broker) sweepReservation(rv *resv) {
 	b.mu.Lock()
 	ports := rv.r.Bound()
@@ -50,8 +48,32 @@ func (b *Broker) sweepReservation(rv *resv) {
 	b.sweepPorts(rv, ports)
 }
 
-// sweepPorts re-probes the given bound ports of rv.
+// sweepPorts re-checks the given bound ports of rv. For runtime blocks a
+// port is free again when a placeholder can be bound on it, and the
+// placeholder stays (a TCP port in TIME_WAIT stays bound until the kernel
+// lets it go); each port is probed under the lock so a concurrent bind
+// never races the probe. Persistent and delegated ports get no
+// placeholder, and binding one to probe could make their rightful user's
+// bind fail, so for them the kernel's socket tables are read instead.
 func (b *Broker) sweepPorts(rv *resv, ports []uint16) {
+	if !rv.holds() {
+		inuse, err := enforce.InUse(uint8(rv.proto))
+		if err != nil {
+			b.log.Warn("sweep: reading socket tables", "proto", rv.proto, "err", err)
+			return
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.byToken[rv.r.Token] != rv {
+			return
+		}
+		for _, port := range ports {
+			if rv.r.IsBound(port) && !inuse.Has(port) {
+				rv.r.Put(port)
+			}
+		}
+		return
+	}
 	for _, port := range ports {
 		b.mu.Lock()
 		if b.byToken[rv.r.Token] != rv || !rv.r.IsBound(port) {
@@ -62,11 +84,7 @@ func (b *Broker) sweepPorts(rv *resv, ports []uint16) {
 		switch {
 		case err == nil:
 			rv.r.Put(port)
-			if rv.holds() {
-				rv.holders[port-rv.block().Start] = int32(fd)
-			} else {
-				enforce.Unhold(fd)
-			}
+			rv.holders[port-rv.block().Start] = int32(fd)
 		case !errors.Is(err, unix.EADDRINUSE):
 			b.log.Warn("sweep probe failed", "proto", rv.proto, "port", port, "err", err)
 		}
@@ -75,28 +93,30 @@ func (b *Broker) sweepPorts(rv *resv, ports []uint16) {
 }
 
 // noteDelegatedBinds marks the ports of delegated blocks that are in use:
-// the process they were handed to binds them itself, so the broker only
-// learns of it by probing. A later sweep frees them again once closed.
+// the process they were handed to binds them itself, so the broker learns
+// of it only from the kernel's socket tables. A later sweep frees them
+// again once closed.
 func (b *Broker) noteDelegatedBinds() {
+	var inuse [256]*enforce.PortSet
 	b.mu.Lock()
-	var rvs []*resv
+	defer b.mu.Unlock()
 	for _, rv := range b.byToken {
-		if rv.delegated && !rv.pending {
-			rvs = append(rvs, rv)
+		if !rv.delegated || rv.pending {
+			continue
 		}
-	}
-	b.mu.Unlock()
-	for _, rv := range rvs {
+		if inuse[rv.proto] == nil {
+			set, err := enforce.InUse(uint8(rv.proto))
+			if err != nil {
+				b.log.Warn("show: reading socket tables", "proto", rv.proto, "err", err)
+				return
+			}
+			inuse[rv.proto] = set
+		}
 		blk := rv.block()
 		for p := int(blk.Start); p <= blk.End(); p++ {
-			port := uint16(p)
-			b.mu.Lock()
-			if b.byToken[rv.r.Token] == rv && !rv.r.IsBound(port) {
-				if err := enforce.Probe(uint8(rv.proto), port); errors.Is(err, unix.EADDRINUSE) {
-					rv.r.Take(port)
-				}
+			if port := uint16(p); inuse[rv.proto].Has(port) && !rv.r.IsBound(port) {
+				rv.r.Take(port)
 			}
-			b.mu.Unlock()
 		}
 	}
 }

@@ -107,6 +107,16 @@ func (b *Broker) bind(ctx context.Context, s *session, req *wire.Request, fds []
 			}
 			continue
 		}
+		if err != nil && errors.Is(err, pool.ErrBound) && req.Port != 0 {
+			// The port's old socket may only linger in TIME_WAIT, which
+			// stops a placeholder but not a socket with SO_REUSEADDR; a
+			// live socket on it still makes this bind fail.
+			setPort(sa, req.Port)
+			if unix.Bind(fd, sa) == nil {
+				b.mu.Unlock()
+				return &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(rv.proto), Port: req.Port}
+			}
+		}
 		if err != nil {
 			b.mu.Unlock()
 			return rv.bindError(req.Port, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"sort"
 	"strconv"
@@ -337,5 +338,38 @@ func TestShowNeverStealsDelegatedPorts(t *testing.T) {
 	<-done
 	if failures > 0 {
 		t.Errorf("%d of 3000 binds of delegated ports failed while show ran", failures)
+	}
+}
+
+// TestRestartServerDuringTimeWait: a server that closed a connection
+// first (leaving TIME_WAIT on its port) can listen on the same port of
+// its reservation again at once, as with SO_REUSEADDR outside portres.
+func TestRestartServerDuringTimeWait(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	ctx := context.Background()
+	r, err := b.Dial(t).Acquire(ctx, portres.TCP, 45400, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		ln, err := r.Listen(ctx, "tcp", "127.0.0.1:45400")
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		conn, err := net.Dial("tcp", "127.0.0.1:45400")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Close() // the server closes first: TIME_WAIT on 45400
+		conn.Read(make([]byte, 1))
+		conn.Close()
+		ln.Close()
+	}
+	if _, err := r.Listen(ctx, "tcp", ":45401"); !errors.Is(err, portres.WSAEINVAL) {
+		t.Errorf("port outside the block: %v", err)
 	}
 }

@@ -32,6 +32,14 @@ func main() {
 		fmt.Fprintf(os.Stderr, "portresd: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
 	}
+	switch {
+	case cfg.Sweep <= 0:
+		fmt.Fprintf(os.Stderr, "portresd: --sweep must be positive, got %v\n", cfg.Sweep)
+		os.Exit(2)
+	case mode == 0 || mode > 0o777:
+		fmt.Fprintf(os.Stderr, "portresd: --socket-mode must be permission bits 0001-0777, got %#o\n", mode)
+		os.Exit(2)
+	}
 	cfg.SocketMode = os.FileMode(mode)
 	level := slog.LevelInfo
 	if debug {

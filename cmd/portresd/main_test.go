@@ -93,10 +93,17 @@ func TestDaemonLifecycle(t *testing.T) {
 }
 
 func TestBadArguments(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "PORTRES_TEST_HELPER=portresd", "PORTRES_TEST_HELPER_ARGS=stray")
-	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "unexpected arguments") {
-		t.Fatalf("portresd stray: %v\n%s", err, out)
+	for args, want := range map[string]string{
+		"stray":                   "unexpected arguments",
+		"--sweep\x1f-1s":          "--sweep must be positive",
+		"--socket-mode\x1f0":      "--socket-mode must be",
+		"--socket-mode\x1f070000": "--socket-mode must be",
+	} {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "PORTRES_TEST_HELPER=portresd", "PORTRES_TEST_HELPER_ARGS="+args)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), want) {
+			t.Errorf("portresd %q: %v\n%s", args, err, out)
+		}
 	}
 }

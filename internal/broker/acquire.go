@@ -32,14 +32,16 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 		if resp := b.place(rv, want, from); resp != nil {
 			return resp
 		}
+		if delegate {
+			// Out of automatic assignment first, then check the ports are
+			// free: the other order leaves a window for connect().
+			b.applySysctlLogged("acquire")
+		}
 		port, err := b.enforceNew(ctx, rv)
 		if err == nil {
 			b.mu.Lock()
 			rv.pending = false
 			b.mu.Unlock()
-			if delegate {
-				b.applySysctlLogged("acquire")
-			}
 			blk := rv.block()
 			return &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(proto), Start: blk.Start, Count: blk.Count}
 		}
@@ -47,6 +49,9 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 		b.mu.Lock()
 		b.removeLocked(rv)
 		b.mu.Unlock()
+		if delegate {
+			b.applySysctlLogged("failed acquire")
+		}
 		switch {
 		case ctx.Err() != nil:
 			return errf(portres.WSA_OPERATION_ABORTED, "acquire of %s %s aborted: the request was cancelled or the connection closed", proto, blk)
@@ -173,7 +178,7 @@ func (b *Broker) release(s *session, req *wire.Request) *wire.Response {
 		b.applySysctlLogged("release")
 	}
 	blk := rv.block()
-	return &wire.Response{Token: req.Token, Start: blk.Start, Count: blk.Count}
+	return &wire.Response{Token: req.Token, Proto: uint8(rv.proto), Start: blk.Start, Count: blk.Count}
 }
 
 // associate checks that s may consume the reservation and describes it.

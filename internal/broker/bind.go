@@ -166,13 +166,15 @@ func (b *Broker) bindPortLocked(rv *resv, fd int, sa unix.Sockaddr, port uint16)
 		r.Port = port
 		return r
 	}
-	rv.r.Put(port)
-	if rv.holds() {
-		if hfd, herr := enforce.Hold(uint8(rv.proto), port); herr == nil {
-			rv.holders[off] = int32(hfd)
-		} else {
-			b.log.Warn("placeholder lost", "proto", rv.proto, "port", port, "err", herr)
-		}
+	if !rv.holds() {
+		rv.r.Put(port)
+	} else if hfd, herr := enforce.Hold(uint8(rv.proto), port); herr == nil {
+		rv.holders[off] = int32(hfd)
+		rv.r.Put(port)
+	} else {
+		// Someone took the port in the window: it stays marked bound, so
+		// nobody is handed it, until a sweep gets the placeholder back.
+		b.log.Warn("placeholder lost to a foreign socket", "proto", rv.proto, "port", port, "err", herr)
 	}
 	code := portres.WSAEINVAL
 	switch {

@@ -14,12 +14,12 @@ import (
 // createPersistent records a persistent block: durable in the store
 // before the answer, and excluded from automatic assignment in the kernel.
 func (b *Broker) createPersistent(s *session, req *wire.Request) *wire.Response {
+	if !b.mayAdmin(s.peer) {
+		return errf(portres.ERROR_ACCESS_DENIED, "uid %d may not create persistent reservations (root or the admin group only)", s.peer.uid)
+	}
 	proto, bad := checkBlock(req, true)
 	if bad != nil {
 		return bad
-	}
-	if !b.mayAdmin(s.peer) {
-		return errf(portres.ERROR_ACCESS_DENIED, "uid %d may not create persistent reservations (root or the admin group only)", s.peer.uid)
 	}
 	blk := pool.Block{Start: req.Start, Count: req.Count}
 	rv := &resv{proto: proto, kind: wire.KindPersistent, uid: s.peer.uid, pending: true, created: time.Now()}
@@ -36,8 +36,11 @@ func (b *Broker) createPersistent(s *session, req *wire.Request) *wire.Response 
 		b.mu.Lock()
 		b.removeLocked(rv)
 		b.mu.Unlock()
+		b.applySysctlLogged("failed persistent create")
 		return resp
 	}
+	// Out of automatic assignment first, then check the ports are free.
+	b.applySysctlLogged("persistent create")
 	for p := int(blk.Start); p <= blk.End(); p++ {
 		if err := enforce.Probe(uint8(proto), uint16(p)); err != nil {
 			resp := errf(portres.ERROR_SHARING_VIOLATION, "%s port %d is in use: %v", proto, p, err)
@@ -57,7 +60,6 @@ func (b *Broker) createPersistent(s *session, req *wire.Request) *wire.Response 
 	b.mu.Lock()
 	rv.pending = false
 	b.mu.Unlock()
-	b.applySysctlLogged("persistent create")
 	b.log.Info("persistent reservation created", "proto", proto, "block", blk.String(), "uid", s.peer.uid)
 	return &wire.Response{Token: uint64(r.Token), Proto: uint8(proto), Start: blk.Start, Count: blk.Count}
 }
@@ -65,12 +67,12 @@ func (b *Broker) createPersistent(s *session, req *wire.Request) *wire.Response 
 // deletePersistent removes the persistent block with exactly that start
 // and count. Sockets bound from it stay bound; nothing new is handed out.
 func (b *Broker) deletePersistent(s *session, req *wire.Request) *wire.Response {
+	if !b.mayAdmin(s.peer) {
+		return errf(portres.ERROR_ACCESS_DENIED, "uid %d may not delete persistent reservations (root or the admin group only)", s.peer.uid)
+	}
 	proto, bad := checkBlock(req, true)
 	if bad != nil {
 		return bad
-	}
-	if !b.mayAdmin(s.peer) {
-		return errf(portres.ERROR_ACCESS_DENIED, "uid %d may not delete persistent reservations (root or the admin group only)", s.peer.uid)
 	}
 	p, err := b.store.DeletePersistent(uint8(proto), req.Start, req.Count)
 	if errors.Is(err, store.ErrNotFound) {

@@ -106,7 +106,9 @@ func (b *Broker) applySysctl() error {
 	b.mu.Lock()
 	var want []enforce.Range
 	for _, rv := range b.byToken {
-		if !rv.pending && (rv.kind == wire.KindPersistent || rv.delegated) {
+		// Pending blocks too: they are excluded before their ports are
+		// checked, and dropped again if the check fails.
+		if rv.kind == wire.KindPersistent || rv.delegated {
 			blk := rv.block()
 			want = append(want, enforce.Range{Lo: blk.Start, Hi: uint16(blk.End())})
 		}

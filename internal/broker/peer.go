@@ -18,7 +18,7 @@ type peer struct {
 	pid  int32
 	uid  uint32
 	gid  uint32
-	id   uint64 // the pidfd's inode (or process start time): tells a reused PID apart
+	id   uint64 // process start time (checked against the pidfd): tells a reused PID apart
 	cmd  string
 	grps []uint32 // supplementary groups
 }
@@ -68,27 +68,30 @@ func peerOf(c *net.UnixConn) (*peer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("peer credentials: %w", err)
 	}
-	p := &peer{pid: cred.Pid, uid: cred.Uid, gid: cred.Gid}
-	if pidfd > 0 {
-		var st unix.Stat_t
-		if unix.Fstat(pidfd, &st) == nil {
-			p.id = st.Ino
-		}
-		unix.Close(pidfd)
-	}
-	if p.id == 0 {
-		p.id = startTime(p.pid)
-	}
+	p := &peer{pid: cred.Pid, uid: cred.Uid, gid: cred.Gid, id: startTime(cred.Pid)}
 	p.cmd = command(p.pid)
 	p.grps = grps
 	if gerr != nil {
 		p.grps = groups(p.pid) // kernels before 4.13
 	}
+	if pidfd > 0 {
+		// The pidfd pins the process that connected: if it is still
+		// alive now, what /proc said above was about it, not about a
+		// process that reused its PID.
+		alive := unix.PidfdSendSignal(pidfd, 0, nil, 0) == nil
+		unix.Close(pidfd)
+		if !alive {
+			return nil, fmt.Errorf("peer pid %d exited while connecting", p.pid)
+		}
+	}
+	if p.id == 0 {
+		return nil, fmt.Errorf("peer pid %d: no start time in /proc", p.pid)
+	}
 	return p, nil
 }
 
-// startTime is field 22 of /proc/PID/stat, the fallback identity where
-// SO_PEERPIDFD is missing (kernels before 6.5).
+// startTime is field 22 of /proc/PID/stat, in clock ticks since boot: with
+// the PID it names one process for the life of the system.
 func startTime(pid int32) uint64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

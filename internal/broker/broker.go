@@ -32,6 +32,7 @@ type Broker struct {
 	sysctl   *enforce.ReservedPorts // nil: kernel exclusion disabled or unavailable
 
 	sysctlMu sync.Mutex // serializes sysctl updates; taken before mu
+	recorded *string    // the sysctl claim last stored, formatted; nil: unknown
 
 	mu       sync.Mutex // guards everything below
 	pools    map[portres.Proto]*pool.Pool

@@ -117,12 +117,28 @@ func (b *Broker) applySysctl() error {
 	want = enforce.MergeRanges(want)
 	boot := bootID()
 	err := b.sysctl.ApplyRecorded(want, func(claim []enforce.Range) error {
-		return b.store.SetSysctlAdded(claim, boot, b.netns)
+		return b.recordSysctl(claim, boot)
 	})
-	if serr := b.store.SetSysctlAdded(b.sysctl.Added(), boot, b.netns); serr != nil && err == nil {
+	if serr := b.recordSysctl(b.sysctl.Added(), boot); serr != nil && err == nil {
 		err = fmt.Errorf("record sysctl entries: %w", serr)
 	}
 	return err
+}
+
+// recordSysctl stores what portres may have added to the sysctl, skipping
+// the (fsynced) write when the store already says exactly that. Caller
+// holds sysctlMu.
+func (b *Broker) recordSysctl(claim []enforce.Range, boot string) error {
+	text := enforce.FormatRanges(claim)
+	if b.recorded != nil && *b.recorded == text {
+		return nil
+	}
+	if err := b.store.SetSysctlAdded(claim, boot, b.netns); err != nil {
+		b.recorded = nil
+		return err
+	}
+	b.recorded = &text
+	return nil
 }
 
 // applySysctlLogged is applySysctl for request paths: failure is a

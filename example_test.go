@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"net/http"
+	"net/netip"
 	"syscall"
 
 	"github.com/portres/portres"
@@ -26,21 +27,33 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("reserved", r) // e.g. "tcp 32768-32777"
+	fmt.Println("reserved", r.Count(), r.Proto(), "ports")
 
-	ln, err := r.Listen(ctx, "tcp", ":0") // any free port of the block
+	ln, err := r.Listen(ctx, "tcp", "127.0.0.1:0") // any free port of the block
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer ln.Close()
 	go http.Serve(ln, http.NotFoundHandler())
+	server := netip.MustParseAddrPort(ln.Addr().String())
+	fmt.Println("serving from the block:", r.Contains(server.Port()))
 
-	conn, err := r.Dialer(ctx).DialContext(ctx, "tcp", ln.Addr().String()) // local port from the block too
+	conn, err := r.Dialer(ctx).DialContext(ctx, "tcp", server.String()) // local port from the block too
 	if err != nil {
 		log.Fatal(err)
 	}
+	local := netip.MustParseAddrPort(conn.LocalAddr().String())
+	fmt.Println("dialing from the block:", r.Contains(local.Port()))
 	conn.Close()
 
-	if _, err := c.Acquire(ctx, portres.TCP, r.Start(), 1); errors.Is(err, syscall.EADDRINUSE) {
-		fmt.Println(err) // names the reservation in the way and its owner
-	}
+	// Another acquire over the same ports fails; the message names the
+	// reservation in the way and its owner.
+	_, err = c.Acquire(ctx, portres.TCP, r.Start(), 1)
+	fmt.Println(errors.Is(err, portres.WSAEADDRINUSE), errors.Is(err, syscall.EADDRINUSE))
+
+	// Output:
+	// reserved 10 tcp ports
+	// serving from the block: true
+	// dialing from the block: true
+	// true true
 }

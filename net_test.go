@@ -3,18 +3,44 @@ package portres_test
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/portres/portres"
+	"github.com/portres/portres/internal/broker"
 	"github.com/portres/portres/internal/testbroker"
 	"github.com/portres/portres/internal/testutil"
 )
 
-func TestMain(m *testing.M) { testutil.Main(m) }
+// TestMain also runs a broker for the examples, which find it through
+// PORTRES_SOCKET like any program would.
+func TestMain(m *testing.M) { testutil.Main(withExampleBroker{m}) }
+
+type withExampleBroker struct{ m *testing.M }
+
+func (w withExampleBroker) Run() int {
+	dir, err := os.MkdirTemp("", "portres-example")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	b, err := broker.New(broker.Config{Socket: filepath.Join(dir, "portres.sock"), State: filepath.Join(dir, "state.db"),
+		ReservedPorts: "-", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		panic(err)
+	}
+	go b.Serve(context.Background())
+	defer b.Close()
+	os.Setenv("PORTRES_SOCKET", b.Addr())
+	return w.m.Run()
+}
 
 func port(t *testing.T, a net.Addr) uint16 {
 	t.Helper()

@@ -23,7 +23,7 @@ const envNetNS = "PORTRES_TEST_NETNS"
 // ip_local_reserved_ports never touch the host's. Without root the tests
 // run in place and privileged ones skip (RequireRoot). A binary started by
 // StartHelper runs its helper instead of the tests.
-func Main(m *testing.M) {
+func Main(m interface{ Run() int }) {
 	runHelper()
 	if os.Geteuid() == 0 && os.Getenv(envNetNS) == "" {
 		os.Exit(reexecInNetNS())

@@ -26,6 +26,8 @@
 //	WSAGetLastError                      ErrorCode(err)
 //	WSAStartup, WSACleanup               WSAStartup, WSACleanup
 //	htons, ntohs                         Htons, Ntohs
+//	Create/Delete/LookupPersistent{Tcp,Udp}PortReservation (iphlpapi.dll)
+//	                                     same names, same arguments, Win32 results
 //
 // Errors carry the Winsock number as an Errno, which on Linux is
 // portres.Errno itself: errors.Is(err, portres.WSAEINVAL) and

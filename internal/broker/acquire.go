@@ -28,11 +28,20 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 	from := uint16(0)
 	for attempt := 0; ; attempt++ {
 		rv := &resv{proto: proto, kind: wire.KindRuntime, owner: s.peer, sess: s,
-			delegated: delegate, pending: true, created: time.Now()}
+			delegated: delegate, guarded: b.guard != nil && !delegate, pending: true, created: time.Now()}
 		if resp := b.place(rv, want, from); resp != nil {
 			return resp
 		}
-		if delegate {
+		if rv.guarded {
+			blk := rv.block()
+			if err := b.guard.Guard(uint8(proto), blk.Start, uint16(blk.End())); err != nil {
+				b.mu.Lock()
+				b.removeLocked(rv)
+				b.mu.Unlock()
+				return errf(portres.WSAEINVAL, "guarding %s %s: %v", proto, blk, err)
+			}
+		}
+		if rv.excluded() {
 			// Out of automatic assignment first, then check the ports are
 			// free: the other order leaves a window for connect().
 			b.applySysctlLogged("acquire")
@@ -49,7 +58,7 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 		b.mu.Lock()
 		b.removeLocked(rv)
 		b.mu.Unlock()
-		if delegate {
+		if rv.excluded() {
 			b.applySysctlLogged("failed acquire")
 		}
 		switch {
@@ -158,6 +167,12 @@ func (b *Broker) removeLocked(rv *resv) {
 	}
 	delete(b.byToken, rv.r.Token)
 	rv.closeHolders()
+	if rv.guarded {
+		blk := rv.block()
+		if err := b.guard.Unguard(uint8(rv.proto), blk.Start, uint16(blk.End())); err != nil {
+			b.log.Error("unguard", "proto", rv.proto, "block", blk.String(), "err", err)
+		}
+	}
 }
 
 // release ends a runtime reservation of the calling process.
@@ -174,7 +189,7 @@ func (b *Broker) release(s *session, req *wire.Request) *wire.Response {
 	}
 	b.removeLocked(rv)
 	b.mu.Unlock()
-	if rv.delegated {
+	if rv.excluded() {
 		b.applySysctlLogged("release")
 	}
 	blk := rv.block()

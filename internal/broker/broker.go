@@ -30,6 +30,7 @@ type Broker struct {
 	adminGID int    // -1: root only
 	store    *store.Store
 	sysctl   *enforce.ReservedPorts // nil: kernel exclusion disabled or unavailable
+	guard    *enforce.BindGuard     // nil: placeholders enforce runtime blocks
 
 	sysctlMu sync.Mutex // serializes sysctl updates; taken before mu
 	recorded *string    // the sysctl claim last stored, formatted; nil: unknown
@@ -65,6 +66,9 @@ func New(cfg Config) (_ *Broker, err error) {
 	if b.netns, err = ownNetNS(); err != nil {
 		return nil, err
 	}
+	if err = b.startGuard(); err != nil {
+		return nil, err
+	}
 	if err = b.takeLock(); err != nil {
 		return nil, err
 	}
@@ -79,7 +83,7 @@ func New(cfg Config) (_ *Broker, err error) {
 	}
 	b.log.Info("portresd listening", "socket", cfg.Socket, "state", cfg.State,
 		"dynamic_tcp", b.dynString(portres.TCP), "dynamic_udp", b.dynString(portres.UDP),
-		"kernel_exclusion", b.sysctl != nil, "admin_group", cfg.AdminGroup)
+		"kernel_exclusion", b.sysctl != nil, "enforce", b.mode(), "admin_group", cfg.AdminGroup)
 	return b, nil
 }
 
@@ -166,6 +170,9 @@ func (b *Broker) closeResources() {
 	if b.store != nil {
 		b.store.Close()
 	}
+	if b.guard != nil {
+		b.guard.Close()
+	}
 	if b.lock != nil {
 		b.lock.Close()
 	}
@@ -231,3 +238,35 @@ func ownNetNS() (uint64, error) {
 // mayAdmin reports whether p may create and delete persistent
 // reservations, consume them and set the dynamic port range.
 func (b *Broker) mayAdmin(p *peer) bool { return p.uid == 0 || p.inGroup(b.adminGID) }
+
+// startGuard loads the eBPF bind guard in bpf mode; if the kernel or the
+// privileges do not allow it, the broker falls back to placeholders, out
+// loud.
+func (b *Broker) startGuard() error {
+	switch b.cfg.Enforce {
+	case EnforceHold:
+		return nil
+	case EnforceBPF:
+	default:
+		return fmt.Errorf("portresd: unknown enforcement %q (want %s or %s)", b.cfg.Enforce, EnforceHold, EnforceBPF)
+	}
+	g, err := enforce.NewBindGuard(b.cfg.Cgroup)
+	if err != nil {
+		b.log.Warn("eBPF bind guard unavailable; falling back to placeholder sockets", "cgroup", b.cfg.Cgroup, "err", err)
+		return nil
+	}
+	b.guard = g
+	return nil
+}
+
+// mode names the enforcement in force.
+func (b *Broker) mode() string {
+	if b.guard != nil {
+		return EnforceBPF
+	}
+	return EnforceHold
+}
+
+// Enforcement is the mode in force: EnforceHold, or EnforceBPF when the
+// eBPF bind guard loaded.
+func (b *Broker) Enforcement() string { return b.mode() }

@@ -31,12 +31,28 @@ type Config struct {
 	// PortRange is the path of net.ipv4.ip_local_port_range, read at
 	// start-up as the default dynamic range.
 	PortRange string
+	// Enforce is how runtime reservations are kept from other processes:
+	// "hold" (the default) binds a placeholder socket on every free port
+	// and needs no privilege; "bpf" attaches a cgroup eBPF bind guard and
+	// adds the blocks to ip_local_reserved_ports: no descriptor per port
+	// and no window during a brokered bind, but it needs root and cgroup
+	// v2. If the guard cannot be loaded the broker says so and holds.
+	Enforce string
+	// Cgroup is the cgroup v2 directory the bpf guard attaches to: its
+	// processes (all of them, for the root) are kept off guarded ports.
+	Cgroup string
 	// Sweep is how often bound ports are re-probed so that a port whose
 	// socket the client closed gets its placeholder back.
 	Sweep time.Duration
 	// Logger receives the daemon's structured log.
 	Logger *slog.Logger
 }
+
+// Enforcement modes (Config.Enforce).
+const (
+	EnforceHold = "hold"
+	EnforceBPF  = "bpf"
+)
 
 // Defaults fills every unset field with the embedded default.
 func (c *Config) Defaults() {
@@ -54,6 +70,12 @@ func (c *Config) Defaults() {
 	}
 	if c.PortRange == "" {
 		c.PortRange = "/proc/sys/net/ipv4/ip_local_port_range"
+	}
+	if c.Enforce == "" {
+		c.Enforce = EnforceHold
+	}
+	if c.Cgroup == "" {
+		c.Cgroup = enforce.DefaultCgroup()
 	}
 	if c.Sweep == 0 {
 		c.Sweep = time.Second

@@ -20,6 +20,7 @@ type resv struct {
 	sess      *session // runtime: the connection whose end releases it
 	holders   []int32  // runtime, not delegated: placeholder fd per offset, -1 when none
 	delegated bool     // runtime: handed to another process (portres run)
+	guarded   bool     // runtime: kept by the eBPF bind guard, not placeholders
 	pending   bool     // placeholders still being bound; invisible to sweeps and tokens
 	uid       uint32   // persistent: creator
 	created   time.Time
@@ -28,7 +29,12 @@ type resv struct {
 func (rv *resv) block() pool.Block { return rv.r.Block }
 
 // holds reports whether free ports of rv carry placeholder sockets.
-func (rv *resv) holds() bool { return rv.kind == wire.KindRuntime && !rv.delegated }
+func (rv *resv) holds() bool { return rv.kind == wire.KindRuntime && !rv.delegated && !rv.guarded }
+
+// excluded reports whether rv belongs in ip_local_reserved_ports:
+// everything but placeholder-held blocks, which the kernel's automatic
+// assignment skips anyway.
+func (rv *resv) excluded() bool { return !rv.holds() }
 
 // describe names rv for error messages: "tcp reservation 40000-40009 of
 // pid 42 (nginx)".

@@ -155,11 +155,11 @@ func (b *Broker) endSession(s *session) {
 	b.mu.Lock()
 	delete(b.sessions, s)
 	var gone []*resv
-	delegated := false
+	excluded := false
 	for _, rv := range b.byToken {
 		if rv.sess == s {
 			gone = append(gone, rv)
-			delegated = delegated || rv.delegated
+			excluded = excluded || rv.excluded()
 			b.removeLocked(rv)
 		}
 	}
@@ -167,7 +167,7 @@ func (b *Broker) endSession(s *session) {
 	for _, rv := range gone {
 		b.log.Info("released on disconnect", "proto", rv.proto, "block", rv.block().String(), "pid", s.peer.pid)
 	}
-	if delegated {
+	if excluded {
 		b.applySysctlLogged("disconnect")
 	}
 }

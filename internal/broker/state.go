@@ -108,7 +108,7 @@ func (b *Broker) applySysctl() error {
 	for _, rv := range b.byToken {
 		// Pending blocks too: they are excluded before their ports are
 		// checked, and dropped again if the check fails.
-		if rv.kind == wire.KindPersistent || rv.delegated {
+		if rv.excluded() {
 			blk := rv.block()
 			want = append(want, enforce.Range{Lo: blk.Start, Hi: uint16(blk.End())})
 		}

@@ -59,8 +59,19 @@ func StartHelper(t testing.TB, name string, env []string, args ...string) *Proce
 // cred (another uid, gid and groups); nil keeps the test's.
 func StartHelperAs(t testing.TB, cred *syscall.Credential, name string, env []string, args ...string) *Process {
 	t.Helper()
-	exe := os.Args[0]
+	var attr *syscall.SysProcAttr
 	if cred != nil {
+		attr = &syscall.SysProcAttr{Credential: cred}
+	}
+	return startHelper(t, attr, cred != nil, name, env, args...)
+}
+
+// startHelper starts the helper with attr; copy runs a copy of the test
+// binary that other users can execute.
+func startHelper(t testing.TB, attr *syscall.SysProcAttr, copyExe bool, name string, env []string, args ...string) *Process {
+	t.Helper()
+	exe := os.Args[0]
+	if copyExe {
 		// The go tool's build directory is private to root: run a copy.
 		exe = filepath.Join(Dir(t), "helper.test")
 		data, err := os.ReadFile(os.Args[0])
@@ -72,9 +83,7 @@ func StartHelperAs(t testing.TB, cred *syscall.Credential, name string, env []st
 		}
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
-	if cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	}
+	cmd.SysProcAttr = attr
 	cmd.Env = append(os.Environ(), envHelper+"="+name, envHelper+"_ARGS="+strings.Join(args, "\x1f"),
 		// A -race binary sleeps 1 s at exit by default; helpers exit often.
 		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))

@@ -27,6 +27,7 @@ func main() {
 	flag.StringVar(&cfg.ReservedPorts, "reserved-ports", "", "path of net.ipv4.ip_local_reserved_ports, or - to disable kernel exclusion")
 	flag.StringVar(&cfg.Enforce, "enforce", broker.EnforceHold, "how runtime reservations are enforced: hold (placeholder sockets) or bpf (cgroup eBPF bind guard; root, cgroup v2)")
 	flag.StringVar(&cfg.Cgroup, "cgroup", "", "cgroup v2 directory the bpf guard attaches to (default: the cgroup v2 root)")
+	flag.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics on this TCP address at /metrics (e.g. 127.0.0.1:9750)")
 	flag.DurationVar(&cfg.Sweep, "sweep", time.Second, "how often bound ports are re-checked")
 	flag.BoolVar(&debug, "debug", false, "log every client connection")
 	flag.Parse()

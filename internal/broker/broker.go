@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portres/portres"
@@ -31,6 +32,8 @@ type Broker struct {
 	store    *store.Store
 	sysctl   *enforce.ReservedPorts // nil: kernel exclusion disabled or unavailable
 	guard    *enforce.BindGuard     // nil: placeholders enforce runtime blocks
+	metrics  *metrics
+	sysctlOK atomic.Bool // the last ip_local_reserved_ports update worked
 
 	sysctlMu sync.Mutex // serializes sysctl updates; taken before mu
 	recorded *string    // the sysctl claim last stored, formatted; nil: unknown
@@ -80,6 +83,12 @@ func New(cfg Config) (_ *Broker, err error) {
 	}
 	if err = b.listen(); err != nil {
 		return nil, err
+	}
+	b.metrics = newMetrics(b)
+	if cfg.Metrics != "" {
+		if err = b.metrics.serve(cfg.Metrics); err != nil {
+			return nil, err
+		}
 	}
 	b.log.Info("portresd listening", "socket", cfg.Socket, "state", cfg.State,
 		"dynamic_tcp", b.dynString(portres.TCP), "dynamic_udp", b.dynString(portres.UDP),
@@ -173,6 +182,7 @@ func (b *Broker) closeResources() {
 	if b.guard != nil {
 		b.guard.Close()
 	}
+	b.metrics.close()
 	if b.lock != nil {
 		b.lock.Close()
 	}

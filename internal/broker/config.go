@@ -41,6 +41,9 @@ type Config struct {
 	// Cgroup is the cgroup v2 directory the bpf guard attaches to: its
 	// processes (all of them, for the root) are kept off guarded ports.
 	Cgroup string
+	// Metrics is a TCP address ("127.0.0.1:9750") to serve Prometheus
+	// metrics on at /metrics; empty: none.
+	Metrics string
 	// Sweep is how often bound ports are re-probed so that a port whose
 	// socket the client closed gets its placeholder back.
 	Sweep time.Duration

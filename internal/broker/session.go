@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/fdpass"
@@ -125,11 +126,13 @@ func (s *session) work() {
 		s.curID, s.curCancel = j.req.ID, cancel
 		s.mu.Unlock()
 		var resps []*wire.Response
+		start := time.Now()
 		if cancelled {
 			resps = []*wire.Response{errf(portres.WSA_OPERATION_ABORTED, "cancelled before it started")}
 		} else {
 			resps = s.b.handle(ctx, s, j.req, j.fds)
 		}
+		s.b.metrics.observe(j.req.Op, resps[len(resps)-1].Code, time.Since(start))
 		closeAll(j.fds)
 		s.mu.Lock()
 		s.curCancel = nil

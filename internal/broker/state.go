@@ -122,6 +122,7 @@ func (b *Broker) applySysctl() error {
 	if serr := b.recordSysctl(b.sysctl.Added(), boot); serr != nil && err == nil {
 		err = fmt.Errorf("record sysctl entries: %w", serr)
 	}
+	b.sysctlOK.Store(err == nil)
 	return err
 }
 

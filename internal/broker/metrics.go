@@ -146,4 +146,3 @@ func boolFloat(v bool) float64 {
 	}
 	return 0
 }
-

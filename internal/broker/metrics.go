@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -62,11 +61,7 @@ func (m *metrics) serve(addr string) error {
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	m.ln = ln
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			_ = err // the listener was closed under us: nothing to report to
-		}
-	}()
+	go m.srv.Serve(ln) // returns http.ErrServerClosed when close shuts it
 	return nil
 }
 

@@ -60,6 +60,33 @@ func BenchmarkBroker(b *testing.B) {
 		}
 		ratio(b)
 	})
+	b.Run("broker/acquire", func(b *testing.B) {
+		// Release happens off the clock.
+		for i := 0; i < b.N; i++ {
+			r, err := c.Acquire(ctx, portres.TCP, 50000, 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			r.Release(ctx)
+			b.StartTimer()
+		}
+		ratio(b)
+	})
+	b.Run("broker/release", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			r, err := c.Acquire(ctx, portres.TCP, 50000, 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			if err := r.Release(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		ratio(b)
+	})
 	b.Run("broker/acquire-release/wildcard", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			r, err := c.Acquire(ctx, portres.UDP, 0, 1)

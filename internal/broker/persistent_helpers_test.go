@@ -80,7 +80,7 @@ func helperPersistentDaemon(args []string) int {
 // block) explicitly, TCP and UDP, and prints "explicit tcp|udp ok|ERR".
 // Last line: "done".
 func helperPersistentAutobind(args []string) int {
-	lo, hi, port := patoi(args[0]), patoi(args[1]), patoi(args[2])
+	lo, hi, port := mustAtoi(args[0]), mustAtoi(args[1]), mustAtoi(args[2])
 	const attempts = 400
 	w := bufio.NewWriter(os.Stdout)
 	defer w.Flush()
@@ -187,7 +187,7 @@ func helperPersistentAutobind(args []string) int {
 func helperPersistentClient(args []string) int {
 	ctx := context.Background()
 	proto, _ := portres.ParseProto(args[0])
-	start, count, newStart := uint16(patoi(args[1])), uint16(patoi(args[2])), uint16(patoi(args[3]))
+	start, count, newStart := uint16(mustAtoi(args[1])), uint16(mustAtoi(args[2])), uint16(mustAtoi(args[3]))
 	c, err := portres.Dial(ctx, "")
 	if err != nil {
 		fmt.Println("fail dial", err)
@@ -208,7 +208,7 @@ func helperPersistentClient(args []string) int {
 		} else if err != nil {
 			detail = err.Error()
 		}
-		fmt.Printf("%s %d %v %v\n", op, pcode(err), is, detail)
+		fmt.Printf("%s %d %v %v\n", op, code(err), is, detail)
 	}
 
 	r, err := c.LookupPersistent(ctx, proto, start, count)
@@ -263,26 +263,4 @@ func helperPersistentClient(args []string) int {
 	out("dynamicshow", err, strconv.Itoa(int(dlo))+"+"+strconv.Itoa(int(dn)))
 	fmt.Println("done")
 	return 0
-}
-
-// patoi is strconv.Atoi for helper arguments and output known to be numbers.
-func patoi(s string) int {
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		panic(err)
-	}
-	return n
-}
-
-// pcode is err's Win32/Winsock number: 0 for nil, -1 for an error that is
-// not a *portres.Error.
-func pcode(err error) int {
-	var e *portres.Error
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &e):
-		return int(e.Code)
-	}
-	return -1
 }

@@ -163,24 +163,6 @@ func setReserved(t *testing.T, list string) {
 	}
 }
 
-// setPortRange narrows net.ipv4.ip_local_port_range for the test.
-func setPortRange(t *testing.T, lo, hi int) {
-	t.Helper()
-	const path = "/proc/sys/net/ipv4/ip_local_port_range"
-	old, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(fmt.Sprintf("%d %d", lo, hi)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := os.WriteFile(path, old, 0o644); err != nil {
-			t.Errorf("restore %s: %v", path, err)
-		}
-	})
-}
-
 // persistentShown is Show's persistent entries, by block, with tokens.
 func persistentShown(t *testing.T, c *portres.Client) map[pblock]uint64 {
 	t.Helper()
@@ -573,7 +555,7 @@ func TestPersistentForeignReservedPortsKept(t *testing.T) {
 // UDP block (the sysctl has no protocol: either excludes both), while an
 // explicit bind of a port in the block works.
 func TestPersistentAutobindExcluded(t *testing.T) {
-	setPortRange(t, 51000, 51199)
+	narrowEphemeral(t, 51000, 51199)
 	b := testbroker.Start(t, nil)
 	c := b.Dial(t)
 	ctx := context.Background()
@@ -595,7 +577,7 @@ func TestPersistentAutobindExcluded(t *testing.T) {
 				}
 				switch f[0] {
 				case "count":
-					counts[f[1]] = patoi(f[2])
+					counts[f[1]] = mustAtoi(f[2])
 				case "explicit":
 					explicit[f[1]] = strings.Join(f[2:], " ")
 				default:
@@ -777,7 +759,7 @@ func TestPersistentUnprivileged(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := testutil.StartHelperAs(t, tc.cred, "persistent-client", append(socketEnvOf(b), quickExit()...), "tcp", "49000", "4", "49100")
+			p := testutil.StartHelperAs(t, tc.cred, "persistent-client", append(socketEnv(b), quickExit()...), "tcp", "49000", "4", "49100")
 			got := map[string][]string{}
 			for {
 				l := p.Line(20 * time.Second)
@@ -834,7 +816,7 @@ func TestPersistentUnprivileged(t *testing.T) {
 			check("show", 0, tokS)
 			check("associate", 0, "")
 			check("bind", 0, "")
-			if port := patoi(got["bind"][2]); port < 49000 || port > 49003 {
+			if port := mustAtoi(got["bind"][2]); port < 49000 || port > 49003 {
 				t.Errorf("bound port %d, want one of 49000-49003", port)
 			}
 			check("create", 0, "")
@@ -856,8 +838,6 @@ func TestPersistentUnprivileged(t *testing.T) {
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-func socketEnvOf(b *testbroker.Broker) []string { return []string{"PORTRES_SOCKET=" + b.Config.Socket} }
 
 // ---------------------------------------------------------------------
 // 7. Consuming persistent reservations

@@ -107,14 +107,18 @@ func (b *Broker) bind(ctx context.Context, s *session, req *wire.Request, fds []
 			}
 			continue
 		}
-		if err != nil && errors.Is(err, pool.ErrBound) && req.Port != 0 {
-			// The port's old socket may only linger in TIME_WAIT, which
-			// stops a placeholder but not a socket with SO_REUSEADDR; a
-			// live socket on it still makes this bind fail.
-			setPort(sa, req.Port)
-			if unix.Bind(fd, sa) == nil {
-				b.mu.Unlock()
-				return &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(rv.proto), Port: req.Port}
+		if err != nil && errors.Is(err, pool.ErrBound) && req.Port != 0 && rv.proto == portres.TCP {
+			// The port's last socket may be gone, its connections only
+			// lingering in TIME_WAIT: that stops a placeholder but not a
+			// socket with SO_REUSEADDR. Only then may the port be bound
+			// again (the kernel alone would let two SO_REUSEADDR or
+			// SO_REUSEPORT sockets share it).
+			if tw, _ := enforce.OnlyTimeWait(req.Port); tw {
+				setPort(sa, req.Port)
+				if unix.Bind(fd, sa) == nil {
+					b.mu.Unlock()
+					return &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(rv.proto), Port: req.Port}
+				}
 			}
 		}
 		if err != nil {
@@ -123,13 +127,11 @@ func (b *Broker) bind(ctx context.Context, s *session, req *wire.Request, fds []
 		}
 		resp = b.bindPortLocked(rv, fd, sa, port)
 		b.mu.Unlock()
-		if resp != nil && resp.Code == uint32(portres.WSAEADDRINUSE) && req.Port == 0 && !rv.holds() {
+		if resp != nil && resp.Code == uint32(portres.WSAEADDRINUSE) && req.Port == 0 && !rv.holds() && ctx.Err() == nil {
 			// A persistent or delegated port taken by a foreign socket
-			// stays marked bound until a sweep finds it free; try another.
-			if ctx.Err() == nil {
-				retried = false
-				continue
-			}
+			// stays marked bound until a sweep finds it free; try another
+			// (the block runs out, WSAENOBUFS, if none is left).
+			continue
 		}
 		return resp
 	}

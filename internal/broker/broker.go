@@ -174,6 +174,7 @@ func (b *Broker) closeResources() {
 	}
 	b.mu.Unlock()
 	if b.ln != nil {
+		b.ln.Close() // already closed by Close; not when New fails late
 		os.Remove(b.cfg.Socket)
 	}
 	if b.store != nil {
@@ -266,6 +267,9 @@ func (b *Broker) startGuard() error {
 		return nil
 	}
 	b.guard = g
+	if b.cfg.ReservedPorts == "-" {
+		b.log.Warn("bpf mode without ip_local_reserved_ports: runtime ports are not excluded from automatic assignment")
+	}
 	return nil
 }
 

@@ -58,7 +58,9 @@ func peerOf(c *net.UnixConn) (*peer, error) {
 	err = rc.Control(func(fd uintptr) {
 		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 		if serr == nil {
-			pidfd, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
+			if pfd, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD); err == nil {
+				pidfd = pfd
+			}
 			grps, gerr = peerGroups(int(fd))
 		}
 	})
@@ -74,7 +76,7 @@ func peerOf(c *net.UnixConn) (*peer, error) {
 	if gerr != nil {
 		p.grps = groups(p.pid) // kernels before 4.13
 	}
-	if pidfd > 0 {
+	if pidfd >= 0 {
 		// The pidfd pins the process that connected: if it is still
 		// alive now, what /proc said above was about it, not about a
 		// process that reused its PID.

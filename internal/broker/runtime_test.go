@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"sort"
 	"strconv"
@@ -371,5 +372,60 @@ func TestRestartServerDuringTimeWait(t *testing.T) {
 	}
 	if _, err := r.Listen(ctx, "tcp", ":45401"); !errors.Is(err, portres.WSAEINVAL) {
 		t.Errorf("port outside the block: %v", err)
+	}
+}
+
+// reuseSocket is an unbound socket with SO_REUSEADDR and SO_REUSEPORT,
+// the flags that let the kernel share a port between sockets.
+func reuseSocket(t *testing.T, typ int) int {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET6, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+// TestNoPortHandedOutTwice: a port of a reservation bound by a live
+// socket is never bound again, even when both sockets carry the reuse
+// flags that would let the kernel share it.
+func TestNoPortHandedOutTwice(t *testing.T) {
+	for _, mode := range []string{broker.EnforceHold, broker.EnforceBPF} {
+		t.Run(mode, func(t *testing.T) {
+			cg := ""
+			if mode == broker.EnforceBPF {
+				cg, _ = testutil.Cgroup(t)
+			}
+			b := testbroker.Start(t, func(c *broker.Config) { c.Enforce = mode; c.Cgroup = cg })
+			if b.Enforcement() != mode {
+				t.Skip("the eBPF bind guard did not load here")
+			}
+			c := b.Dial(t)
+			ctx := context.Background()
+			for _, proto := range []portres.Proto{portres.TCP, portres.UDP} {
+				typ := unix.SOCK_STREAM
+				if proto == portres.UDP {
+					typ = unix.SOCK_DGRAM
+				}
+				r, err := c.Acquire(ctx, proto, 47300, 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.BindFD(ctx, r.Token(), reuseSocket(t, typ), netip.Addr{}, 47300); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.BindFD(ctx, r.Token(), reuseSocket(t, typ), netip.Addr{}, 47300); !errors.Is(err, portres.WSAEADDRINUSE) {
+					t.Errorf("%s: explicit rebind of a live port: %v, want WSAEADDRINUSE", proto, err)
+				}
+				c.Show(ctx) // sweeps: a bound-only TCP socket is not in the socket tables
+				if _, err := c.BindFD(ctx, r.Token(), reuseSocket(t, typ), netip.Addr{}, 0); !errors.Is(err, portres.WSAENOBUFS) {
+					t.Errorf("%s: port 0 from a block whose only port is bound: %v, want WSAENOBUFS", proto, err)
+				}
+				r.Release(ctx)
+			}
+		})
 	}
 }

@@ -87,7 +87,7 @@ func (b *Broker) initSysctl() {
 	}
 	b.sysctl = enforce.NewReservedPorts(b.cfg.ReservedPorts, added)
 	if err := b.applySysctl(); err != nil {
-		b.log.Warn("degraded: persistent and delegated ports are not excluded from automatic assignment",
+		b.log.Warn("degraded: persistent, delegated and (in bpf mode) runtime ports are not excluded from automatic assignment",
 			"sysctl", b.cfg.ReservedPorts, "err", err)
 	}
 }

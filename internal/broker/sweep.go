@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/portres/portres/internal/enforce"
+	"github.com/portres/portres/internal/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -48,23 +49,24 @@ func (b *Broker) sweepReservation(rv *resv) {
 	b.sweepPorts(rv, ports)
 }
 
-// sweepPorts re-checks the given bound ports of rv. For runtime blocks a
-// port is free again when a placeholder can be bound on it, and the
-// placeholder stays (a TCP port in TIME_WAIT stays bound until the kernel
-// lets it go); each port is probed under the lock so a concurrent bind
-// never races the probe. Persistent and delegated ports get no
-// placeholder, and binding one to probe could make their rightful user's
-// bind fail, so for them the kernel's socket tables are read instead.
+// sweepPorts re-checks the given bound ports of rv, each under the lock
+// so a concurrent bind never races the check. Runtime blocks: a port is
+// free again when a placeholder can be bound on it (a TCP port in
+// TIME_WAIT stays bound until the kernel lets it go); in hold mode the
+// placeholder stays, in bpf mode it is closed again (only the broker gets
+// past the guard, so the probe takes nothing from anyone). Persistent and
+// delegated ports may be bound by other processes, whose bind a probe
+// could make fail, so for them the kernel's socket tables are read.
 func (b *Broker) sweepPorts(rv *resv, ports []uint16) {
-	if !rv.holds() {
-		inuse, err := enforce.InUse(uint8(rv.proto))
-		if err != nil {
-			b.log.Warn("sweep: reading socket tables", "proto", rv.proto, "err", err)
-			return
-		}
+	if rv.kind == wire.KindPersistent || rv.delegated {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		if b.byToken[rv.r.Token] != rv {
+			return
+		}
+		inuse, err := enforce.InUse(uint8(rv.proto)) // under the lock: no stale snapshot
+		if err != nil {
+			b.log.Warn("sweep: reading socket tables", "proto", rv.proto, "err", err)
 			return
 		}
 		for _, port := range ports {
@@ -82,9 +84,12 @@ func (b *Broker) sweepPorts(rv *resv, ports []uint16) {
 		}
 		fd, err := enforce.Hold(uint8(rv.proto), port)
 		switch {
-		case err == nil:
+		case err == nil && rv.holds():
 			rv.r.Put(port)
 			rv.holders[port-rv.block().Start] = int32(fd)
+		case err == nil:
+			enforce.Unhold(fd)
+			rv.r.Put(port)
 		case !errors.Is(err, unix.EADDRINUSE):
 			b.log.Warn("sweep probe failed", "proto", rv.proto, "port", port, "err", err)
 		}

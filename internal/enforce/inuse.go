@@ -65,3 +65,45 @@ func scanSockets(path string, set *PortSet) error {
 	}
 	return nil
 }
+
+// OnlyTimeWait reports whether every TCP socket the kernel lists on port
+// (v4 and v6) is in TIME_WAIT and there is at least one: the port's last
+// user is gone and only the connection's aftermath remains.
+func OnlyTimeWait(port uint16) (bool, error) {
+	seen := false
+	for _, path := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		f, err := os.Open(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		sc := bufio.NewScanner(f)
+		sc.Scan() // header
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) < 4 {
+				continue
+			}
+			_, hexPort, _ := strings.Cut(fields[1], ":")
+			if p, err := strconv.ParseUint(hexPort, 16, 16); err != nil || uint16(p) != port {
+				continue
+			}
+			if fields[3] != tcpTimeWait {
+				f.Close()
+				return false, nil
+			}
+			seen = true
+		}
+		err = sc.Err()
+		f.Close()
+		if err != nil {
+			return false, fmt.Errorf("enforce: read %s: %w", path, err)
+		}
+	}
+	return seen, nil
+}
+
+// tcpTimeWait is TCP_TIME_WAIT as /proc/net/tcp prints the state.
+const tcpTimeWait = "06"

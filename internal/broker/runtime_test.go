@@ -348,16 +348,17 @@ func TestShowNeverStealsDelegatedPorts(t *testing.T) {
 func TestRestartServerDuringTimeWait(t *testing.T) {
 	b := testbroker.Start(t, nil)
 	ctx := context.Background()
-	r, err := b.Dial(t).Acquire(ctx, portres.TCP, 45400, 1)
+	r, err := b.Dial(t).Acquire(ctx, portres.TCP, 0, 1) // wildcard: earlier runs' TIME_WAIT may linger
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr := "127.0.0.1:" + strconv.Itoa(int(r.Start()))
 	for i := 0; i < 2; i++ {
-		ln, err := r.Listen(ctx, "tcp", "127.0.0.1:45400")
+		ln, err := r.Listen(ctx, "tcp", addr)
 		if err != nil {
 			t.Fatalf("round %d: %v", i, err)
 		}
-		conn, err := net.Dial("tcp", "127.0.0.1:45400")
+		conn, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -365,12 +366,12 @@ func TestRestartServerDuringTimeWait(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv.Close() // the server closes first: TIME_WAIT on 45400
+		srv.Close() // the server closes first: TIME_WAIT on its port
 		conn.Read(make([]byte, 1))
 		conn.Close()
 		ln.Close()
 	}
-	if _, err := r.Listen(ctx, "tcp", ":45401"); !errors.Is(err, portres.WSAEINVAL) {
+	if _, err := r.Listen(ctx, "tcp", ":"+strconv.Itoa(int(r.Start())+1)); !errors.Is(err, portres.WSAEINVAL) {
 		t.Errorf("port outside the block: %v", err)
 	}
 }

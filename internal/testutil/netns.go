@@ -13,6 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// EphemeralRange is net.ipv4.ip_local_port_range in every test netns.
+const EphemeralRange = "55000 64999"
+
 // envNetNS marks a test process already re-executed in a private netns.
 const envNetNS = "PORTRES_TEST_NETNS"
 
@@ -29,6 +32,14 @@ func Main(m interface{ Run() int }) {
 		os.Exit(reexecInNetNS())
 	}
 	if os.Getenv(envNetNS) != "" {
+		// Keep the kernel's automatic port choices (every TCP connect a
+		// test makes) away from the fixed ports tests reserve, all below
+		// 55000, so one test's lingering connection never sits in
+		// another's block.
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte(EphemeralRange), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "testutil: setting the test netns's ephemeral range:", err)
+			os.Exit(1)
+		}
 		if err := loopbackUp(); err != nil {
 			fmt.Fprintln(os.Stderr, "testutil: bringing lo up in the test netns:", err)
 			os.Exit(1)

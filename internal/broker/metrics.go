@@ -86,7 +86,7 @@ var (
 	descBound        = prometheus.NewDesc("portres_bound_ports", "Reserved ports bound to a socket, by protocol and kind.", []string{"proto", "kind"}, nil)
 	descHolders      = prometheus.NewDesc("portres_placeholder_sockets", "Placeholder sockets held (hold mode).", nil, nil)
 	descSessions     = prometheus.NewDesc("portres_clients", "Connected clients.", nil, nil)
-	descDegraded     = prometheus.NewDesc("portres_kernel_exclusion", "1 if persistent and delegated blocks are excluded through ip_local_reserved_ports.", nil, nil)
+	descExclusion    = prometheus.NewDesc("portres_kernel_exclusion", "1 if persistent and delegated blocks are excluded through ip_local_reserved_ports.", nil, nil)
 	descMode         = prometheus.NewDesc("portres_enforcement", "The enforcement mode in force (value 1).", []string{"mode"}, nil)
 )
 
@@ -94,7 +94,7 @@ var (
 type stateCollector struct{ b *Broker }
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descReservations, descPorts, descBound, descHolders, descSessions, descDegraded, descMode} {
+	for _, d := range []*prometheus.Desc{descReservations, descPorts, descBound, descHolders, descSessions, descExclusion, descMode} {
 		ch <- d
 	}
 }
@@ -131,7 +131,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descHolders, prometheus.GaugeValue, float64(holders))
 	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(sessions))
-	ch <- prometheus.MustNewConstMetric(descDegraded, prometheus.GaugeValue, boolFloat(b.sysctl != nil && b.sysctlOK.Load()))
+	ch <- prometheus.MustNewConstMetric(descExclusion, prometheus.GaugeValue, boolFloat(b.sysctl != nil && b.sysctlOK.Load()))
 	ch <- prometheus.MustNewConstMetric(descMode, prometheus.GaugeValue, 1, b.mode())
 }
 

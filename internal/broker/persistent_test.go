@@ -733,10 +733,6 @@ func TestPersistentErrorCodes(t *testing.T) {
 // broker's admin group (supplementary or primary) everything works.
 func TestPersistentUnprivileged(t *testing.T) {
 	const gid = 4242
-	type want struct {
-		code int
-		is   bool
-	}
 	cases := []struct {
 		name  string
 		group string

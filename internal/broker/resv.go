@@ -59,7 +59,7 @@ func (rv *resv) closeHolders() {
 	}
 }
 
-// portErr builds an error response naming rv's block.
+// errf builds an error response naming rv's block.
 func (rv *resv) errf(code portres.Errno, format string, args ...any) *wire.Response {
 	r := errf(code, format, args...)
 	r.Start, r.Count = rv.r.Block.Start, rv.r.Block.Count

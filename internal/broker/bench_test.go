@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/portres/portres"
+	"github.com/portres/portres/internal/broker"
 	"github.com/portres/portres/internal/fdpass"
 	"github.com/portres/portres/internal/testbroker"
+	"github.com/portres/portres/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -90,6 +92,27 @@ func BenchmarkBroker(b *testing.B) {
 	b.Run("broker/acquire-release/wildcard", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			r, err := c.Acquire(ctx, portres.UDP, 0, 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := r.Release(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		ratio(b)
+	})
+	b.Run("broker/acquire-release/bpf", func(b *testing.B) {
+		// bpf mode: the block is guarded and also written to
+		// ip_local_reserved_ports (with its bookkeeping) on both ends.
+		cg, _ := testutil.Cgroup(b)
+		bb := testbroker.Start(b, func(c *broker.Config) { c.Enforce = broker.EnforceBPF; c.Cgroup = cg })
+		if bb.Enforcement() != broker.EnforceBPF {
+			b.Skip("the eBPF bind guard did not load here")
+		}
+		bc := bb.Dial(b)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			r, err := bc.Acquire(ctx, portres.TCP, 50500, 1)
 			if err != nil {
 				b.Fatal(err)
 			}

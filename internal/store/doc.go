@@ -33,10 +33,14 @@
 //	bucket "dynamic"                       the dynamic port range per protocol
 //	    key   proto uint8                                        (1 byte)
 //	    value lo uint16 | hi uint16                              (4 bytes)
-//	bucket "sysctl"                        portres's ip_local_reserved_ports entries
-//	    "added" = (lo uint16 | hi uint16)*, merged and sorted
-//	    "boot"  = the boot id the entries were written under
-//	    "netns" = uint64 inode of the network namespace
+//	bucket "sysctl"                        schema 1 kept its ip_local_reserved_ports
+//	                                       bookkeeping here ("added", "boot", "netns");
+//	                                       now empty, still validated if present
+//
+// What portres added to ip_local_reserved_ports lives beside the database
+// in PATH.sysctl: a header "portres-sysctl-1 LEN", then LEN bytes of three
+// lines (boot id, netns inode, merged ranges), rewritten in place with one
+// pwrite and no fsync (see SetSysctlAdded).
 //
 // Invariants checked by Check: a persistent block has proto 6 or 17,
 // start >= 1, count >= 1 and does not run past 65535; blocks of one

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -55,5 +56,29 @@ func TestSysctlAdded(t *testing.T) {
 	}
 	if added, _, netns, err := s.SysctlAdded(); len(added) != 0 || netns != 1 || err != nil {
 		t.Fatalf("after clearing: %v, %d, %v", added, netns, err)
+	}
+}
+
+// TestSysctlRecordShrinks: a shorter record written over a longer one in
+// place reads back as itself, and a damaged record is an error, not a
+// guess.
+func TestSysctlRecordShrinks(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "portres.db"))
+	long := []Range{{Lo: 1000, Hi: 1001}, {Lo: 2000, Hi: 2001}, {Lo: 3000, Hi: 3001}, {Lo: 40000, Hi: 40100}}
+	if err := s.SetSysctlAdded(long, "boot-a", 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSysctlAdded([]Range{{Lo: 5, Hi: 6}}, "b", 8); err != nil {
+		t.Fatal(err)
+	}
+	added, boot, netns, err := s.SysctlAdded()
+	if err != nil || boot != "b" || netns != 8 || len(added) != 1 || added[0] != (Range{Lo: 5, Hi: 6}) {
+		t.Fatalf("after shrinking: %v %q %d %v", added, boot, netns, err)
+	}
+	if err := os.WriteFile(s.Path()+".sysctl", []byte("portres-sysctl-1 999\nshort"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := s.SysctlAdded(); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("damaged record: %v, want ErrCorrupt", err)
 	}
 }

@@ -54,8 +54,9 @@ var lockTimeout = time.Second
 
 // Store is an open portres store. Its methods are safe for concurrent use.
 type Store struct {
-	path string
-	db   *bolt.DB
+	path       string
+	db         *bolt.DB
+	sysctlFile *os.File // PATH.sysctl, opened on first SetSysctlAdded
 }
 
 // Open opens the store at path, creating it (and missing parent
@@ -102,6 +103,9 @@ func (s *Store) Path() string { return s.path }
 
 // Close releases the database and its lock.
 func (s *Store) Close() error {
+	if s.sysctlFile != nil {
+		s.sysctlFile.Close()
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store: close %s: %w", s.path, err)
 	}

@@ -27,7 +27,6 @@ var (
 	keyMagic  = []byte("magic")
 	keySchema = []byte("schema")
 	keyAdded  = []byte("added")
-	keyBoot   = []byte("boot")
 	keyNetNS  = []byte("netns")
 )
 

@@ -43,7 +43,8 @@ const (
 	WSAEADDRINUSE           Errno = 10048 // block overlaps a reservation or a port in use
 	WSAEADDRNOTAVAIL        Errno = 10049 // address not available
 	WSAENETDOWN             Errno = 10050 // broker unreachable
-	WSAENOBUFS              Errno = 10055 // no free port left in the reservation
+	WSAENOBUFS              Errno = 10055 // no free port left in the reservation, or no room in the kernel's list
+	WSAEDQUOT               Errno = 10069 // a per-user limit of the broker is reached
 )
 
 var errnoNames = map[Errno]string{
@@ -73,6 +74,7 @@ var errnoNames = map[Errno]string{
 	WSAEADDRINUSE:           "WSAEADDRINUSE",
 	WSAENETDOWN:             "WSAENETDOWN",
 	WSAENOBUFS:              "WSAENOBUFS",
+	WSAEDQUOT:               "WSAEDQUOT",
 }
 
 var errnoText = map[Errno]string{
@@ -102,6 +104,7 @@ var errnoText = map[Errno]string{
 	WSAEADDRINUSE:           "address already in use",
 	WSAENETDOWN:             "port reservation broker unreachable",
 	WSAENOBUFS:              "no free port left in the reservation",
+	WSAEDQUOT:               "disk quota exceeded: a per-user limit of the broker is reached",
 }
 
 // Name returns the Windows name of the code, such as "WSAEADDRINUSE".
@@ -171,6 +174,8 @@ func (e Errno) Syscall() syscall.Errno {
 		return syscall.ENETDOWN
 	case WSAENOBUFS:
 		return syscall.ENOBUFS
+	case WSAEDQUOT:
+		return syscall.EDQUOT
 	case WSA_INVALID_HANDLE:
 		return syscall.EBADF
 	case WSA_IO_INCOMPLETE, WSAEWOULDBLOCK:

@@ -25,6 +25,7 @@ func TestErrnoIs(t *testing.T) {
 		{WSAEINVAL, os.ErrInvalid, true},
 		{ERROR_INVALID_PARAMETER, syscall.EINVAL, true},
 		{WSAENOBUFS, syscall.ENOBUFS, true},
+		{WSAEDQUOT, syscall.EDQUOT, true},
 		{WSAENOTSOCK, syscall.ENOTSOCK, true},
 		{WSAEOPNOTSUPP, syscall.EOPNOTSUPP, true},
 		{WSAEMFILE, syscall.EMFILE, true},

@@ -81,6 +81,7 @@ const (
 	WSAEADDRNOTAVAIL      = portres.WSAEADDRNOTAVAIL
 	WSAENETDOWN           = portres.WSAENETDOWN
 	WSAENOBUFS            = portres.WSAENOBUFS
+	WSAEDQUOT             = portres.WSAEDQUOT
 )
 
 // Error is a failed Winsock call: the call, its Winsock code, and what

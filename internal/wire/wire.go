@@ -72,6 +72,11 @@ type Request struct {
 const (
 	// More: further responses with the same ID follow.
 	More uint16 = 1 << iota
+	// NotExcluded (OpAcquire): the block is not kept out of the kernel's
+	// automatic assignment (bind to port 0, connect), because the broker
+	// may not write net.ipv4.ip_local_reserved_ports. Delegated ports are
+	// then protected by nothing but the owner binding them first.
+	NotExcluded
 )
 
 // Response is the broker's answer to one request.

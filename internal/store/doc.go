@@ -14,11 +14,28 @@
 // the database it describes, that every reachable page lies inside it
 // with a sane header (bbolt's own check trusts headers and can run out
 // of memory on a damaged one, see pages.go), bbolt's consistency check
-// and the schema invariants (ErrCorrupt otherwise). Only then does it
+// and the schema invariants (ErrCorrupt otherwise), and last that both
+// of bbolt's meta pages pass validation (magic, version, checksum). bbolt
+// itself silently falls back to the other meta page when one fails, which
+// loses acknowledged writes if the damaged page was the newer; Open
+// refuses such a store with a *MetaPageError (ErrCorrupt) naming the
+// intact transaction, and OpenWithOptions with Options.Repair accepts it
+// by committing one transaction over the damaged page. Only then does it
 // reopen the file read-write: bbolt's read-write open may itself write.
 // A new store is built under a temporary name in the same directory and
 // linked into place, so a crash during creation never leaves a half-made
 // store at the path; an empty file at the path is therefore refused.
+//
+// # Files opened as root
+//
+// Every open of the database (bbolt's own, through Options.OpenFile, the
+// read-only verification and the read-write open), of the temporary file
+// a new store is built in, and of PATH.sysctl uses O_NOFOLLOW, O_CLOEXEC
+// and O_NONBLOCK, then fstat: the file must be a regular file owned by
+// the effective uid and writable by nobody else, and the read-write open
+// must find the inode the verification passed. Anything else is refused
+// with ErrUnsafeFile before a byte is written. The parent directory is
+// created mode 0700.
 //
 // # Layout (schema 1)
 //

@@ -19,6 +19,8 @@ const (
 	bucketLeaf     = 0x01
 	noFreelist     = ^uint64(0)
 	maxTreeDepth   = 64
+	boltVersion    = 2
+	metaSize       = 64 // magic, version, pageSize, flags uint32; root, sequence, freelist, pgid, txid, checksum uint64
 )
 
 var ne = binary.NativeEndian
@@ -37,15 +39,8 @@ func walkPages(data []byte, pageSize int, txid uint64) error {
 	var root, freelist uint64
 	found := false
 	for i := uint64(0); i < 2 && !found; i++ {
-		off := i * w.psz
-		if uint64(len(data)) < off+80 {
-			break
-		}
-		m := data[off+pageHeaderSize : off+80]
-		h := fnv.New64a()
-		h.Write(m[:56])
-		if ne.Uint32(m) == boltMagic && ne.Uint64(m[48:]) == txid && ne.Uint64(m[56:]) == h.Sum64() {
-			root, freelist, w.hwm, found = ne.Uint64(m[16:]), ne.Uint64(m[32:]), ne.Uint64(m[40:]), true
+		if m := readMeta(data, i*w.psz); m.problem == "" && m.txid == txid {
+			root, freelist, w.hwm, found = m.root, m.freelist, m.pgid, true
 		}
 	}
 	if !found {
@@ -60,6 +55,47 @@ func walkPages(data []byte, pageSize int, txid uint64) error {
 		}
 	}
 	return w.subtree(root, 0)
+}
+
+// metaPage is one of bbolt's two meta pages (common.Meta) as stored.
+type metaPage struct {
+	pageSize uint32
+	root     uint64 // root bucket's page
+	freelist uint64
+	pgid     uint64 // high-water mark
+	txid     uint64
+	// problem is why the page fails bbolt's validation (Meta.Validate:
+	// magic, then version, then checksum), "" if it passes.
+	problem string
+}
+
+// readMeta decodes the meta page at byte offset off of data and
+// validates it as bbolt does: the checksum is FNV-64a over the meta
+// struct up to the checksum field. The fields are decoded even when
+// validation fails; they are then not to be trusted.
+func readMeta(data []byte, off uint64) metaPage {
+	if off > uint64(len(data)) || uint64(len(data))-off < pageHeaderSize+metaSize {
+		return metaPage{problem: fmt.Sprintf("beyond the end of the %d-byte file", len(data))}
+	}
+	b := data[off+pageHeaderSize : off+pageHeaderSize+metaSize]
+	m := metaPage{
+		pageSize: ne.Uint32(b[8:]),
+		root:     ne.Uint64(b[16:]),
+		freelist: ne.Uint64(b[32:]),
+		pgid:     ne.Uint64(b[40:]),
+		txid:     ne.Uint64(b[48:]),
+	}
+	h := fnv.New64a()
+	h.Write(b[:56])
+	switch magic, version, sum := ne.Uint32(b), ne.Uint32(b[4:]), ne.Uint64(b[56:]); {
+	case magic != boltMagic:
+		m.problem = fmt.Sprintf("bad magic %#x, want %#x", magic, boltMagic)
+	case version != boltVersion:
+		m.problem = fmt.Sprintf("format version %d, want %d", version, boltVersion)
+	case sum != h.Sum64():
+		m.problem = fmt.Sprintf("checksum mismatch: stored %#016x, computed %#016x", sum, h.Sum64())
+	}
+	return m
 }
 
 type pageWalker struct {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strconv"
@@ -61,19 +62,32 @@ func (s *Store) SetDynamicRange(proto uint8, lo, hi uint16) error {
 // with the boot id and network namespace inode they were added under
 // (when either differs from now, the kernel list was reset and the
 // entries are no longer there). All are zero if never set.
+//
+// PATH.sysctl is opened as the database is (see ErrUnsafeFile): a
+// symlink, or a file not owned by the effective uid, is refused.
 func (s *Store) SysctlAdded() (added []Range, boot string, netns uint64, err error) {
-	data, err := os.ReadFile(s.sysctlPath())
+	const op = "read sysctl bookkeeping"
+	f, err := openOwned(op, s.sysctlPath(), os.O_RDONLY, 0, nil)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, "", 0, nil
 	}
+	if err != nil {
+		return nil, "", 0, fileError(op, s.sysctlPath(), err)
+	}
+	defer f.Close()
+	// A record is a few KB; a larger file fails to parse.
+	data, err := io.ReadAll(io.LimitReader(f, maxSysctlRecord))
 	if err == nil {
 		added, boot, netns, err = parseSysctlRecord(data)
 	}
 	if err != nil {
-		return nil, "", 0, fmt.Errorf("store: read sysctl bookkeeping %s: %w", s.sysctlPath(), err)
+		return nil, "", 0, fileError(op, s.sysctlPath(), err)
 	}
 	return added, boot, netns, nil
 }
+
+// maxSysctlRecord bounds what SysctlAdded reads of PATH.sysctl.
+const maxSysctlRecord = 1 << 20
 
 // SetSysctlAdded records the ip_local_reserved_ports entries portres
 // added (merged before storing) and the boot id and network namespace
@@ -84,18 +98,23 @@ func (s *Store) SysctlAdded() (added []Range, boot string, netns uint64, err err
 // anyway. Creating, renaming or fsyncing a file on every acquire and
 // release that touches the sysctl cost 0.2-0.5 ms each on this project's
 // machines. Not safe for concurrent use (the broker serializes it).
+//
+// PATH.sysctl is opened (and created, mode 0600) with O_NOFOLLOW and
+// checked as the database is (see ErrUnsafeFile): a symlink, or a file
+// not owned by the effective uid, is refused and nothing is written.
 func (s *Store) SetSysctlAdded(added []Range, boot string, netns uint64) error {
+	const op = "write sysctl bookkeeping"
 	if s.sysctlFile == nil {
-		f, err := os.OpenFile(s.sysctlPath(), os.O_RDWR|os.O_CREATE, 0o600)
+		f, err := openOwned(op, s.sysctlPath(), os.O_RDWR|os.O_CREATE, 0o600, nil)
 		if err != nil {
-			return fmt.Errorf("store: write sysctl bookkeeping: %w", err)
+			return fileError(op, s.sysctlPath(), err)
 		}
 		s.sysctlFile = f
 	}
 	body := fmt.Sprintf("%s\n%d\n%s\n", boot, netns, enforce.FormatRanges(enforce.MergeRanges(added)))
 	record := fmt.Sprintf("%s %d\n%s", sysctlMagic, len(body), body)
 	if _, err := s.sysctlFile.WriteAt([]byte(record), 0); err != nil {
-		return fmt.Errorf("store: write sysctl bookkeeping: %w", err)
+		return fileError(op, s.sysctlPath(), err)
 	}
 	return nil
 }

@@ -23,6 +23,12 @@ func (k Kind) String() string {
 func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
 // Info describes one reservation as Client.Show reports it.
+//
+// Command is another process's command line, as the broker read it from
+// /proc (arguments joined by spaces, shortened): untrusted bytes
+// that may hold escape sequences, newlines, bidi overrides or invalid
+// UTF-8. Escape it before it reaches a terminal. encoding/json replaces
+// each invalid UTF-8 byte with U+FFFD.
 type Info struct {
 	Proto     Proto    `json:"proto"`
 	Kind      Kind     `json:"kind"`
@@ -30,7 +36,7 @@ type Info struct {
 	Count     uint16   `json:"count"`
 	PID       int32    `json:"pid,omitempty"`     // runtime: the owner
 	UID       uint32   `json:"uid"`               // owner (runtime) or creator (persistent)
-	Command   string   `json:"command,omitempty"` // runtime: the owner's command line
+	Command   string   `json:"command,omitempty"` // runtime: the owner's command line (see above)
 	Token     uint64   `json:"token,omitempty"`   // only the caller's own, or persistent ones it may consume
 	Mine      bool     `json:"mine"`              // acquired by the calling process
 	Delegated bool     `json:"delegated"`         // handed to another process (portres run)

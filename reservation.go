@@ -19,6 +19,10 @@ type Reservation struct {
 	start uint16
 	count uint16
 	token uint64
+	// notExcluded: the acquire answer said the kernel does not keep the
+	// block out of automatic assignment (wire.NotExcluded). The zero value
+	// stands for excluded, what handles not made by acquire report.
+	notExcluded bool
 }
 
 // Proto is the reservation's protocol.
@@ -35,6 +39,20 @@ func (r *Reservation) End() uint16 { return r.start + r.count - 1 }
 
 // Token is the reservation's opaque token (INET_PORT_RESERVATION_TOKEN).
 func (r *Reservation) Token() uint64 { return r.token }
+
+// Excluded reports whether the kernel keeps the block out of automatic
+// port assignment (bind to port 0, connect). It is false when the block
+// relies on net.ipv4.ip_local_reserved_ports for that and the broker
+// cannot write the kernel list (it does not run as root, /proc/sys is
+// read-only, or kernel exclusion is disabled in its configuration). It
+// matters for delegated blocks (AcquireDelegated), which nothing else
+// protects: any program's bind to port 0 or connect may then take one of
+// their ports before the process they are handed to binds it. A block
+// from Acquire is normally held by the broker's placeholder sockets,
+// which automatic assignment skips, and reports true. The broker tells
+// when the block is acquired; handles from Client.Reservation,
+// Client.Release, CreatePersistent and LookupPersistent report true.
+func (r *Reservation) Excluded() bool { return !r.notExcluded }
 
 // Ports returns every port of the block, ascending.
 func (r *Reservation) Ports() []uint16 {
@@ -70,7 +88,8 @@ func (c *Client) Acquire(ctx context.Context, proto Proto, start, count uint16) 
 // plain bind() (as `portres run` hands ports to its command). The broker
 // keeps no placeholder sockets on them: they are protected from the
 // kernel's automatic assignment through ip_local_reserved_ports where the
-// broker may write it, not from explicit binds by other processes.
+// broker may write it (Reservation.Excluded tells), not from explicit
+// binds by other processes.
 func (c *Client) AcquireDelegated(ctx context.Context, proto Proto, start, count uint16) (*Reservation, error) {
 	return c.acquire(ctx, proto, start, count, wire.FlagDelegate)
 }
@@ -80,7 +99,8 @@ func (c *Client) acquire(ctx context.Context, proto Proto, start, count uint16, 
 	if err != nil {
 		return nil, err
 	}
-	return &Reservation{c: c, proto: proto, start: resp.Start, count: resp.Count, token: resp.Token}, nil
+	return &Reservation{c: c, proto: proto, start: resp.Start, count: resp.Count, token: resp.Token,
+		notExcluded: resp.Flags&wire.NotExcluded != 0}, nil
 }
 
 // Reservation returns a handle on the reservation token after checking

@@ -52,6 +52,14 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return int(ee)
 	case err != nil:
 		msg := err.Error()
+		// A broker's message may quote another process's command line
+		// ("overlaps tcp reservation 40000-40009 of pid 42 (cmd)"). Other
+		// errors come from cobra and this package, about the user's own
+		// arguments, and keep their layout (cobra's suggestions span lines).
+		var pe *portres.Error
+		if errors.As(err, &pe) {
+			msg = termSafe(msg)
+		}
 		if !strings.HasPrefix(msg, "portres") {
 			msg = "portres: " + msg
 		}
@@ -97,11 +105,16 @@ func (e *env) withClient(cmd *cobra.Command, f func(*portres.Client) error) erro
 	return f(c)
 }
 
-// printJSON writes v as indented JSON.
+// printJSON writes v as indented JSON, with every character a terminal
+// could act on escaped (jsonTermSafe). Strings that are not valid UTF-8
+// are coerced by encoding/json: each invalid byte becomes U+FFFD.
 func (e *env) printJSON(v any) error {
-	enc := json.NewEncoder(e.stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	js, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = e.stdout.Write(append(jsonTermSafe(js), '\n'))
+	return err
 }
 
 // protoFlag parses --proto.

@@ -10,11 +10,14 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/portres/portres"
+	"github.com/portres/portres/internal/broker"
 	"github.com/portres/portres/internal/testbroker"
 	"github.com/portres/portres/internal/testutil"
 	"golang.org/x/sys/unix"
@@ -23,6 +26,25 @@ import (
 func init() {
 	testutil.Helpers["bindports"] = helperBindPorts
 	testutil.Helpers["hold"] = helperHold
+	testutil.Helpers["holdargv"] = helperHoldArgv
+}
+
+// holderArgv0 marks helperHoldArgv re-executed with its chosen argv.
+const holderArgv0 = "portres-test-holder"
+
+// helperHoldArgv is helperHold in a process whose command line is
+// holderArgv0 followed by the helper's args: it re-executes itself (same
+// pid) with that argv first.
+func helperHoldArgv(args []string) int {
+	if len(os.Args) == 0 || os.Args[0] != holderArgv0 {
+		exe, err := os.Executable()
+		if err == nil {
+			err = syscall.Exec(exe, append([]string{holderArgv0}, args...), os.Environ())
+		}
+		fmt.Println("error", err)
+		return 1
+	}
+	return helperHold(nil)
 }
 
 // helperBindPorts is the command of `portres run`: it binds every port
@@ -299,5 +321,136 @@ func TestPersistentAndDynamicPort(t *testing.T) {
 	var ranges []map[string]any
 	if err := json.Unmarshal([]byte(out), &ranges); code != 0 || err != nil || len(ranges) != 2 || ranges[1]["start"] != 40000.0 {
 		t.Errorf("dynamicport show --json: %d %v %s", code, err, out)
+	}
+}
+
+// hostileArgv is a command line meant to take over the terminal of
+// whoever runs portres show: clear the screen, set the title, forge a
+// persistent row, reverse text, open a C1 control sequence.
+var hostileArgv = []string{"\x1b[2J\x1b]0;pwned\x07", "x\ntcp\t1\t2\t2\tpersistent\tuid 0\t-", "\u202egnp.exe", "\u009b31m"}
+
+// TestShowEscapesCommand: another process's command line holding escape
+// sequences, a newline, tabs, a bidi override and a C1 control reaches
+// show's table escaped, on one row, and its JSON exactly; a broker error
+// quoting it reaches stderr escaped.
+func TestShowEscapesCommand(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	holder := testutil.StartHelper(t, "holdargv", []string{"PORTRES_SOCKET=" + b.Config.Socket}, hostileArgv...)
+	if l := holder.Line(5 * time.Second); l != "ready" {
+		t.Fatal(l)
+	}
+	want := strings.Join(append([]string{holderArgv0}, hostileArgv...), " ")
+	if len(want) > 117 {
+		t.Fatalf("command line of %d bytes would be shortened by the broker", len(want))
+	}
+	// rawControl finds what a terminal would act on.
+	rawControl := func(s string) string {
+		for _, r := range s {
+			if r != '\n' && (r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || unicode.Is(unicode.Cf, r)) {
+				return fmt.Sprintf("%U", r)
+			}
+		}
+		return ""
+	}
+
+	code, out, errs := run(t, b, "show")
+	if code != 0 {
+		t.Fatalf("show: exit %d, %s", code, errs)
+	}
+	if c := rawControl(out); c != "" {
+		t.Errorf("show printed a raw %s:\n%q", c, out)
+	}
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[1], "tcp ") || strings.Contains(out, "\npersistent") {
+		t.Errorf("show printed %d lines, want the header and one row:\n%s", len(lines), out)
+	}
+	if !strings.Contains(out, fmt.Sprintf("pid %d (%s)", holder.Cmd.Process.Pid, termSafe(want))) ||
+		!strings.Contains(out, `\x1b[2J\x1b]0;pwned\x07 x\ntcp\t1\t2`) || !strings.Contains(out, `\u202egnp.exe \u009b31m`) {
+		t.Errorf("show does not print the escaped command line %s:\n%s", termSafe(want), out)
+	}
+
+	code, out, errs = run(t, b, "show", "--json")
+	if code != 0 {
+		t.Fatalf("show --json: exit %d, %s", code, errs)
+	}
+	if c := rawControl(out); c != "" {
+		t.Errorf("show --json printed a raw %s:\n%q", c, out)
+	}
+	var infos []infoJSON
+	if err := json.Unmarshal([]byte(out), &infos); err != nil || len(infos) != 1 || infos[0].Command != want {
+		t.Errorf("show --json: %v, %+v, want the command %q exactly", err, infos, want)
+	}
+
+	// The overlap error names the owner by its command line, escaped (by
+	// the broker, or else by the CLI: the two spell BEL differently).
+	code, _, errs = run(t, b, "acquire", "--proto", "tcp", "--start", "39001", "--count", "1")
+	if code != 1 || !strings.Contains(errs, "WSAEADDRINUSE") ||
+		!strings.Contains(errs, fmt.Sprintf(`pid %d (portres-test-holder \x1b[2J\x1b]0;pwned\`, holder.Cmd.Process.Pid)) ||
+		!strings.Contains(errs, ` x\ntcp\t1\t2\t2\tpersistent\tuid 0\t- \u202egnp.exe \u009b31m)`) {
+		t.Errorf("overlapping acquire: exit %d, stderr %q, want WSAEADDRINUSE naming the escaped %q", code, errs, want)
+	}
+	if c := rawControl(errs); c != "" || strings.Count(errs, "\n") != 1 {
+		t.Errorf("the error printed a raw %s or several lines: %q", c, errs)
+	}
+	holder.Wait()
+}
+
+// syncBuffer is a bytes.Buffer safe for the goroutines of exec.Cmd.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestRunWarnsWhenNotExcluded: with a broker that cannot write
+// ip_local_reserved_ports, run warns once on stderr, naming the blocks,
+// before CMD starts; with one that can, it says nothing.
+func TestRunWarnsWhenNotExcluded(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	code, _, errs := run(t, b, "run", "--tcp", "2", "--udp", "1", "--", "true")
+	if code != 0 || errs != "" {
+		t.Errorf("run with kernel exclusion: exit %d, stderr %q, want no warning", code, errs)
+	}
+
+	b = testbroker.Start(t, func(c *broker.Config) { c.ReservedPorts = "-" })
+	var stdout, stderr, both syncBuffer
+	// CMD's stdout and run's stderr also go to one stream, where the
+	// warning must come first.
+	code = Main([]string{"--socket", b.Config.Socket, "run", "--tcp", "5", "--udp", "1", "--", "sh", "-c",
+		`echo "ports $PORTRES_TCP_PORTS $PORTRES_UDP_PORTS"`}, strings.NewReader(""),
+		io.MultiWriter(&stdout, &both), io.MultiWriter(&stderr, &both))
+	if code != 0 {
+		t.Fatalf("run without kernel exclusion: exit %d, %s", code, stderr.String())
+	}
+	var tcp, udp string
+	if _, err := fmt.Sscanf(stdout.String(), "ports %s %s", &tcp, &udp); err != nil {
+		t.Fatalf("command printed %q: %v", stdout.String(), err)
+	}
+	tp := strings.Split(tcp, ",")
+	want := fmt.Sprintf("portres run: warning: tcp ports %s-%s and udp port %s are not excluded from automatic assignment "+
+		"(the broker cannot write net.ipv4.ip_local_reserved_ports): another program's bind(0) or connect() may take them before CMD binds them\n",
+		tp[0], tp[len(tp)-1], udp)
+	if errs := stderr.String(); errs != want {
+		t.Errorf("stderr = %q, want the one warning %q", errs, want)
+	}
+	if !strings.HasPrefix(both.String(), want) {
+		t.Errorf("run's stderr and CMD's stdout = %q, want the warning first", both.String())
+	}
+
+	// One port only: singular.
+	code, _, errs = run(t, b, "run", "--udp", "1", "--", "true")
+	if code != 0 || !regexpMatch(errs, `^portres run: warning: udp port \d+ is not excluded .* may take it before CMD binds it\n$`) {
+		t.Errorf("run --udp 1: exit %d, stderr %q", code, errs)
 	}
 }

@@ -28,8 +28,9 @@ starts CMD with PORTRES_TCP_PORTS / PORTRES_UDP_PORTS set to the ports
 (comma-separated), forwards signals to it, releases the ports when it ends,
 and exits with its status. CMD binds the ports with a plain bind(). While it
 runs, the kernel never hands the ports out by automatic assignment (bind to
-port 0, connect) wherever the broker may write ip_local_reserved_ports;
-explicit binds by other programs are not prevented (see the README).`,
+port 0, connect) wherever the broker may write ip_local_reserved_ports
+(run warns on stderr when it cannot); explicit binds by other programs are
+not prevented (see the README).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if tcp == 0 && udp == 0 {
@@ -65,6 +66,7 @@ explicit binds by other programs are not prevented (see the README).`,
 				held = append(held, r)
 				envv = append(envv, want.name+"="+joinPorts(r.Ports()))
 			}
+			warnNotExcluded(e, held)
 			status, err := runChild(e, args, envv)
 			if err != nil {
 				return err
@@ -75,6 +77,34 @@ explicit binds by other programs are not prevented (see the README).`,
 	cmd.Flags().Uint16Var(&tcp, "tcp", 0, "number of TCP ports")
 	cmd.Flags().Uint16Var(&udp, "udp", 0, "number of UDP ports")
 	return cmd
+}
+
+// warnNotExcluded prints one warning on stderr naming the blocks of held
+// the kernel does not keep out of automatic assignment: until CMD binds
+// them, any program's bind(0) or connect() may take one of their ports.
+func warnNotExcluded(e *env, held []*portres.Reservation) {
+	var blocks []string
+	ports := 0
+	for _, r := range held {
+		if r.Excluded() {
+			continue
+		}
+		ports += int(r.Count())
+		if r.Count() == 1 {
+			blocks = append(blocks, fmt.Sprintf("%s port %d", r.Proto(), r.Start()))
+		} else {
+			blocks = append(blocks, fmt.Sprintf("%s ports %d-%d", r.Proto(), r.Start(), r.End()))
+		}
+	}
+	if len(blocks) == 0 {
+		return
+	}
+	are, them := "are", "them"
+	if ports == 1 {
+		are, them = "is", "it"
+	}
+	fmt.Fprintf(e.stderr, "portres run: warning: %s %s not excluded from automatic assignment (the broker cannot write net.ipv4.ip_local_reserved_ports): another program's bind(0) or connect() may take %s before CMD binds %s\n",
+		strings.Join(blocks, " and "), are, them, them)
 }
 
 // runChild runs args with envv, forwarding signals, and returns its exit

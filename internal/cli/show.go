@@ -26,7 +26,11 @@ func showCmd(e *env) *cobra.Command {
 	}
 }
 
-// infoJSON is the stable JSON form of one reservation in show.
+// infoJSON is the stable JSON form of one reservation in show. Command is
+// the owner's command line exactly, escaped as JSON requires (printJSON
+// also escapes DEL, C1 and format characters as \uXXXX); a command line
+// that is not valid UTF-8 cannot be exact in JSON: encoding/json replaces
+// each invalid byte with U+FFFD.
 type infoJSON struct {
 	Proto     string   `json:"proto"`
 	Kind      string   `json:"kind"`
@@ -60,7 +64,8 @@ func (e *env) printInfos(infos []portres.Info) error {
 	for _, i := range infos {
 		owner := fmt.Sprintf("uid %d", i.UID)
 		if i.Kind == portres.Runtime {
-			owner = fmt.Sprintf("pid %d (%s)", i.PID, i.Command)
+			// The command line is another process's: escape it.
+			owner = fmt.Sprintf("pid %d (%s)", i.PID, termSafe(i.Command))
 		}
 		kind := i.Kind.String()
 		if i.Delegated {

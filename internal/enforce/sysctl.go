@@ -120,6 +120,15 @@ func (r *ReservedPorts) Apply(want []Range) error { return r.ApplyRecorded(want,
 // a later delete would remove) nor leave portres's entries unclaimed. An
 // error from record aborts before anything is written.
 func (r *ReservedPorts) ApplyRecorded(want []Range, record func(claim []Range) error) error {
+	return r.Update(want, nil, record)
+}
+
+// Update is ApplyRecorded with an admission check: check (if not nil) is
+// given the foreign entries read from the kernel before anything is
+// recorded or written, and an error from it aborts the update, which then
+// returns that error unchanged. The broker uses it to keep the list's
+// 4 KiB shared fairly (ListLen tells what a list costs).
+func (r *ReservedPorts) Update(want []Range, check func(foreign []Range) error, record func(claim []Range) error) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k, err := r.Read()
@@ -128,6 +137,11 @@ func (r *ReservedPorts) ApplyRecorded(want []Range, record func(claim []Range) e
 	}
 	k = MergeRanges(k)
 	foreign := SubtractRanges(k, r.added)
+	if check != nil {
+		if err := check(foreign); err != nil {
+			return err
+		}
+	}
 	newList := UnionRanges(foreign, want)
 	newAdded := SubtractRanges(want, foreign)
 	if record != nil {
@@ -161,6 +175,23 @@ func (r *ReservedPorts) ApplyRecorded(want []Range, record func(claim []Range) e
 			ErrVerify, n, len(text), werr, FormatRanges(newList), FormatRanges(got)))
 	}
 	r.added = newAdded
+	return nil
+}
+
+// ListLen is the number of bytes one write() of the list rs takes, its
+// newline included; MaxReservedPortsWrite is the most the kernel takes
+// whole.
+func ListLen(rs []Range) int { return len(FormatRanges(MergeRanges(rs))) + 1 }
+
+// Writable reports, without writing, whether the sysctl file at path can
+// be opened for writing: nil if so, else the reason (a non-root broker
+// gets EACCES; a read-only /proc/sys, EROFS).
+func Writable(path string) error {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open for writing", Path: path, Err: err}
+	}
+	unix.Close(fd)
 	return nil
 }
 

@@ -241,5 +241,16 @@ func (p *Pool) All() []*Reservation {
 	return out
 }
 
+// After returns at most max reservations whose block starts at port or
+// above, in ascending order of Start: a cursor for walking the pool a
+// little at a time (the next call starts past the last one returned).
+func (p *Pool) After(port uint16, max int) []*Reservation {
+	var out []*Reservation
+	for s := p.starts.nextSet(int(port)); s >= 0 && len(out) < max; s = p.starts.nextSet(s + 1) {
+		out = append(out, p.byStart[uint16(s)])
+	}
+	return out
+}
+
 // Len returns the number of reservations.
 func (p *Pool) Len() int { return len(p.byToken) }

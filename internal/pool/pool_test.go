@@ -285,6 +285,21 @@ func TestLookups(t *testing.T) {
 	if got := p.All(); !slices.Equal(got, []*Reservation{a, b, c}) {
 		t.Errorf("All() = %v", got)
 	}
+	for _, tc := range []struct {
+		port uint16
+		max  int
+		want []*Reservation
+	}{
+		{0, 10, []*Reservation{a, b, c}},
+		{0, 2, []*Reservation{a, b}},
+		{a.Block.Start + 1, 10, []*Reservation{b, c}},
+		{c.Block.Start, 1, []*Reservation{c}},
+		{c.Block.Start + 1, 10, nil},
+	} {
+		if got := p.After(tc.port, tc.max); !slices.Equal(got, tc.want) {
+			t.Errorf("After(%d, %d) = %v, want %v", tc.port, tc.max, got, tc.want)
+		}
+	}
 	if p.Get(b.Token) != b || p.Get(0) != nil || p.Len() != 3 {
 		t.Error("Get or Len wrong")
 	}

@@ -90,6 +90,9 @@ func (c *Client) do(ctx context.Context, req *wire.Request, fd int) ([]*wire.Res
 		err = fdpass.Send(c.conn, msg)
 	}
 	if err != nil {
+		if e := c.refusal(req); e != nil {
+			return nil, e
+		}
 		return nil, c.connError(req.Op, err)
 	}
 	fired := make(chan struct{})
@@ -121,6 +124,11 @@ func (c *Client) do(ctx context.Context, req *wire.Request, fd int) ([]*wire.Res
 			continue
 		}
 		if err != nil {
+			if errors.Is(err, unix.ECONNRESET) {
+				if e := c.refusal(req); e != nil {
+					return nil, e
+				}
+			}
 			return nil, c.connError(req.Op, err)
 		}
 		if n == 0 {
@@ -147,6 +155,31 @@ func (c *Client) do(ctx context.Context, req *wire.Request, fd int) ([]*wire.Res
 		return out, e
 	}
 	return out, nil
+}
+
+// refusal returns the broker's reason for closing the connection, if it
+// left one: a broker refusing a connection (a per-user limit, no
+// descriptors left) answers once with ID 0 and closes, possibly before
+// the first request could be sent.
+func (c *Client) refusal(req *wire.Request) *Error {
+	c.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	defer c.conn.SetReadDeadline(time.Time{})
+	n, fds, err := fdpass.Recv(c.conn, c.buf)
+	closeFDs(fds)
+	if errors.Is(err, unix.ECONNRESET) {
+		// The broker closed with our request unread: the kernel reports
+		// that first (once), before the answer it left.
+		n, fds, err = fdpass.Recv(c.conn, c.buf)
+		closeFDs(fds)
+	}
+	if err != nil || n == 0 {
+		return nil
+	}
+	resp, err := wire.DecodeResponse(c.buf[:n])
+	if err != nil || resp.ID != 0 || resp.Code == 0 {
+		return nil
+	}
+	return errorFrom(req, resp)
 }
 
 func (c *Client) connError(op wire.Op, err error) *Error {

@@ -103,7 +103,7 @@ var errnoText = map[Errno]string{
 	WSAEOPNOTSUPP:           "operation not supported",
 	WSAEADDRINUSE:           "address already in use",
 	WSAENETDOWN:             "port reservation broker unreachable",
-	WSAENOBUFS:              "no free port left in the reservation",
+	WSAENOBUFS:              "no buffer space: no free port left in the reservation, or no room in the kernel list",
 	WSAEDQUOT:               "disk quota exceeded: a per-user limit of the broker is reached",
 }
 

@@ -29,7 +29,13 @@ func main() {
 	flag.StringVar(&cfg.Cgroup, "cgroup", "", "cgroup v2 directory the bpf guard attaches to (default: the cgroup v2 root)")
 	flag.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics on this TCP address at /metrics (e.g. 127.0.0.1:9750)")
 	flag.DurationVar(&cfg.Sweep, "sweep", time.Second, "how often bound ports are re-checked")
-	flag.BoolVar(&debug, "debug", false, "log every client connection")
+	flag.BoolVar(&cfg.RepairState, "repair-state", false, "open a state database whose meta page is damaged by accepting its last intact transaction (later commits are lost); without it such a database is refused")
+	flag.IntVar(&cfg.Limits.UserPorts, "user-ports", broker.DefaultUserPorts, "most ports one uid may hold in runtime and delegated reservations (root and --group exempt; -1: no limit)")
+	flag.IntVar(&cfg.Limits.UserReservations, "user-reservations", broker.DefaultUserReservations, "most runtime and delegated reservations one uid may hold (root and --group exempt; -1: no limit)")
+	flag.IntVar(&cfg.Limits.UserConnections, "user-connections", broker.DefaultUserConnections, "most connections one uid may have open to the broker (root and --group exempt; -1: no limit)")
+	flag.IntVar(&cfg.Limits.FDReserve, "fd-reserve", 0, "descriptors kept for root and --group: other users' connections and placeholders stop short of them (default: a tenth of RLIMIT_NOFILE, at least 64)")
+	flag.IntVar(&cfg.Limits.ListReserve, "list-reserve", broker.DefaultListReserve, "bytes of the 4095-byte ip_local_reserved_ports list kept for persistent reservations and admins' blocks")
+	flag.BoolVar(&debug, "debug", false, "log every client connection, acquire and release")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "portresd: unexpected arguments %q\n", flag.Args())
@@ -38,6 +44,12 @@ func main() {
 	switch {
 	case cfg.Sweep <= 0:
 		fmt.Fprintf(os.Stderr, "portresd: --sweep must be positive, got %v\n", cfg.Sweep)
+		os.Exit(2)
+	case cfg.Limits.FDReserve < 0:
+		fmt.Fprintf(os.Stderr, "portresd: --fd-reserve must be 0 or more, got %d\n", cfg.Limits.FDReserve)
+		os.Exit(2)
+	case cfg.Limits.ListReserve < 0 || cfg.Limits.ListReserve > 4000:
+		fmt.Fprintf(os.Stderr, "portresd: --list-reserve must be 0 to 4000 bytes, got %d\n", cfg.Limits.ListReserve)
 		os.Exit(2)
 	case mode == 0 || mode > 0o777:
 		fmt.Fprintf(os.Stderr, "portresd: --socket-mode must be permission bits 0001-0777, got %#o\n", mode)

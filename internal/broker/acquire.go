@@ -23,11 +23,15 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 	if bad != nil {
 		return bad
 	}
+	if req.Start != 0 && b.privileged(req.Start) && !b.mayBindPrivileged(s.peer) {
+		return errf(portres.WSAEACCES, "%s ports below %d (net.ipv4.ip_unprivileged_port_start) need CAP_NET_BIND_SERVICE or the admin group; uid %d (%s) has neither",
+			proto, b.privStart.Load(), s.peer.uid, s.peer)
+	}
 	delegate := req.Flags&wire.FlagDelegate != 0
 	want := pool.Block{Start: req.Start, Count: req.Count}
 	from := uint16(0)
 	for attempt := 0; ; attempt++ {
-		rv := &resv{proto: proto, kind: wire.KindRuntime, owner: s.peer, sess: s,
+		rv := &resv{proto: proto, kind: wire.KindRuntime, owner: s.peer, sess: s, admin: s.admin,
 			delegated: delegate, guarded: b.guard != nil && !delegate, pending: true, created: time.Now()}
 		if resp := b.place(rv, want, from); resp != nil {
 			return resp
@@ -44,7 +48,12 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 		if rv.excluded() {
 			// Out of automatic assignment first, then check the ports are
 			// free: the other order leaves a window for connect().
-			b.applySysctlLogged("acquire")
+			if resp := b.exclude(rv, portres.WSAENOBUFS); resp != nil {
+				b.mu.Lock()
+				b.removeLocked(rv)
+				b.mu.Unlock()
+				return resp
+			}
 		}
 		port, err := b.enforceNew(ctx, rv)
 		if err == nil {
@@ -52,13 +61,18 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 			rv.pending = false
 			b.mu.Unlock()
 			blk := rv.block()
-			return &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(proto), Start: blk.Start, Count: blk.Count}
+			resp := &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(proto), Start: blk.Start, Count: blk.Count}
+			if rv.excluded() && !rv.admitted {
+				resp.Flags |= wire.NotExcluded
+			}
+			b.log.Debug("acquired", "proto", proto, "block", blk.String(), "delegated", delegate, "pid", s.peer.pid, "uid", s.peer.uid)
+			return resp
 		}
 		blk := rv.block()
 		b.mu.Lock()
 		b.removeLocked(rv)
 		b.mu.Unlock()
-		if rv.excluded() {
+		if rv.admitted {
 			b.applySysctlLogged("failed acquire")
 		}
 		switch {
@@ -89,21 +103,31 @@ func (b *Broker) place(rv *resv, want pool.Block, from uint16) *wire.Response {
 	}
 	p := b.pools[rv.proto]
 	blk := want
-	if want.Start == 0 && from != 0 {
-		lo, hi := p.Dynamic()
-		if from < lo || from > hi {
-			from = lo
+	if want.Start == 0 {
+		// Wildcard blocks stay in the dynamic range and never reach
+		// below the first unprivileged port.
+		dlo, hi := p.Dynamic()
+		lo := uint16(min(max(uint32(dlo), b.privStart.Load()), 65535))
+		if from != 0 || lo != dlo { // else the pool places it, next-fit
+			if from < lo || from > hi {
+				from = lo
+			}
+			start, ok := p.FindFree(want.Count, lo, hi, from)
+			if !ok || lo > hi {
+				return errf(portres.WSAEADDRINUSE, "no free block of %d %s ports in the dynamic range %d-%d", want.Count, rv.proto, lo, hi)
+			}
+			blk.Start = start
 		}
-		start, ok := p.FindFree(want.Count, lo, hi, from)
-		if !ok {
-			return errf(portres.WSAEADDRINUSE, "no free block of %d %s ports in the dynamic range %d-%d", want.Count, rv.proto, lo, hi)
-		}
-		blk.Start = start
+	}
+	if resp := b.chargeLocked(rv, int(blk.Count)); resp != nil {
+		return resp
 	}
 	r, err := b.reserveLocked(rv, blk)
 	if err != nil {
+		b.refundLocked(rv)
 		return b.poolError(rv.proto, want, err)
 	}
+	rv.sess.resvs[rv] = struct{}{}
 	if rv.holds() {
 		rv.holders = make([]int32, r.Block.Count)
 		for i := range rv.holders {
@@ -166,6 +190,15 @@ func (b *Broker) removeLocked(rv *resv) {
 		b.log.Error("pool release", "token", fmt.Sprintf("%#x", uint64(rv.r.Token)), "err", err)
 	}
 	delete(b.byToken, rv.r.Token)
+	if rv.sess != nil {
+		delete(rv.sess.resvs, rv)
+	}
+	b.refundLocked(rv)
+	if rv.admitted {
+		b.exclMu.Lock()
+		delete(b.excl, rv)
+		b.exclMu.Unlock()
+	}
 	rv.closeHolders()
 	if rv.guarded {
 		blk := rv.block()
@@ -189,7 +222,7 @@ func (b *Broker) release(s *session, req *wire.Request) *wire.Response {
 	}
 	b.removeLocked(rv)
 	b.mu.Unlock()
-	if rv.excluded() {
+	if rv.admitted {
 		b.applySysctlLogged("release")
 	}
 	blk := rv.block()

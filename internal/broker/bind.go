@@ -85,7 +85,7 @@ func (b *Broker) bind(ctx context.Context, s *session, req *wire.Request, fds []
 	if bad != nil {
 		return bad
 	}
-	for retried := false; ; retried = true {
+	for retried, rebind := false, false; ; retried = true {
 		b.mu.Lock()
 		rv, resp := b.ownedLocked(s, req.Token, "bind")
 		if resp == nil {
@@ -95,34 +95,40 @@ func (b *Broker) bind(ctx context.Context, s *session, req *wire.Request, fds []
 			b.mu.Unlock()
 			return resp
 		}
-		port, err := rv.r.Take(req.Port)
-		if !retried && (errors.Is(err, pool.ErrExhausted) || errors.Is(err, pool.ErrBound)) {
-			// Sockets may have been closed since the last sweep: look
-			// again at the wanted port, or at every port for port 0.
+		if rebind && rv.r.IsBound(req.Port) {
+			// The port's last socket is gone, its connections only
+			// lingering in TIME_WAIT (checked below, without the lock):
+			// that stops a placeholder but not a socket with
+			// SO_REUSEADDR, so the port may be bound again. Only then:
+			// the kernel alone would let two SO_REUSEADDR or SO_REUSEPORT
+			// sockets share it.
+			setPort(sa, req.Port)
+			err := unix.Bind(fd, sa)
 			b.mu.Unlock()
-			if req.Port != 0 {
-				b.sweepPorts(rv, []uint16{req.Port})
-			} else {
-				b.sweepReservation(rv)
+			if err == nil {
+				return &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(rv.proto), Port: req.Port}
 			}
-			continue
+			return rv.bindError(req.Port, pool.ErrBound)
 		}
-		if err != nil && errors.Is(err, pool.ErrBound) && req.Port != 0 && rv.proto == portres.TCP {
-			// The port's last socket may be gone, its connections only
-			// lingering in TIME_WAIT: that stops a placeholder but not a
-			// socket with SO_REUSEADDR. Only then may the port be bound
-			// again (the kernel alone would let two SO_REUSEADDR or
-			// SO_REUSEPORT sockets share it).
-			if tw, _ := enforce.OnlyTimeWait(req.Port); tw {
-				setPort(sa, req.Port)
-				if unix.Bind(fd, sa) == nil {
-					b.mu.Unlock()
-					return &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(rv.proto), Port: req.Port}
-				}
-			}
-		}
+		port, err := b.takeLocked(rv, req.Port)
 		if err != nil {
 			b.mu.Unlock()
+			switch {
+			case !retried && (errors.Is(err, pool.ErrExhausted) || errors.Is(err, pool.ErrBound)):
+				// Sockets may have been closed since the last sweep: look
+				// again at the wanted port, or at every port for port 0.
+				var ports []uint16
+				if req.Port != 0 {
+					ports = []uint16{req.Port}
+				}
+				b.recheck(rv, ports)
+				continue
+			case errors.Is(err, pool.ErrBound) && req.Port != 0 && rv.proto == portres.TCP && !rebind:
+				if tw, _ := enforce.OnlyTimeWait(req.Port); tw {
+					rebind = true
+					continue
+				}
+			}
 			return rv.bindError(req.Port, err)
 		}
 		resp = b.bindPortLocked(rv, fd, sa, port)

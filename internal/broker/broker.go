@@ -25,8 +25,10 @@ type Broker struct {
 	cfg      Config
 	log      *slog.Logger
 	ln       *net.UnixListener
+	sock     fileID // the socket listen created: the only file removeSocket unlinks
 	lock     *os.File
 	netns    uint64 // inode of the broker's network namespace
+	userns   uint64 // inode of the broker's user namespace
 	adminGID int    // -1: root only
 	store    *store.Store
 	sysctl   *enforce.ReservedPorts // nil: kernel exclusion disabled or unavailable
@@ -34,13 +36,24 @@ type Broker struct {
 	metrics  *metrics
 	sysctlOK atomic.Bool // the last ip_local_reserved_ports update worked
 
+	privStart atomic.Uint32 // net.ipv4.ip_unprivileged_port_start, refreshed by the sweeper
+	fds       atomic.Int64  // descriptors held for clients: connections, placeholders, passed sockets
+	fdLimit   int64         // descriptors clients may hold in all (RLIMIT_NOFILE less the broker's own)
+	rlog      *logLimiter   // per-request log lines, rate-limited per uid
+
 	sysctlMu sync.Mutex // serializes sysctl updates; taken before mu
+	sweepMu  sync.Mutex // one sweep at a time; taken before mu
 	recorded *string    // the sysctl claim last stored, formatted; nil: unknown
+
+	exclMu sync.Mutex         // guards excl; taken inside mu or sysctlMu, never around them
+	excl   map[*resv]struct{} // admitted excluded blocks: what the kernel list holds for portres
 
 	mu       sync.Mutex // guards everything below
 	pools    map[portres.Proto]*pool.Pool
 	byToken  map[pool.Token]*resv
 	sessions map[*session]struct{}
+	takeSeq  uint64            // counts ports marked bound (takeLocked)
+	users    map[uint32]*usage // per-uid use, for the per-user limits
 	closed   bool
 
 	wg   sync.WaitGroup
@@ -54,7 +67,9 @@ type Broker struct {
 func New(cfg Config) (_ *Broker, err error) {
 	cfg.Defaults()
 	b := &Broker{cfg: cfg, log: cfg.Logger, adminGID: -1, stop: make(chan struct{}),
-		pools: map[portres.Proto]*pool.Pool{}, byToken: map[pool.Token]*resv{}, sessions: map[*session]struct{}{}}
+		pools: map[portres.Proto]*pool.Pool{}, byToken: map[pool.Token]*resv{}, sessions: map[*session]struct{}{},
+		users: map[uint32]*usage{}, excl: map[*resv]struct{}{}}
+	b.rlog = newLogLimiter(b.log)
 	defer func() {
 		if err != nil {
 			b.closeResources()
@@ -68,14 +83,21 @@ func New(cfg Config) (_ *Broker, err error) {
 	if b.netns, err = ownNetNS(); err != nil {
 		return nil, err
 	}
+	if b.userns, err = ownUserNS(); err != nil {
+		return nil, err
+	}
+	b.readPrivStart()
 	if err = b.startGuard(); err != nil {
 		return nil, err
 	}
 	if err = b.takeLock(); err != nil {
 		return nil, err
 	}
-	if b.store, err = store.Open(cfg.State); err != nil {
+	if b.store, err = store.OpenWithOptions(cfg.State, store.Options{Repair: cfg.RepairState}); err != nil {
 		return nil, fmt.Errorf("portresd: state database: %w", err)
+	}
+	if r := b.store.Repaired(); r != nil {
+		b.log.Warn("state database repaired", "state", cfg.State, "repair", r.String())
 	}
 	if err = b.loadState(); err != nil {
 		return nil, err
@@ -83,6 +105,7 @@ func New(cfg Config) (_ *Broker, err error) {
 	if err = b.listen(); err != nil {
 		return nil, err
 	}
+	b.initFDLimit()
 	b.metrics = newMetrics(b)
 	if cfg.Metrics != "" {
 		if err = b.metrics.serve(cfg.Metrics); err != nil {
@@ -91,7 +114,10 @@ func New(cfg Config) (_ *Broker, err error) {
 	}
 	b.log.Info("portresd listening", "socket", cfg.Socket, "state", cfg.State,
 		"dynamic_tcp", b.dynString(portres.TCP), "dynamic_udp", b.dynString(portres.UDP),
-		"kernel_exclusion", b.sysctl != nil, "enforce", b.mode(), "admin_group", cfg.AdminGroup)
+		"kernel_exclusion", b.sysctl != nil, "enforce", b.mode(), "admin_group", cfg.AdminGroup,
+		"unprivileged_port_start", b.privStart.Load(), "user_ports", b.cfg.Limits.UserPorts,
+		"user_reservations", b.cfg.Limits.UserReservations, "user_connections", b.cfg.Limits.UserConnections,
+		"fd_limit", b.fdLimit, "fd_reserve", b.cfg.Limits.FDReserve, "list_reserve", b.cfg.Limits.ListReserve)
 	return b, nil
 }
 
@@ -174,7 +200,7 @@ func (b *Broker) closeResources() {
 	b.mu.Unlock()
 	if b.ln != nil {
 		b.ln.Close() // already closed by Close; not when New fails late
-		os.Remove(b.cfg.Socket)
+		b.removeSocket()
 	}
 	if b.store != nil {
 		b.store.Close()

@@ -21,6 +21,10 @@ type Config struct {
 	// State is the path of the bbolt database holding persistent
 	// reservations and dynamic port ranges.
 	State string
+	// RepairState lets the broker open a state database whose bbolt meta
+	// page is damaged by accepting its last intact transaction (anything
+	// committed after it is lost). Without it such a database is refused.
+	RepairState bool
 	// AdminGroup names a group (or a numeric gid) whose members, besides
 	// root, may create, delete and consume persistent reservations and
 	// set the dynamic port range. Empty: root only.
@@ -47,8 +51,68 @@ type Config struct {
 	// Sweep is how often bound ports are re-probed so that a port whose
 	// socket the client closed gets its placeholder back.
 	Sweep time.Duration
+	// Limits are the per-user limits and the budgets kept for admins.
+	Limits Limits
+	// UnprivilegedPortStart is the path of
+	// net.ipv4.ip_unprivileged_port_start: ports below its value need
+	// CAP_NET_BIND_SERVICE or the admin group.
+	UnprivilegedPortStart string
 	// Logger receives the daemon's structured log.
 	Logger *slog.Logger
+}
+
+// Limits bound what one local user can take from the broker, so that no
+// user can deny service to others (see the README's Security section).
+// Root and the admin group are exempt from the per-user limits; the
+// reserves are kept for them. A zero field takes its default; a negative
+// per-user limit means none.
+type Limits struct {
+	// UserPorts is the most ports one uid may hold in runtime and
+	// delegated reservations at once (default 4096).
+	UserPorts int
+	// UserReservations is the most runtime and delegated reservations
+	// one uid may hold at once (default 256).
+	UserReservations int
+	// UserConnections is the most connections one uid may have open to
+	// the broker at once (default 128).
+	UserConnections int
+	// FDReserve is how many of the broker's descriptors (RLIMIT_NOFILE)
+	// unprivileged users can never take: connections and placeholder
+	// sockets of other users stop short of them (default: a tenth of the
+	// limit, at least 64).
+	FDReserve int
+	// ListReserve is how many bytes of the kernel's reserved-port list
+	// (one write of at most 4095 bytes) blocks of unprivileged users can
+	// never take, kept for persistent reservations and admins (default
+	// 1024).
+	ListReserve int
+}
+
+// Default limits.
+const (
+	DefaultUserPorts        = 4096
+	DefaultUserReservations = 256
+	DefaultUserConnections  = 128
+	DefaultListReserve      = 1024
+)
+
+// defaults fills unset limits; nofile is the broker's RLIMIT_NOFILE.
+func (l *Limits) defaults(nofile int) {
+	if l.UserPorts == 0 {
+		l.UserPorts = DefaultUserPorts
+	}
+	if l.UserReservations == 0 {
+		l.UserReservations = DefaultUserReservations
+	}
+	if l.UserConnections == 0 {
+		l.UserConnections = DefaultUserConnections
+	}
+	if l.FDReserve == 0 {
+		l.FDReserve = max(64, nofile/10)
+	}
+	if l.ListReserve == 0 {
+		l.ListReserve = DefaultListReserve
+	}
 }
 
 // Enforcement modes (Config.Enforce).
@@ -70,6 +134,9 @@ func (c *Config) Defaults() {
 	}
 	if c.ReservedPorts == "" {
 		c.ReservedPorts = enforce.DefaultReservedPortsPath
+	}
+	if c.UnprivilegedPortStart == "" {
+		c.UnprivilegedPortStart = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 	}
 	if c.PortRange == "" {
 		c.PortRange = "/proc/sys/net/ipv4/ip_local_port_range"

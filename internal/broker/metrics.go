@@ -20,6 +20,8 @@ type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	sweeps   prometheus.Histogram
+	refused  *prometheus.CounterVec
 	srv      *http.Server
 	ln       net.Listener
 }
@@ -37,7 +39,20 @@ func newMetrics(b *Broker) *metrics {
 			Buckets: prometheus.ExponentialBuckets(5e-6, 4, 10), // 5 µs .. 1.3 s
 		}, []string{"op"}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, stateCollector{b},
+	m.sweeps = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "portres_sweep_duration_seconds",
+		Help:    "Time a sweep of bound ports took (one read of the socket tables, then the state a chunk at a time).",
+		Buckets: prometheus.ExponentialBuckets(1e-5, 4, 10), // 10 µs .. 2.6 s
+	})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "portres_connections_refused_total",
+		Help: "Connections refused at accept, by Winsock code (WSAEDQUOT: per-user limit; WSAEMFILE: descriptor budget).",
+	}, []string{"code"})
+	logDropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "portres_log_dropped_total",
+		Help: "Log lines caused by clients that the per-uid and global log rate limits dropped.",
+	}, func() float64 { return float64(b.rlog.Dropped()) })
+	m.reg.MustRegister(m.requests, m.latency, m.sweeps, m.refused, logDropped, stateCollector{b},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -49,6 +64,20 @@ func (m *metrics) observe(op wire.Op, code uint32, d time.Duration) {
 	}
 	m.requests.WithLabelValues(op.String(), portres.Errno(code).Name()).Inc()
 	m.latency.WithLabelValues(op.String()).Observe(d.Seconds())
+}
+
+// observeSweep records one sweep's duration.
+func (m *metrics) observeSweep(d time.Duration) {
+	if m != nil {
+		m.sweeps.Observe(d.Seconds())
+	}
+}
+
+// observeRefused counts a connection refused with code.
+func (m *metrics) observeRefused(code uint32) {
+	if m != nil {
+		m.refused.WithLabelValues(portres.Errno(code).Name()).Inc()
+	}
 }
 
 // serve starts the /metrics endpoint on addr ("host:port").
@@ -104,10 +133,9 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	count, ports, bound := map[key]int{}, map[key]int{}, map[key]int{}
 	holders := 0
 	b := c.b
-	b.mu.Lock()
-	for _, rv := range b.byToken {
+	b.walk(func(rv *resv) {
 		if rv.pending {
-			continue
+			return
 		}
 		k := key{rv.proto.String(), portres.Kind(rv.kind).String()}
 		count[k]++
@@ -118,7 +146,8 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 				holders++
 			}
 		}
-	}
+	})
+	b.mu.Lock()
 	sessions := len(b.sessions)
 	b.mu.Unlock()
 	for _, proto := range []string{"tcp", "udp"} {

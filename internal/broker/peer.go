@@ -2,11 +2,14 @@ package broker
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -26,8 +29,42 @@ type peer struct {
 // same reports whether p and q are the same process.
 func (p *peer) same(q *peer) bool { return p != nil && q != nil && p.pid == q.pid && p.id == q.id }
 
-// String returns "pid 42 (nginx)".
-func (p *peer) String() string { return fmt.Sprintf("pid %d (%s)", p.pid, p.cmd) }
+// String returns "pid 42 (nginx)", with the command line's control and
+// format characters escaped: it ends up in other users' terminals.
+func (p *peer) String() string { return fmt.Sprintf("pid %d (%s)", p.pid, printable(p.cmd)) }
+
+// printable escapes what could act on a terminal in s, text from another
+// process: invalid UTF-8, control characters (C0, DEL, C1) and Unicode
+// format characters such as bidi overrides become \x.. or \u.... escapes.
+func printable(s string) string {
+	ok := true
+	for _, r := range s {
+		if r == utf8.RuneError || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == '\\' {
+			ok = false
+			break
+		}
+	}
+	if ok {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r == '\\':
+			b.WriteString(`\\`)
+		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r):
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
 
 // inGroup reports whether p's primary or a supplementary group is gid.
 func (p *peer) inGroup(gid int) bool {
@@ -70,7 +107,11 @@ func peerOf(c *net.UnixConn) (*peer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("peer credentials: %w", err)
 	}
-	p := &peer{pid: cred.Pid, uid: cred.Uid, gid: cred.Gid, id: startTime(cred.Pid)}
+	p := &peer{pid: cred.Pid, uid: cred.Uid, gid: cred.Gid}
+	var idErr error
+	if p.id, idErr = readStartTime(cred.Pid); idErr != nil {
+		return nil, fmt.Errorf("peer pid %d: reading its start time: %w", p.pid, idErr)
+	}
 	p.cmd = command(p.pid)
 	p.grps = grps
 	if gerr != nil {
@@ -80,25 +121,35 @@ func peerOf(c *net.UnixConn) (*peer, error) {
 		// The pidfd pins the process that connected: if it is still
 		// alive now, what /proc said above was about it, not about a
 		// process that reused its PID.
-		alive := unix.PidfdSendSignal(pidfd, 0, nil, 0) == nil
+		// EPERM (a non-root broker asking about root's process) still
+		// says the process exists.
+		serr := unix.PidfdSendSignal(pidfd, 0, nil, 0)
+		alive := serr == nil || errors.Is(serr, unix.EPERM)
 		unix.Close(pidfd)
 		if !alive {
 			return nil, fmt.Errorf("peer pid %d exited while connecting", p.pid)
 		}
 	}
-	if p.id == 0 {
-		return nil, fmt.Errorf("peer pid %d: no start time in /proc", p.pid)
-	}
 	return p, nil
 }
 
-// startTime is field 22 of /proc/PID/stat, in clock ticks since boot: with
-// the PID it names one process for the life of the system.
-func startTime(pid int32) uint64 {
+// readStartTime reads field 22 of /proc/PID/stat, the process start time
+// in clock ticks since boot: with the PID it names one process for the
+// life of the system. The error says why it could not be read (out of
+// descriptors, the process gone, a malformed file).
+func readStartTime(pid int32) (uint64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, err
 	}
+	if v := parseStartTime(b); v != 0 {
+		return v, nil
+	}
+	return 0, fmt.Errorf("no start time in /proc/%d/stat", pid)
+}
+
+// parseStartTime reads field 22 of a /proc/PID/stat text; 0 if malformed.
+func parseStartTime(b []byte) uint64 {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
 		return 0

@@ -38,3 +38,23 @@ func TestPeerGroupsMatchesOwn(t *testing.T) {
 		t.Errorf("peer groups %v, own groups %v", got, want)
 	}
 }
+
+// TestPrintable: command lines of other processes reach terminals with
+// control and format characters, invalid UTF-8 and backslashes escaped.
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{
+		"nginx -g daemon off;":    "nginx -g daemon off;",
+		"café 東京":                 "café 東京",
+		"\x1b[2Jclear":            "\\x1b[2Jclear",
+		"a\nb":                    "a\\nb",
+		"x\x1b]0;pwned\x07":       "x\\x1b]0;pwned\\a",
+		"row\ntcp 1 2 persistent": "row\\ntcp 1 2 persistent",
+		"\u202egnp.exe":           "\\u202egnp.exe",
+		"bad\xffutf8":             "bad\\xffutf8",
+		"c1\u009b31m":             "c1\\u009b31m",
+	} {
+		if got := printable(in); got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

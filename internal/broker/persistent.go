@@ -22,7 +22,7 @@ func (b *Broker) createPersistent(s *session, req *wire.Request) *wire.Response 
 		return bad
 	}
 	blk := pool.Block{Start: req.Start, Count: req.Count}
-	rv := &resv{proto: proto, kind: wire.KindPersistent, uid: s.peer.uid, pending: true, created: time.Now()}
+	rv := &resv{proto: proto, kind: wire.KindPersistent, uid: s.peer.uid, pending: true, created: time.Now(), admin: true}
 	b.mu.Lock()
 	r, err := b.reserveLocked(rv, blk)
 	b.mu.Unlock()
@@ -36,11 +36,16 @@ func (b *Broker) createPersistent(s *session, req *wire.Request) *wire.Response 
 		b.mu.Lock()
 		b.removeLocked(rv)
 		b.mu.Unlock()
-		b.applySysctlLogged("failed persistent create")
+		if rv.admitted {
+			b.applySysctlLogged("failed persistent create")
+		}
 		return resp
 	}
 	// Out of automatic assignment first, then check the ports are free.
-	b.applySysctlLogged("persistent create")
+	// A block the kernel list cannot take is refused, not half-made.
+	if resp := b.exclude(rv, portres.WSAENOBUFS); resp != nil {
+		return fail(resp)
+	}
 	for p := int(blk.Start); p <= blk.End(); p++ {
 		if err := enforce.Probe(uint8(proto), uint16(p)); err != nil {
 			resp := errf(portres.ERROR_SHARING_VIOLATION, "%s port %d is in use: %v", proto, p, err)

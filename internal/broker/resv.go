@@ -22,6 +22,10 @@ type resv struct {
 	delegated bool     // runtime: handed to another process (portres run)
 	guarded   bool     // runtime: kept by the eBPF bind guard, not placeholders
 	pending   bool     // placeholders still being bound; invisible to sweeps and tokens
+	admin     bool     // the owner is root or in the admin group (persistent: always)
+	charged   int      // runtime: ports charged to the owner's per-user limits
+	admitted  bool     // excluded blocks: in the kernel's reserved-port list
+	lastTake  uint64   // b.takeSeq when a port of rv was last marked bound
 	uid       uint32   // persistent: creator
 	created   time.Time
 }

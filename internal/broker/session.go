@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -21,6 +22,9 @@ type session struct {
 	ctx    context.Context // done when the connection ends
 	cancel context.CancelFunc
 	queue  chan job
+	admin  bool               // root or the admin group: exempt from per-user limits
+	use    *usage             // the peer uid's usage (shared by its sessions)
+	resvs  map[*resv]struct{} // runtime reservations acquired here; guarded by b.mu
 
 	mu        sync.Mutex
 	curID     uint32
@@ -33,21 +37,35 @@ type job struct {
 	fds []int
 }
 
+// sessionQueue is how many requests of one connection may wait for the
+// worker; the reader stops reading (and the kernel's socket buffer fills)
+// past it. Each may carry a descriptor, counted against the budget.
+const sessionQueue = 8
+
 func (b *Broker) startSession(c *net.UnixConn) {
 	p, err := peerOf(c)
 	if err != nil {
-		b.log.Warn("refusing client without credentials", "err", err)
+		b.rlog.Log(0, slog.LevelWarn, "refusing client without credentials", "err", err)
 		c.Close()
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &session{b: b, conn: c, peer: p, ctx: ctx, cancel: cancel,
-		queue: make(chan job, 64), queued: map[uint32]bool{}}
+	s := &session{b: b, conn: c, peer: p, ctx: ctx, cancel: cancel, admin: b.mayAdmin(p),
+		queue: make(chan job, sessionQueue), queued: map[uint32]bool{}, resvs: map[*resv]struct{}{}}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		c.Close()
 		cancel()
+		return
+	}
+	if resp := b.admitLocked(s); resp != nil {
+		b.mu.Unlock()
+		cancel()
+		b.metrics.observeRefused(resp.Code)
+		b.rlog.Log(p.uid, slog.LevelWarn, "connection refused", "pid", p.pid, "code", portres.Errno(resp.Code).Name(), "why", resp.Msg)
+		s.send(resp) // ID 0: the answer to whatever the client asks first
+		c.Close()
 		return
 	}
 	b.sessions[s] = struct{}{}
@@ -56,6 +74,23 @@ func (b *Broker) startSession(c *net.UnixConn) {
 	b.log.Debug("client connected", "pid", p.pid, "uid", p.uid, "cmd", p.cmd)
 	go s.readLoop()
 	go s.work()
+}
+
+// admitLocked checks a new connection against its uid's connection limit
+// and the descriptor budget, and charges it. Caller holds b.mu.
+func (b *Broker) admitLocked(s *session) *wire.Response {
+	u := b.userLocked(s.peer.uid)
+	if lim := b.cfg.Limits.UserConnections; !s.admin && lim >= 0 && u.conns >= lim {
+		b.forgetUserLocked(s.peer.uid)
+		return quotaError(s.peer.uid, "connections", u.conns, 1, lim, "user-connections")
+	}
+	if resp := b.takeFDs(1, s.admin, "another connection"); resp != nil {
+		b.forgetUserLocked(s.peer.uid)
+		return resp
+	}
+	u.conns++
+	s.use = u
+	return nil
 }
 
 // readLoop reads requests until the connection ends. Cancels are acted on
@@ -78,10 +113,17 @@ func (s *session) readLoop() {
 			closeAll(fds)
 			return // SOCK_SEQPACKET end of stream
 		}
+		if len(fds) > 0 {
+			if resp := s.b.takeFDs(len(fds), s.admin, "a passed socket"); resp != nil {
+				closeAll(fds)
+				s.send(resp)
+				continue
+			}
+		}
 		req, err := wire.DecodeRequest(buf[:n])
 		if err != nil {
-			closeAll(fds)
-			s.b.log.Warn("malformed request", "pid", s.peer.pid, "err", err)
+			s.closeFDs(fds)
+			s.b.rlog.Log(s.peer.uid, slog.LevelWarn, "malformed request", "pid", s.peer.pid, "err", err)
 			r := errf(portres.WSAEINVAL, "%v", err)
 			if n >= 10 && buf[0] == wire.Magic {
 				r.ID = uint32(buf[6]) | uint32(buf[7])<<8 | uint32(buf[8])<<16 | uint32(buf[9])<<24
@@ -90,7 +132,7 @@ func (s *session) readLoop() {
 			continue
 		}
 		if req.Op == wire.OpCancel {
-			closeAll(fds)
+			s.closeFDs(fds)
 			s.cancelRequest(req.Target)
 			continue
 		}
@@ -130,10 +172,10 @@ func (s *session) work() {
 		if cancelled {
 			resps = []*wire.Response{errf(portres.WSA_OPERATION_ABORTED, "cancelled before it started")}
 		} else {
-			resps = s.b.handle(ctx, s, j.req, j.fds)
+			resps = s.serve(ctx, j)
 		}
 		s.b.metrics.observe(j.req.Op, resps[len(resps)-1].Code, time.Since(start))
-		closeAll(j.fds)
+		s.closeFDs(j.fds)
 		s.mu.Lock()
 		s.curCancel = nil
 		s.mu.Unlock()
@@ -144,6 +186,27 @@ func (s *session) work() {
 		}
 	}
 	s.b.endSession(s)
+}
+
+// serve handles one request once the uid has a free slot (perUserInService),
+// so that one uid's requests never occupy more of the broker than that.
+func (s *session) serve(ctx context.Context, j job) []*wire.Response {
+	select {
+	case s.use.sem <- struct{}{}:
+	case <-ctx.Done():
+		return []*wire.Response{errf(portres.WSA_OPERATION_ABORTED, "cancelled while waiting for the uid's other requests")}
+	}
+	defer func() { <-s.use.sem }()
+	return s.b.handle(ctx, s, j.req, j.fds)
+}
+
+// closeFDs closes descriptors the client passed and returns them to the
+// budget.
+func (s *session) closeFDs(fds []int) {
+	if len(fds) > 0 {
+		closeAll(fds)
+		s.b.fds.Add(-int64(len(fds)))
+	}
 }
 
 func (s *session) send(r *wire.Response) {
@@ -157,18 +220,19 @@ func (b *Broker) endSession(s *session) {
 	s.conn.Close()
 	b.mu.Lock()
 	delete(b.sessions, s)
-	var gone []*resv
+	gone := make([]*resv, 0, len(s.resvs))
 	excluded := false
-	for _, rv := range b.byToken {
-		if rv.sess == s {
-			gone = append(gone, rv)
-			excluded = excluded || rv.excluded()
-			b.removeLocked(rv)
-		}
+	for rv := range s.resvs {
+		gone = append(gone, rv)
+		excluded = excluded || rv.excluded()
+		b.removeLocked(rv)
 	}
+	s.use.conns--
+	b.forgetUserLocked(s.peer.uid)
 	b.mu.Unlock()
+	b.fds.Add(-1)
 	for _, rv := range gone {
-		b.log.Info("released on disconnect", "proto", rv.proto, "block", rv.block().String(), "pid", s.peer.pid)
+		b.rlog.Log(s.peer.uid, slog.LevelInfo, "released on disconnect", "proto", rv.proto, "block", rv.block().String(), "pid", s.peer.pid)
 	}
 	if excluded {
 		b.applySysctlLogged("disconnect")

@@ -1,24 +1,27 @@
 package broker
 
 import (
-	"sort"
-
 	"github.com/portres/portres/internal/wire"
 )
 
-// show lists every reservation. Tokens appear only where the asker may
-// use them: its own runtime reservations, and persistent ones if it may
-// consume persistent reservations. The answer is split into datagrams of
-// at most wire.MaxMessage bytes.
+// show lists every reservation, in protocol and port order. Tokens appear
+// only where the asker may use them: its own runtime reservations, and
+// persistent ones if it may consume persistent reservations. The answer
+// is split into datagrams of at most wire.MaxMessage bytes. It sweeps
+// first, so "bound" is current, and reads the state a chunk at a time
+// (walk), never holding the lock over all of it.
 func (b *Broker) show(s *session) []*wire.Response {
-	b.sweep() // so "bound" is current
-	b.noteDelegatedBinds()
+	t := b.sweep()
 	admin := b.mayAdmin(s.peer)
-	b.mu.Lock()
-	entries := make([]wire.Entry, 0, len(b.byToken))
-	for _, rv := range b.byToken {
+	var out []*wire.Response
+	cur := &wire.Response{}
+	size := wire.ResponseSize(cur)
+	b.walk(func(rv *resv) {
 		if rv.pending {
-			continue
+			return
+		}
+		if rv.delegated && t != nil {
+			b.noteDelegatedLocked(rv, t)
 		}
 		blk := rv.block()
 		e := wire.Entry{Proto: uint8(rv.proto), Kind: rv.kind, Start: blk.Start, Count: blk.Count, Bound: rv.r.Bound()}
@@ -38,27 +41,13 @@ func (b *Broker) show(s *session) []*wire.Response {
 				e.Token = uint64(rv.r.Token)
 			}
 		}
-		entries = append(entries, e)
-	}
-	b.mu.Unlock()
-	sort.Slice(entries, func(i, j int) bool {
-		if entries[i].Proto != entries[j].Proto {
-			return entries[i].Proto < entries[j].Proto
-		}
-		return entries[i].Start < entries[j].Start
-	})
-	var out []*wire.Response
-	cur := &wire.Response{}
-	size := wire.ResponseSize(cur)
-	for _, e := range entries {
-		n := wire.EntrySize(&e)
-		if len(cur.Entries) > 0 && size+n > wire.MaxMessage {
+		if n := wire.EntrySize(&e); len(cur.Entries) > 0 && size+n > wire.MaxMessage {
 			cur.Flags |= wire.More
 			out = append(out, cur)
 			cur, size = &wire.Response{}, wire.ResponseSize(cur)
 		}
 		cur.Entries = append(cur.Entries, e)
-		size += n
-	}
+		size += wire.EntrySize(&e)
+	})
 	return append(out, cur)
 }

@@ -2,7 +2,9 @@ package broker
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
@@ -39,12 +41,13 @@ func (b *Broker) loadState() error {
 		if pl == nil {
 			return fmt.Errorf("portresd: state holds a reservation of unknown protocol %d", p.Proto)
 		}
-		rv := &resv{proto: proto, kind: wire.KindPersistent, uid: p.UID, created: p.Created}
+		rv := &resv{proto: proto, kind: wire.KindPersistent, uid: p.UID, created: p.Created, admin: true, admitted: true}
 		rv.r, err = pl.Reserve(pool.Block{Start: p.Start, Count: p.Count}, pool.Token(p.Token), rv)
 		if err != nil {
 			return fmt.Errorf("portresd: restore persistent %s %d+%d: %w", proto, p.Start, p.Count, err)
 		}
 		b.byToken[rv.r.Token] = rv
+		b.excl[rv] = struct{}{}
 	}
 	b.initSysctl()
 	return nil
@@ -73,8 +76,17 @@ func (b *Broker) dynString(proto portres.Proto) string {
 // initSysctl sets up kernel exclusion. What portres added before is taken
 // from the store only if it was recorded in this boot and this network
 // namespace; otherwise every entry present now is treated as foreign.
+// Whether the kernel list can be written at all is probed first (a
+// non-root broker cannot): without it kernel exclusion is off, and said
+// so, rather than failing on every request.
 func (b *Broker) initSysctl() {
 	if b.cfg.ReservedPorts == "-" {
+		b.log.Warn("kernel exclusion disabled (--reserved-ports -): persistent, delegated and (in bpf mode) runtime ports are not excluded from automatic assignment")
+		return
+	}
+	if err := enforce.Writable(b.cfg.ReservedPorts); err != nil {
+		b.log.Warn("kernel exclusion unavailable: the broker cannot write ip_local_reserved_ports, so persistent, delegated and (in bpf mode) runtime ports are not excluded from automatic assignment",
+			"sysctl", b.cfg.ReservedPorts, "err", err)
 		return
 	}
 	added, boot, netns, err := b.store.SysctlAdded()
@@ -86,49 +98,108 @@ func (b *Broker) initSysctl() {
 		added = nil
 	}
 	b.sysctl = enforce.NewReservedPorts(b.cfg.ReservedPorts, added)
-	if err := b.applySysctl(); err != nil {
-		b.log.Warn("degraded: persistent, delegated and (in bpf mode) runtime ports are not excluded from automatic assignment",
+	if err := b.applySysctl(nil); err != nil {
+		b.log.Warn("degraded: persistent reservations are not all excluded from automatic assignment",
 			"sysctl", b.cfg.ReservedPorts, "err", err)
 	}
 }
 
+// errListFull is wrapped by exclusions refused for want of room in the
+// kernel's reserved-port list.
+var errListFull = errors.New("no room in the kernel's reserved-port list")
+
 // applySysctl makes portres's entries in ip_local_reserved_ports exactly
-// the persistent and delegated blocks. What portres may have added (never
-// a foreign entry) is recorded in the store before the kernel is written,
-// and the exact set after, so a crash at any point neither orphans
-// portres's entries nor claims foreign ones.
-func (b *Broker) applySysctl() error {
+// the admitted excluded blocks (persistent, delegated, and guarded ones in
+// bpf mode), plus add if not nil, which it admits on success. What
+// portres may have added (never a foreign entry) is recorded in the store
+// before the kernel is written, and the exact set after, so a crash at any
+// point neither orphans portres's entries nor claims foreign ones.
+//
+// The list takes at most enforce.MaxReservedPortsWrite bytes in one
+// write. Blocks of root and the admin group (persistent ones among them)
+// come first and may use all of it; blocks of other users may only use
+// what leaves Limits.ListReserve bytes free, so no user can crowd a
+// persistent block out. A block that does not fit is refused (an error
+// wrapping errListFull) and nothing is written: never half-protected.
+func (b *Broker) applySysctl(add *resv) error {
 	if b.sysctl == nil {
 		return nil
 	}
 	b.sysctlMu.Lock()
 	defer b.sysctlMu.Unlock()
-	b.mu.Lock()
-	var want []enforce.Range
-	for _, rv := range b.byToken {
-		// Pending blocks too: they are excluded before their ports are
-		// checked, and dropped again if the check fails.
-		if rv.excluded() {
-			blk := rv.block()
-			want = append(want, enforce.Range{Lo: blk.Start, Hi: uint16(blk.End())})
+	var first, users []enforce.Range
+	collect := func(rv *resv) {
+		blk := rv.block()
+		r := enforce.Range{Lo: blk.Start, Hi: uint16(blk.End())}
+		if rv.admin {
+			first = append(first, r)
+		} else {
+			users = append(users, r)
 		}
 	}
-	b.mu.Unlock()
-	want = enforce.MergeRanges(want)
+	b.exclMu.Lock()
+	for rv := range b.excl {
+		collect(rv)
+	}
+	b.exclMu.Unlock()
+	if add != nil {
+		collect(add)
+	}
+	first = enforce.MergeRanges(first)
+	want := enforce.UnionRanges(first, users)
+	check := func(foreign []enforce.Range) error {
+		if n := enforce.ListLen(enforce.UnionRanges(foreign, first)); n > enforce.MaxReservedPortsWrite {
+			return fmt.Errorf("%w: it would take %d bytes of the %d one write can hold", errListFull, n, enforce.MaxReservedPortsWrite)
+		}
+		if add == nil || add.admin {
+			return nil
+		}
+		limit := enforce.MaxReservedPortsWrite - b.cfg.Limits.ListReserve
+		if n := enforce.ListLen(enforce.UnionRanges(foreign, want)); n > limit {
+			return fmt.Errorf("%w: it would take %d bytes; blocks of unprivileged users may fill %d of its %d (%d kept for persistent reservations and admins: portresd --list-reserve)",
+				errListFull, n, limit, enforce.MaxReservedPortsWrite, b.cfg.Limits.ListReserve)
+		}
+		return nil
+	}
 	boot := bootID()
-	err := b.sysctl.ApplyRecorded(want, func(claim []enforce.Range) error {
+	err := b.sysctl.Update(want, check, func(claim []enforce.Range) error {
 		return b.recordSysctl(claim, boot)
 	})
+	if errors.Is(err, errListFull) {
+		return err // nothing written; the list is as it was
+	}
 	if serr := b.recordSysctl(b.sysctl.Added(), boot); serr != nil && err == nil {
 		err = fmt.Errorf("record sysctl entries: %w", serr)
 	}
 	b.sysctlOK.Store(err == nil)
+	if err == nil && add != nil {
+		b.exclMu.Lock()
+		b.excl[add] = struct{}{}
+		add.admitted = true
+		b.exclMu.Unlock()
+	}
 	return err
 }
 
+// exclude puts rv, a new persistent, delegated or guarded block, into the
+// kernel's reserved-port list before its ports are checked. It returns an
+// error response if the block cannot be excluded; with kernel exclusion
+// off it admits nothing and succeeds (the answer then says NotExcluded).
+func (b *Broker) exclude(rv *resv, code portres.Errno) *wire.Response {
+	err := b.applySysctl(rv)
+	if err == nil {
+		return nil
+	}
+	blk := rv.block()
+	if errors.Is(err, errListFull) {
+		return rv.errf(code, "%s %s cannot be excluded from automatic assignment: %v", rv.proto, blk, err)
+	}
+	return rv.errf(code, "%s %s cannot be excluded from automatic assignment: ip_local_reserved_ports: %v", rv.proto, blk, err)
+}
+
 // recordSysctl stores what portres may have added to the sysctl, skipping
-// the (fsynced) write when the store already says exactly that. Caller
-// holds sysctlMu.
+// the write when the store already says exactly that. Caller holds
+// sysctlMu.
 func (b *Broker) recordSysctl(claim []enforce.Range, boot string) error {
 	text := enforce.FormatRanges(claim)
 	if b.recorded != nil && *b.recorded == text {
@@ -142,11 +213,11 @@ func (b *Broker) recordSysctl(claim []enforce.Range, boot string) error {
 	return nil
 }
 
-// applySysctlLogged is applySysctl for request paths: failure is a
-// degraded-mode warning, never a failed request.
+// applySysctlLogged brings the kernel list in line after blocks went away:
+// failure is a degraded-mode warning, never a failed request.
 func (b *Broker) applySysctlLogged(why string) {
-	if err := b.applySysctl(); err != nil {
-		b.log.Warn("degraded: ip_local_reserved_ports not updated", "after", why, "err", err)
+	if err := b.applySysctl(nil); err != nil {
+		b.rlog.Log(0, slog.LevelWarn, "degraded: ip_local_reserved_ports not updated", "after", why, "err", err)
 	}
 }
 

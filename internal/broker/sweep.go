@@ -2,8 +2,10 @@ package broker
 
 import (
 	"errors"
+	"log/slog"
 	"time"
 
+	"github.com/portres/portres"
 	"github.com/portres/portres/internal/enforce"
 	"github.com/portres/portres/internal/wire"
 	"golang.org/x/sys/unix"
@@ -20,66 +22,99 @@ func (b *Broker) sweeper() {
 		case <-b.stop:
 			return
 		case <-t.C:
+			b.readPrivStart()
 			b.sweep()
+			b.rlog.Flush()
 		}
 	}
 }
 
-// sweep re-probes every bound port of every reservation.
-func (b *Broker) sweep() {
+// tables is one read of the kernel's socket tables: the local ports of
+// TCP and UDP sockets, and the take sequence number (b.takeSeq) before
+// they were read, so that a port taken after the read is never freed on
+// the strength of it.
+type tables struct {
+	seq   uint64
+	ports map[portres.Proto]*enforce.PortSet
+}
+
+// readTables reads the socket tables of proto in [lo, hi], once, without
+// the lock.
+func (b *Broker) readTables(protos []portres.Proto, lo, hi uint16) (*tables, error) {
 	b.mu.Lock()
-	rvs := make([]*resv, 0, len(b.byToken))
-	for _, rv := range b.byToken {
-		if !rv.pending && rv.r.NumBound() > 0 {
-			rvs = append(rvs, rv)
-		}
-	}
+	t := &tables{seq: b.takeSeq, ports: map[portres.Proto]*enforce.PortSet{}}
 	b.mu.Unlock()
-	for _, rv := range rvs {
-		b.sweepReservation(rv)
-	}
-}
-
-// sweepReservation re-checks rv's bound ports and frees those whose
-// sockets are gone.
-func (b *Broker) sweepReservation(rv *resv) {
-	b.mu.Lock()
-	ports := rv.r.Bound()
-	b.mu.Unlock()
-	b.sweepPorts(rv, ports)
-}
-
-// sweepPorts re-checks the given bound ports of rv, each under the lock
-// so a concurrent bind never races the check. Runtime blocks: a port is
-// free again when a placeholder can be bound on it (a TCP port in
-// TIME_WAIT stays bound until the kernel lets it go); in hold mode the
-// placeholder stays, in bpf mode it is closed again (only the broker gets
-// past the guard, so the probe takes nothing from anyone). Persistent and
-// delegated ports may be bound by other processes, whose bind a probe
-// could make fail, so for them the kernel's socket tables are read.
-func (b *Broker) sweepPorts(rv *resv, ports []uint16) {
-	if rv.kind == wire.KindPersistent || rv.delegated {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if b.byToken[rv.r.Token] != rv {
-			return
-		}
-		inuse, err := enforce.InUse(uint8(rv.proto)) // under the lock: no stale snapshot
+	for _, proto := range protos {
+		set, err := enforce.InUseRange(uint8(proto), lo, hi)
 		if err != nil {
-			b.log.Warn("sweep: reading socket tables", "proto", rv.proto, "err", err)
-			return
+			return nil, err
 		}
-		for _, port := range ports {
-			if rv.r.IsBound(port) && !inuse.Has(port) {
-				rv.r.Put(port)
-			}
+		t.ports[proto] = set
+	}
+	return t, nil
+}
+
+// sweep re-checks every bound port of every reservation against one read
+// of the socket tables per protocol, and returns that read (nil if it
+// failed). A port with a socket in the tables stays bound. Otherwise a
+// persistent or delegated port is free again, unless taken since the
+// read; a runtime port is free again once a placeholder can be bound on
+// it (a bound-only TCP socket is in no table, so the bind is what
+// decides). The lock is held for one chunk of reservations at a time.
+// Only one sweep runs at a time.
+func (b *Broker) sweep() *tables {
+	b.sweepMu.Lock()
+	defer b.sweepMu.Unlock()
+	start := time.Now()
+	t, err := b.readTables([]portres.Proto{portres.TCP, portres.UDP}, 1, 65535)
+	if err != nil {
+		b.rlog.Log(0, slog.LevelWarn, "sweep: reading socket tables", "err", err)
+		return nil
+	}
+	b.walk(func(rv *resv) {
+		if !rv.pending && rv.r.NumBound() > 0 {
+			b.recheckLocked(rv, rv.r.Bound(), t)
 		}
+	})
+	b.metrics.observeSweep(time.Since(start))
+	return t
+}
+
+// recheck re-checks ports of rv (bound ones; every bound one if ports is
+// nil) with a read of the socket tables filtered to rv's block: for a
+// request that finds the block full or the wanted port bound.
+func (b *Broker) recheck(rv *resv, ports []uint16) {
+	blk := rv.block()
+	t, err := b.readTables([]portres.Proto{rv.proto}, blk.Start, uint16(blk.End()))
+	if err != nil {
+		b.rlog.Log(0, slog.LevelWarn, "re-checking bound ports: reading socket tables", "proto", rv.proto, "err", err)
 		return
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.byToken[rv.r.Token] != rv {
+		return
+	}
+	if ports == nil {
+		ports = rv.r.Bound()
+	}
+	b.recheckLocked(rv, ports, t)
+}
+
+// recheckLocked frees the ports of rv whose sockets are gone according
+// to t. Caller holds b.mu.
+func (b *Broker) recheckLocked(rv *resv, ports []uint16, t *tables) {
+	inuse := t.ports[rv.proto]
 	for _, port := range ports {
-		b.mu.Lock()
-		if b.byToken[rv.r.Token] != rv || !rv.r.IsBound(port) {
-			b.mu.Unlock()
+		if !rv.r.IsBound(port) || inuse.Has(port) {
+			continue
+		}
+		if rv.kind == wire.KindPersistent || rv.delegated {
+			// Bound by other processes, whose bind a probe could make
+			// fail: the tables decide, if they are newer than the take.
+			if rv.lastTake <= t.seq {
+				rv.r.Put(port)
+			}
 			continue
 		}
 		fd, err := enforce.Hold(uint8(rv.proto), port)
@@ -88,40 +123,37 @@ func (b *Broker) sweepPorts(rv *resv, ports []uint16) {
 			rv.r.Put(port)
 			rv.holders[port-rv.block().Start] = int32(fd)
 		case err == nil:
+			// bpf mode: only the broker gets past the guard, so the
+			// probe took nothing from anyone.
 			enforce.Unhold(fd)
 			rv.r.Put(port)
 		case !errors.Is(err, unix.EADDRINUSE):
-			b.log.Warn("sweep probe failed", "proto", rv.proto, "port", port, "err", err)
+			b.rlog.Log(0, slog.LevelWarn, "sweep probe failed", "proto", rv.proto, "port", port, "err", err)
 		}
-		b.mu.Unlock()
 	}
 }
 
-// noteDelegatedBinds marks the ports of delegated blocks that are in use:
-// the process they were handed to binds them itself, so the broker learns
-// of it only from the kernel's socket tables. A later sweep frees them
-// again once closed.
-func (b *Broker) noteDelegatedBinds() {
-	var inuse [256]*enforce.PortSet
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, rv := range b.byToken {
-		if !rv.delegated || rv.pending {
-			continue
-		}
-		if inuse[rv.proto] == nil {
-			set, err := enforce.InUse(uint8(rv.proto))
-			if err != nil {
-				b.log.Warn("show: reading socket tables", "proto", rv.proto, "err", err)
-				return
-			}
-			inuse[rv.proto] = set
-		}
-		blk := rv.block()
-		for p := int(blk.Start); p <= blk.End(); p++ {
-			if port := uint16(p); inuse[rv.proto].Has(port) && !rv.r.IsBound(port) {
-				rv.r.Take(port)
-			}
+// takeLocked marks port (0: any free one) of rv bound, noting when for
+// sweeps that read the socket tables before it. Caller holds b.mu.
+func (b *Broker) takeLocked(rv *resv, port uint16) (uint16, error) {
+	p, err := rv.r.Take(port)
+	if err == nil {
+		b.takeSeq++
+		rv.lastTake = b.takeSeq
+	}
+	return p, err
+}
+
+// noteDelegatedLocked marks the ports of a delegated block that are in
+// use in t: the process they were handed to binds them itself, so the
+// broker learns of it only from the kernel's socket tables. A later sweep
+// frees them again once closed. Caller holds b.mu.
+func (b *Broker) noteDelegatedLocked(rv *resv, t *tables) {
+	inuse := t.ports[rv.proto]
+	blk := rv.block()
+	for p := int(blk.Start); p <= blk.End(); p++ {
+		if port := uint16(p); inuse.Has(port) && !rv.r.IsBound(port) {
+			b.takeLocked(rv, port)
 		}
 	}
 }

@@ -66,6 +66,14 @@ func StartHelperAs(t testing.TB, cred *syscall.Credential, name string, env []st
 	return startHelper(t, attr, cred != nil, name, env, args...)
 }
 
+// StartHelperAttr is StartHelper with the process attributes attr: another
+// uid (attr.Credential) with ambient capabilities (attr.AmbientCaps), for
+// example. The helper runs a copy of the test binary others can execute.
+func StartHelperAttr(t testing.TB, attr *syscall.SysProcAttr, name string, env []string, args ...string) *Process {
+	t.Helper()
+	return startHelper(t, attr, true, name, env, args...)
+}
+
 // startHelper starts the helper with attr; copy runs a copy of the test
 // binary that other users can execute.
 func startHelper(t testing.TB, attr *syscall.SysProcAttr, copyExe bool, name string, env []string, args ...string) *Process {

@@ -1,0 +1,215 @@
+package broker_test
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/portres/portres"
+	"github.com/portres/portres/internal/broker"
+	"github.com/portres/portres/internal/testutil"
+	"github.com/portres/portres/internal/wire"
+	"golang.org/x/sys/unix"
+)
+
+// Helpers of the security tests (security_test.go): a hostile local user
+// in a process of its own, and a broker in a process of its own.
+func init() {
+	testutil.Helpers["ops"] = helperOps
+	testutil.Helpers["daemon"] = helperDaemon
+}
+
+// helperOps runs the commands given as arguments, one per argument, and
+// prints one line per command: "NAME CODE N EDQUOT MSG", where CODE is the
+// Winsock code of the last error (0: none), N what the command counts,
+// EDQUOT whether errors.Is(err, syscall.EDQUOT), MSG the error text.
+// Reservations and connections are kept until the helper exits.
+//
+//	acquire PROTO START COUNT        one runtime reservation
+//	delegate PROTO START COUNT       one delegated reservation
+//	fill PROTO COUNT                 wildcard delegated blocks of COUNT until refused; N = ports
+//	scatter PROTO START STEP MAX     1-port delegated blocks at START, START+STEP, ... until refused; N = blocks
+//	starts PROTO COUNT K             K wildcard blocks; prints "start S" for each
+//	conns MAX                        up to MAX connections, each asking one request; N = connections served
+//	malformed K                      K malformed datagrams on one connection; N = answers read
+//	wait                             read a line from stdin
+func helperOps(args []string) int {
+	ctx := context.Background()
+	c, err := portres.Dial(ctx, "")
+	if err != nil {
+		fmt.Println("dial", err)
+		return 1
+	}
+	defer c.Close()
+	var keep []*portres.Client
+	defer func() {
+		for _, k := range keep {
+			k.Close()
+		}
+	}()
+	out := bufio.NewWriter(os.Stdout)
+	defer out.Flush()
+	report := func(name string, n int, err error) {
+		msg := ""
+		if err != nil {
+			msg = strings.ReplaceAll(err.Error(), "\n", " ")
+		}
+		fmt.Fprintln(out, name, code(err), n, errors.Is(err, syscall.EDQUOT), msg)
+		out.Flush()
+	}
+	for _, line := range args {
+		f := strings.Fields(line)
+		var proto portres.Proto
+		if len(f) > 1 {
+			proto, _ = portres.ParseProto(f[1])
+		}
+		switch f[0] {
+		case "acquire", "delegate":
+			acq := c.Acquire
+			if f[0] == "delegate" {
+				acq = c.AcquireDelegated
+			}
+			_, err := acq(ctx, proto, uint16(mustAtoi(f[2])), uint16(mustAtoi(f[3])))
+			report(f[0], 0, err)
+		case "fill":
+			n := 0
+			var err error
+			for err == nil {
+				var r *portres.Reservation
+				if r, err = c.AcquireDelegated(ctx, proto, 0, uint16(mustAtoi(f[2]))); err == nil {
+					n += int(r.Count())
+				}
+			}
+			report("fill", n, err)
+		case "scatter":
+			start, step, most := mustAtoi(f[2]), mustAtoi(f[3]), mustAtoi(f[4])
+			n := 0
+			var err error
+			for ; n < most && err == nil; n++ {
+				_, err = c.AcquireDelegated(ctx, proto, uint16(start+n*step), 1)
+			}
+			if err != nil {
+				n--
+			}
+			report("scatter", n, err)
+		case "starts":
+			for i := 0; i < mustAtoi(f[3]); i++ {
+				r, err := c.Acquire(ctx, proto, 0, uint16(mustAtoi(f[2])))
+				if err != nil {
+					report("starts", i, err)
+					break
+				}
+				fmt.Fprintln(out, "start", r.Start())
+			}
+			report("starts", 0, nil)
+		case "conns":
+			n := 0
+			var err error
+			for i := 0; i < mustAtoi(f[1]) && err == nil; i++ {
+				var k *portres.Client
+				if k, err = portres.Dial(ctx, ""); err != nil {
+					break
+				}
+				keep = append(keep, k)
+				if _, _, err = k.DynamicPortRange(ctx, portres.TCP); err == nil {
+					n++
+				}
+			}
+			report("conns", n, err)
+		case "malformed":
+			conn, err := net.Dial("unixpacket", os.Getenv("PORTRES_SOCKET"))
+			if err != nil {
+				report("malformed", 0, err)
+				break
+			}
+			n := 0
+			buf := make([]byte, 512)
+			for i := 0; i < mustAtoi(f[1]); i++ {
+				conn.Write([]byte{wire.Magic, 99, 1, 2, 3, 4, 5, 6, 7, 8, 9})
+				if _, err := conn.Read(buf); err == nil {
+					n++
+				}
+			}
+			conn.Close()
+			report("malformed", n, nil)
+		case "wait":
+			bufio.NewReader(os.Stdin).ReadString('\n')
+		default:
+			fmt.Fprintln(out, "unknown command", line)
+			return 2
+		}
+	}
+	return 0
+}
+
+// daemonConfig is what helperDaemon runs: a broker.Config's plain fields,
+// and an RLIMIT_NOFILE to run under (0: the inherited one).
+type daemonConfig struct {
+	Socket, State, LogFile, ReservedPorts string
+	Limits                                broker.Limits
+	NoFile                                uint64
+	Sweep                                 time.Duration // 0: 50 ms
+}
+
+// helperDaemon is portresd in a process of its own, configured by its
+// JSON argument (daemonConfig). It prints "ready" once the socket accepts
+// connections, or "error MSG", and runs until SIGTERM.
+func helperDaemon(args []string) int {
+	var dc daemonConfig
+	if err := json.Unmarshal([]byte(args[0]), &dc); err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	if dc.NoFile != 0 {
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: dc.NoFile, Max: dc.NoFile}); err != nil {
+			fmt.Println("error", err)
+			return 1
+		}
+	}
+	lf, err := os.OpenFile(dc.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	defer lf.Close()
+	cfg := broker.Config{Socket: dc.Socket, State: dc.State, ReservedPorts: dc.ReservedPorts, Limits: dc.Limits,
+		Sweep: cmp.Or(dc.Sweep, 50*time.Millisecond), Logger: slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- broker.Run(ctx, cfg) }()
+	for {
+		select {
+		case err := <-errc:
+			fmt.Println("error", err)
+			return 1
+		default:
+		}
+		if c, err := portres.Dial(context.Background(), cfg.Socket); err == nil {
+			c.Close()
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	fmt.Println("ready")
+	if err := <-errc; err != nil {
+		fmt.Fprintln(os.Stderr, "daemon:", err)
+		return 1
+	}
+	return 0
+}
+
+// newCountLogger logs text records to w at debug level.
+func newCountLogger(w *countWriter) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}

@@ -379,4 +379,3 @@ func (w *countWriter) lock() {
 	w.mu <- struct{}{}
 }
 func (w *countWriter) unlock() { <-w.mu }
-

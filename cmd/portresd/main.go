@@ -33,6 +33,7 @@ func main() {
 	flag.IntVar(&cfg.Limits.UserPorts, "user-ports", broker.DefaultUserPorts, "most ports one uid may hold in runtime and delegated reservations (root and --group exempt; -1: no limit)")
 	flag.IntVar(&cfg.Limits.UserReservations, "user-reservations", broker.DefaultUserReservations, "most runtime and delegated reservations one uid may hold (root and --group exempt; -1: no limit)")
 	flag.IntVar(&cfg.Limits.UserConnections, "user-connections", broker.DefaultUserConnections, "most connections one uid may have open to the broker (root and --group exempt; -1: no limit)")
+	flag.IntVar(&cfg.Limits.UserRate, "user-rate", broker.DefaultUserRate, "requests a second one uid may make (bursts of a tenth); past it its requests wait (root and --group exempt; -1: no limit)")
 	flag.IntVar(&cfg.Limits.FDReserve, "fd-reserve", 0, "descriptors kept for root and --group: other users' connections and placeholders stop short of them (default: a tenth of RLIMIT_NOFILE, at least 64)")
 	flag.IntVar(&cfg.Limits.ListReserve, "list-reserve", broker.DefaultListReserve, "bytes of the 4095-byte ip_local_reserved_ports list kept for persistent reservations and admins' blocks")
 	flag.BoolVar(&debug, "debug", false, "log every client connection, acquire and release")
@@ -56,6 +57,7 @@ func main() {
 		os.Exit(2)
 	}
 	cfg.SocketMode = os.FileMode(mode)
+	broker.SetMaxProcs()
 	level := slog.LevelInfo
 	if debug {
 		level = slog.LevelDebug

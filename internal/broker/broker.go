@@ -40,6 +40,7 @@ type Broker struct {
 	fds       atomic.Int64  // descriptors held for clients: connections, placeholders, passed sockets
 	fdLimit   int64         // descriptors clients may hold in all (RLIMIT_NOFILE less the broker's own)
 	rlog      *logLimiter   // per-request log lines, rate-limited per uid
+	fair      *fairQueue    // admits requests into service, round robin over uids
 
 	sysctlMu sync.Mutex // serializes sysctl updates; taken before mu
 	sweepMu  sync.Mutex // one sweep at a time; taken before mu
@@ -70,6 +71,7 @@ func New(cfg Config) (_ *Broker, err error) {
 		pools: map[portres.Proto]*pool.Pool{}, byToken: map[pool.Token]*resv{}, sessions: map[*session]struct{}{},
 		users: map[uint32]*usage{}, excl: map[*resv]struct{}{}}
 	b.rlog = newLogLimiter(b.log)
+	b.fair = newFairQueue(inService)
 	defer func() {
 		if err != nil {
 			b.closeResources()

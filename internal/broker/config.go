@@ -76,6 +76,10 @@ type Limits struct {
 	// UserConnections is the most connections one uid may have open to
 	// the broker at once (default 128).
 	UserConnections int
+	// UserRate is how many requests a second one uid's connections may
+	// make together, with bursts of a tenth of it; past it the uid's
+	// requests wait (default 10000).
+	UserRate int
 	// FDReserve is how many of the broker's descriptors (RLIMIT_NOFILE)
 	// unprivileged users can never take: connections and placeholder
 	// sockets of other users stop short of them (default: a tenth of the
@@ -93,6 +97,7 @@ const (
 	DefaultUserPorts        = 4096
 	DefaultUserReservations = 256
 	DefaultUserConnections  = 128
+	DefaultUserRate         = 10000
 	DefaultListReserve      = 1024
 )
 
@@ -106,6 +111,9 @@ func (l *Limits) defaults(nofile int) {
 	}
 	if l.UserConnections == 0 {
 		l.UserConnections = DefaultUserConnections
+	}
+	if l.UserRate == 0 {
+		l.UserRate = DefaultUserRate
 	}
 	if l.FDReserve == 0 {
 		l.FDReserve = max(64, nofile/10)

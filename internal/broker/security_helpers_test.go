@@ -42,6 +42,7 @@ func init() {
 //	starts PROTO COUNT K             K wildcard blocks; prints "start S" for each
 //	conns MAX                        up to MAX connections, each asking one request; N = connections served
 //	malformed K                      K malformed datagrams on one connection; N = answers read
+//	burst K                          K trivial requests (dynamic range); N = milliseconds taken
 //	wait                             read a line from stdin
 func helperOps(args []string) int {
 	ctx := context.Background()
@@ -142,6 +143,13 @@ func helperOps(args []string) int {
 			}
 			conn.Close()
 			report("malformed", n, nil)
+		case "burst":
+			t0 := time.Now()
+			var err error
+			for i := 0; i < mustAtoi(f[1]) && err == nil; i++ {
+				_, _, err = c.DynamicPortRange(ctx, portres.TCP)
+			}
+			report("burst", int(time.Since(t0).Milliseconds()), err)
 		case "wait":
 			bufio.NewReader(os.Stdin).ReadString('\n')
 		default:
@@ -176,6 +184,7 @@ func helperDaemon(args []string) int {
 			return 1
 		}
 	}
+	broker.SetMaxProcs() // as portresd does
 	lf, err := os.OpenFile(dc.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		fmt.Println("error", err)

@@ -379,3 +379,24 @@ func (w *countWriter) lock() {
 	w.mu <- struct{}{}
 }
 func (w *countWriter) unlock() { <-w.mu }
+
+// TestUserRate: one uid's requests are paced to --user-rate (bursts of a
+// tenth); root's are not.
+func TestUserRate(t *testing.T) {
+	b := testbroker.Start(t, func(c *broker.Config) { c.Limits.UserRate = 50 })
+	r := runOps(t, b, nobodyCred, false, "burst 30")[0]
+	if r.code != 0 || r.n < 400 { // 5 at once, then 25 at 50 a second: 500 ms
+		t.Errorf("30 requests at 50 a second took %d ms (code %d), want at least 400", r.n, r.code)
+	}
+	ctx := context.Background()
+	c := b.Dial(t)
+	t0 := time.Now()
+	for i := 0; i < 200; i++ {
+		if _, _, err := c.DynamicPortRange(ctx, portres.TCP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(t0); d > 3*time.Second { // paced, it would take 4 s
+		t.Errorf("root's 200 requests took %v: root is paced", d)
+	}
+}

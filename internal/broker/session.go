@@ -29,6 +29,7 @@ type session struct {
 	mu        sync.Mutex
 	curID     uint32
 	curCancel context.CancelFunc
+	busy      int             // requests queued for or running on the worker
 	queued    map[uint32]bool // request IDs waiting in queue; true = cancelled
 }
 
@@ -94,7 +95,9 @@ func (b *Broker) admitLocked(s *session) *wire.Response {
 }
 
 // readLoop reads requests until the connection ends. Cancels are acted on
-// here, at once; everything else is queued for work.
+// here, at once. Short requests arriving while the worker is idle are
+// served here too, saving a goroutine hand-off (the costliest step of a
+// request under load); the rest are queued for the worker, in order.
 func (s *session) readLoop() {
 	defer s.b.wg.Done()
 	defer close(s.queue)
@@ -137,10 +140,34 @@ func (s *session) readLoop() {
 			continue
 		}
 		s.mu.Lock()
+		if s.busy == 0 && short(req) {
+			s.mu.Unlock()
+			s.run(job{req, fds})
+			continue
+		}
+		s.busy++
 		s.queued[req.ID] = false
 		s.mu.Unlock()
 		s.queue <- job{req, fds}
 	}
+}
+
+// inlineAcquire is the largest acquire served by the reader: placeholders
+// for it take well under a millisecond to bind.
+const inlineAcquire = 16
+
+// short reports whether req finishes quickly enough to be served without
+// reading further messages meanwhile (a cancel could not be read until it
+// is done). Large acquires, show and the persistent and dynamic-range
+// changes (which wait for the disk) go to the worker.
+func short(req *wire.Request) bool {
+	switch req.Op {
+	case wire.OpRelease, wire.OpAssociate, wire.OpBind, wire.OpPersistentLookup, wire.OpDynamicShow:
+		return true
+	case wire.OpAcquire:
+		return req.Count <= inlineAcquire
+	}
+	return false
 }
 
 // cancelRequest aborts the running request id, or marks a queued one.
@@ -161,42 +188,53 @@ func (s *session) cancelRequest(id uint32) {
 func (s *session) work() {
 	defer s.b.wg.Done()
 	for j := range s.queue {
+		s.run(j)
 		s.mu.Lock()
-		cancelled := s.queued[j.req.ID]
-		delete(s.queued, j.req.ID)
-		ctx, cancel := context.WithCancel(s.ctx)
-		s.curID, s.curCancel = j.req.ID, cancel
+		s.busy--
 		s.mu.Unlock()
-		var resps []*wire.Response
-		start := time.Now()
-		if cancelled {
-			resps = []*wire.Response{errf(portres.WSA_OPERATION_ABORTED, "cancelled before it started")}
-		} else {
-			resps = s.serve(ctx, j)
-		}
-		s.b.metrics.observe(j.req.Op, resps[len(resps)-1].Code, time.Since(start))
-		s.closeFDs(j.fds)
-		s.mu.Lock()
-		s.curCancel = nil
-		s.mu.Unlock()
-		cancel()
-		for _, r := range resps {
-			r.ID = j.req.ID
-			s.send(r)
-		}
 	}
 	s.b.endSession(s)
 }
 
-// serve handles one request once the uid has a free slot (perUserInService),
-// so that one uid's requests never occupy more of the broker than that.
-func (s *session) serve(ctx context.Context, j job) []*wire.Response {
-	select {
-	case s.use.sem <- struct{}{}:
-	case <-ctx.Done():
-		return []*wire.Response{errf(portres.WSA_OPERATION_ABORTED, "cancelled while waiting for the uid's other requests")}
+// run executes one request and sends its answers.
+func (s *session) run(j job) {
+	s.mu.Lock()
+	cancelled := s.queued[j.req.ID]
+	delete(s.queued, j.req.ID)
+	ctx, cancel := context.WithCancel(s.ctx)
+	s.curID, s.curCancel = j.req.ID, cancel
+	s.mu.Unlock()
+	var resps []*wire.Response
+	start := time.Now()
+	if cancelled {
+		resps = []*wire.Response{errf(portres.WSA_OPERATION_ABORTED, "cancelled before it started")}
+	} else {
+		resps = s.serve(ctx, j)
 	}
-	defer func() { <-s.use.sem }()
+	s.b.metrics.observe(j.req.Op, resps[len(resps)-1].Code, time.Since(start))
+	s.closeFDs(j.fds)
+	s.mu.Lock()
+	s.curCancel = nil
+	s.mu.Unlock()
+	cancel()
+	for _, r := range resps {
+		r.ID = j.req.ID
+		s.send(r)
+	}
+}
+
+// serve handles one request once the uid's request rate allows it (admins
+// are not paced) and the fair queue gives the uid a turn.
+func (s *session) serve(ctx context.Context, j job) []*wire.Response {
+	if !s.admin && s.use.rate != nil {
+		if err := s.use.rate.Wait(ctx); err != nil {
+			return []*wire.Response{errf(portres.WSA_OPERATION_ABORTED, "cancelled while paced to the per-user request rate")}
+		}
+	}
+	if !s.b.fair.enter(ctx, s.peer.uid) {
+		return []*wire.Response{errf(portres.WSA_OPERATION_ABORTED, "cancelled while waiting for its turn")}
+	}
+	defer s.b.fair.leave()
 	return s.b.handle(ctx, s, j.req, j.fds)
 }
 

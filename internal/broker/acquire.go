@@ -13,8 +13,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// maxPlacements bounds how often a wildcard acquire moves past ports that
-// turned out to be in use by sockets outside portres.
+// maxPlacements bounds how often a wildcard acquire tries a block whose
+// ports turned out to be in use by sockets outside portres. After the
+// first such block the socket tables of the dynamic range are read once,
+// and later placements skip every port in use there: only sockets bound
+// since (or bound-only TCP sockets, which the tables do not list) can
+// make a placement fail again.
 const maxPlacements = 64
 
 // acquire reserves a runtime block for s and binds its placeholders.
@@ -30,10 +34,11 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 	delegate := req.Flags&wire.FlagDelegate != 0
 	want := pool.Block{Start: req.Start, Count: req.Count}
 	from := uint16(0)
+	var busy *enforce.PortSet // the dynamic range's ports in use, once a placement met one
 	for attempt := 0; ; attempt++ {
 		rv := &resv{proto: proto, kind: wire.KindRuntime, owner: s.peer, sess: s, admin: s.admin,
 			delegated: delegate, guarded: b.guard != nil && !delegate, pending: true, created: time.Now()}
-		if resp := b.place(rv, want, from); resp != nil {
+		if resp := b.place(rv, want, from, busy); resp != nil {
 			return resp
 		}
 		if rv.guarded {
@@ -90,12 +95,29 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 			return errf(portres.WSAEADDRINUSE, "no block of %d free %s ports found after %d placements", want.Count, proto, maxPlacements)
 		}
 		from = port + 1
+		if busy == nil {
+			b.mu.Lock()
+			lo, hi := b.pools[proto].Dynamic()
+			b.mu.Unlock()
+			busy, _ = enforce.InUseRange(uint8(proto), lo, hi) // nil on error: one port at a time
+		}
 	}
 }
 
+// firstBusy returns the first port of blk that busy marks in use.
+func firstBusy(busy *enforce.PortSet, blk pool.Block) (uint16, bool) {
+	for p := int(blk.Start); p <= blk.End(); p++ {
+		if busy.Has(uint16(p)) {
+			return uint16(p), true
+		}
+	}
+	return 0, false
+}
+
 // place reserves rv's block in the pool (pending) and indexes its token.
-// from != 0 asks for a wildcard block at or after from.
-func (b *Broker) place(rv *resv, want pool.Block, from uint16) *wire.Response {
+// from != 0 asks for a wildcard block at or after from; a wildcard block
+// avoids the ports busy marks in use (busy may be nil).
+func (b *Broker) place(rv *resv, want pool.Block, from uint16, busy *enforce.PortSet) *wire.Response {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -108,11 +130,26 @@ func (b *Broker) place(rv *resv, want pool.Block, from uint16) *wire.Response {
 		// below the first unprivileged port.
 		dlo, hi := p.Dynamic()
 		lo := uint16(min(max(uint32(dlo), b.privStart.Load()), 65535))
-		if from != 0 || lo != dlo { // else the pool places it, next-fit
+		if from != 0 || lo != dlo || busy != nil { // else the pool places it, next-fit
 			if from < lo || from > hi {
 				from = lo
 			}
 			start, ok := p.FindFree(want.Count, lo, hi, from)
+			for tries := 0; ok && busy != nil; tries++ {
+				q, clash := firstBusy(busy, pool.Block{Start: start, Count: want.Count})
+				if !clash {
+					break
+				}
+				if tries > int(hi)-int(lo) { // every candidate clashes
+					ok = false
+					break
+				}
+				next := q + 1
+				if next > hi || next < lo {
+					next = lo
+				}
+				start, ok = p.FindFree(want.Count, lo, hi, next)
+			}
 			if !ok || lo > hi {
 				return errf(portres.WSAEADDRINUSE, "no free block of %d %s ports in the dynamic range %d-%d", want.Count, rv.proto, lo, hi)
 			}

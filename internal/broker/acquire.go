@@ -14,12 +14,17 @@ import (
 )
 
 // maxPlacements bounds how often a wildcard acquire tries a block whose
-// ports turned out to be in use by sockets outside portres. After the
-// first such block the socket tables of the dynamic range are read once,
-// and later placements skip every port in use there: only sockets bound
-// since (or bound-only TCP sockets, which the tables do not list) can
-// make a placement fail again.
-const maxPlacements = 64
+// ports turned out to be in use by sockets outside portres. After such a
+// block, later placements skip every port that the last sweep's read of
+// the socket tables saw in use, or, after freshPlacements clashes, a
+// fresh read of the dynamic range's tables (a read costs milliseconds on a
+// busy host; a clash, one bind): only sockets bound since, and bound-only
+// TCP sockets, which the tables do not list, can make a placement fail
+// again.
+const (
+	maxPlacements   = 64
+	freshPlacements = 8
+)
 
 // acquire reserves a runtime block for s and binds its placeholders.
 func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wire.Response {
@@ -95,11 +100,16 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 			return errf(portres.WSAEADDRINUSE, "no block of %d free %s ports found after %d placements", want.Count, proto, maxPlacements)
 		}
 		from = port + 1
-		if busy == nil {
+		switch {
+		case attempt+1 == freshPlacements:
 			b.mu.Lock()
 			lo, hi := b.pools[proto].Dynamic()
 			b.mu.Unlock()
 			busy, _ = enforce.InUseRange(uint8(proto), lo, hi) // nil on error: one port at a time
+		case busy == nil:
+			if t := b.lastTables.Load(); t != nil && time.Since(t.at) < 2*b.cfg.Sweep+time.Second {
+				busy = t.ports[proto]
+			}
 		}
 	}
 }
@@ -135,13 +145,16 @@ func (b *Broker) place(rv *resv, want pool.Block, from uint16, busy *enforce.Por
 				from = lo
 			}
 			start, ok := p.FindFree(want.Count, lo, hi, from)
+			first := start
 			for tries := 0; ok && busy != nil; tries++ {
 				q, clash := firstBusy(busy, pool.Block{Start: start, Count: want.Count})
 				if !clash {
 					break
 				}
-				if tries > int(hi)-int(lo) { // every candidate clashes
-					ok = false
+				if tries > int(hi)-int(lo) {
+					// Every candidate clashes: the tables may be stale;
+					// let the bind decide.
+					start = first
 					break
 				}
 				next := q + 1

@@ -36,11 +36,12 @@ type Broker struct {
 	metrics  *metrics
 	sysctlOK atomic.Bool // the last ip_local_reserved_ports update worked
 
-	privStart atomic.Uint32 // net.ipv4.ip_unprivileged_port_start, refreshed by the sweeper
-	fds       atomic.Int64  // descriptors held for clients: connections, placeholders, passed sockets
-	fdLimit   int64         // descriptors clients may hold in all (RLIMIT_NOFILE less the broker's own)
-	rlog      *logLimiter   // per-request log lines, rate-limited per uid
-	fair      *fairQueue    // admits requests into service, round robin over uids
+	privStart  atomic.Uint32          // net.ipv4.ip_unprivileged_port_start, refreshed by the sweeper
+	fds        atomic.Int64           // descriptors held for clients: connections, placeholders, passed sockets
+	fdLimit    int64                  // descriptors clients may hold in all (RLIMIT_NOFILE less the broker's own)
+	rlog       *logLimiter            // per-request log lines, rate-limited per uid
+	fair       *fairQueue             // admits requests into service, round robin over uids
+	lastTables atomic.Pointer[tables] // the last sweep's read of the socket tables
 
 	sysctlMu sync.Mutex // serializes sysctl updates; taken before mu
 	sweepMu  sync.Mutex // one sweep at a time; taken before mu

@@ -35,6 +35,7 @@ func (b *Broker) sweeper() {
 // the strength of it.
 type tables struct {
 	seq   uint64
+	at    time.Time
 	ports map[portres.Proto]*enforce.PortSet
 }
 
@@ -42,7 +43,7 @@ type tables struct {
 // the lock.
 func (b *Broker) readTables(protos []portres.Proto, lo, hi uint16) (*tables, error) {
 	b.mu.Lock()
-	t := &tables{seq: b.takeSeq, ports: map[portres.Proto]*enforce.PortSet{}}
+	t := &tables{seq: b.takeSeq, at: time.Now(), ports: map[portres.Proto]*enforce.PortSet{}}
 	b.mu.Unlock()
 	for _, proto := range protos {
 		set, err := enforce.InUseRange(uint8(proto), lo, hi)
@@ -71,6 +72,7 @@ func (b *Broker) sweep() *tables {
 		b.rlog.Log(0, slog.LevelWarn, "sweep: reading socket tables", "err", err)
 		return nil
 	}
+	b.lastTables.Store(t)
 	b.walk(func(rv *resv) {
 		if !rv.pending && rv.r.NumBound() > 0 {
 			b.recheckLocked(rv, rv.r.Bound(), t)

@@ -106,6 +106,7 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 			lo, hi := b.pools[proto].Dynamic()
 			b.mu.Unlock()
 			busy, _ = enforce.InUseRange(uint8(proto), lo, hi) // nil on error: one port at a time
+			b.metrics.observeTableRead()
 		case busy == nil:
 			if t := b.lastTables.Load(); t != nil && time.Since(t.at) < 2*b.cfg.Sweep+time.Second {
 				busy = t.ports[proto]

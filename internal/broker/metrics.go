@@ -22,6 +22,7 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 	sweeps   prometheus.Histogram
 	refused  *prometheus.CounterVec
+	reads    prometheus.Counter
 	srv      *http.Server
 	ln       net.Listener
 }
@@ -48,11 +49,15 @@ func newMetrics(b *Broker) *metrics {
 		Name: "portres_connections_refused_total",
 		Help: "Connections refused at accept, by Winsock code (WSAEDQUOT: per-user limit; WSAEMFILE: descriptor budget).",
 	}, []string{"code"})
+	m.reads = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "portres_socket_table_reads_total",
+		Help: "Reads of one protocol's kernel socket tables (netlink sock_diag): a sweep makes one per protocol.",
+	})
 	logDropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "portres_log_dropped_total",
 		Help: "Log lines caused by clients that the per-uid and global log rate limits dropped.",
 	}, func() float64 { return float64(b.rlog.Dropped()) })
-	m.reg.MustRegister(m.requests, m.latency, m.sweeps, m.refused, logDropped, stateCollector{b},
+	m.reg.MustRegister(m.requests, m.latency, m.sweeps, m.refused, m.reads, logDropped, stateCollector{b},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -70,6 +75,13 @@ func (m *metrics) observe(op wire.Op, code uint32, d time.Duration) {
 func (m *metrics) observeSweep(d time.Duration) {
 	if m != nil {
 		m.sweeps.Observe(d.Seconds())
+	}
+}
+
+// observeTableRead counts one read of a protocol's socket tables.
+func (m *metrics) observeTableRead() {
+	if m != nil {
+		m.reads.Inc()
 	}
 }
 
@@ -117,13 +129,15 @@ var (
 	descSessions     = prometheus.NewDesc("portres_clients", "Connected clients.", nil, nil)
 	descExclusion    = prometheus.NewDesc("portres_kernel_exclusion", "1 if persistent and delegated blocks are excluded through ip_local_reserved_ports.", nil, nil)
 	descMode         = prometheus.NewDesc("portres_enforcement", "The enforcement mode in force (value 1).", []string{"mode"}, nil)
+	descLimit        = prometheus.NewDesc("portres_limit", "The broker's per-user limits and reserves (-1: none), by the flag that sets them.", []string{"flag"}, nil)
+	descUsers        = prometheus.NewDesc("portres_users", "Uids holding connections or reservations.", nil, nil)
 )
 
 // stateCollector reads the broker's state at scrape time.
 type stateCollector struct{ b *Broker }
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descReservations, descPorts, descBound, descHolders, descSessions, descExclusion, descMode} {
+	for _, d := range []*prometheus.Desc{descReservations, descPorts, descBound, descHolders, descSessions, descExclusion, descMode, descLimit, descUsers} {
 		ch <- d
 	}
 }
@@ -148,8 +162,14 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	})
 	b.mu.Lock()
-	sessions := len(b.sessions)
+	sessions, users := len(b.sessions), len(b.users)
 	b.mu.Unlock()
+	lim := b.cfg.Limits
+	for flag, v := range map[string]int{"user-ports": lim.UserPorts, "user-reservations": lim.UserReservations,
+		"user-connections": lim.UserConnections, "user-rate": lim.UserRate, "fd-reserve": lim.FDReserve, "list-reserve": lim.ListReserve} {
+		ch <- prometheus.MustNewConstMetric(descLimit, prometheus.GaugeValue, float64(v), flag)
+	}
+	ch <- prometheus.MustNewConstMetric(descUsers, prometheus.GaugeValue, float64(users))
 	for _, proto := range []string{"tcp", "udp"} {
 		for _, kind := range []string{"runtime", "persistent"} {
 			k := key{proto, kind}

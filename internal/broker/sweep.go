@@ -47,6 +47,7 @@ func (b *Broker) readTables(protos []portres.Proto, lo, hi uint16) (*tables, err
 	b.mu.Unlock()
 	for _, proto := range protos {
 		set, err := enforce.InUseRange(uint8(proto), lo, hi)
+		b.metrics.observeTableRead()
 		if err != nil {
 			return nil, err
 		}

@@ -78,7 +78,7 @@ type Limits struct {
 	UserConnections int
 	// UserRate is how many requests a second one uid's connections may
 	// make together, with bursts of a tenth of it; past it the uid's
-	// requests wait (default 10000).
+	// requests wait (default 5000).
 	UserRate int
 	// FDReserve is how many of the broker's descriptors (RLIMIT_NOFILE)
 	// unprivileged users can never take: connections and placeholder
@@ -97,7 +97,7 @@ const (
 	DefaultUserPorts        = 4096
 	DefaultUserReservations = 256
 	DefaultUserConnections  = 128
-	DefaultUserRate         = 10000
+	DefaultUserRate         = 5000
 	DefaultListReserve      = 1024
 )
 

@@ -14,17 +14,49 @@ import (
 )
 
 // maxPlacements bounds how often a wildcard acquire tries a block whose
-// ports turned out to be in use by sockets outside portres. After such a
-// block, later placements skip every port that the last sweep's read of
-// the socket tables saw in use, or, after freshPlacements clashes, a
-// fresh read of the dynamic range's tables (a read costs milliseconds on a
-// busy host; a clash, one bind): only sockets bound since, and bound-only
-// TCP sockets, which the tables do not list, can make a placement fail
-// again.
+// ports turned out to be in use by sockets outside portres. After
+// freshPlacements such blocks (one bind each) it reads the socket tables
+// of the dynamic range (milliseconds on a busy host) and skips every port
+// in use there; the read serves every wildcard acquire of the protocol for
+// a second (placeHint), from its first clash on. Only sockets bound since,
+// and bound-only TCP sockets, which the tables do not list, can make a
+// placement fail again.
 const (
 	maxPlacements   = 64
 	freshPlacements = 8
+	hintAge         = time.Second
 )
+
+// placeHint is a recent read of a protocol's socket tables over the
+// dynamic range, for wildcard placement.
+type placeHint struct {
+	at     time.Time
+	lo, hi uint16
+	busy   *enforce.PortSet
+}
+
+// busyPorts returns the ports of proto's dynamic range [lo, hi] in use by
+// sockets: a recent read if there is one, else a new read if fresh, else
+// nil.
+func (b *Broker) busyPorts(proto portres.Proto, lo, hi uint16, fresh bool) *enforce.PortSet {
+	slot := &b.hints[0]
+	if proto == portres.UDP {
+		slot = &b.hints[1]
+	}
+	if h := slot.Load(); h != nil && h.lo == lo && h.hi == hi && time.Since(h.at) < hintAge {
+		return h.busy
+	}
+	if !fresh {
+		return nil
+	}
+	busy, err := enforce.InUseRange(uint8(proto), lo, hi)
+	b.metrics.observeTableRead()
+	if err != nil {
+		return nil // one port at a time, then
+	}
+	slot.Store(&placeHint{at: time.Now(), lo: lo, hi: hi, busy: busy})
+	return busy
+}
 
 // acquire reserves a runtime block for s and binds its placeholders.
 func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wire.Response {
@@ -100,17 +132,11 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 			return errf(portres.WSAEADDRINUSE, "no block of %d free %s ports found after %d placements", want.Count, proto, maxPlacements)
 		}
 		from = port + 1
-		switch {
-		case attempt+1 == freshPlacements:
+		if busy == nil {
 			b.mu.Lock()
 			lo, hi := b.pools[proto].Dynamic()
 			b.mu.Unlock()
-			busy, _ = enforce.InUseRange(uint8(proto), lo, hi) // nil on error: one port at a time
-			b.metrics.observeTableRead()
-		case busy == nil:
-			if t := b.lastTables.Load(); t != nil && time.Since(t.at) < 2*b.cfg.Sweep+time.Second {
-				busy = t.ports[proto]
-			}
+			busy = b.busyPorts(proto, lo, hi, attempt+1 >= freshPlacements)
 		}
 	}
 }

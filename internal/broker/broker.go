@@ -36,12 +36,12 @@ type Broker struct {
 	metrics  *metrics
 	sysctlOK atomic.Bool // the last ip_local_reserved_ports update worked
 
-	privStart  atomic.Uint32          // net.ipv4.ip_unprivileged_port_start, refreshed by the sweeper
-	fds        atomic.Int64           // descriptors held for clients: connections, placeholders, passed sockets
-	fdLimit    int64                  // descriptors clients may hold in all (RLIMIT_NOFILE less the broker's own)
-	rlog       *logLimiter            // per-request log lines, rate-limited per uid
-	fair       *fairQueue             // admits requests into service, round robin over uids
-	lastTables atomic.Pointer[tables] // the last sweep's read of the socket tables
+	privStart atomic.Uint32                // net.ipv4.ip_unprivileged_port_start, refreshed by the sweeper
+	fds       atomic.Int64                 // descriptors held for clients: connections, placeholders, passed sockets
+	fdLimit   int64                        // descriptors clients may hold in all (RLIMIT_NOFILE less the broker's own)
+	rlog      *logLimiter                  // per-request log lines, rate-limited per uid
+	fair      *fairQueue                   // admits requests into service, round robin over uids
+	hints     [2]atomic.Pointer[placeHint] // TCP, UDP: recent reads of the dynamic range's socket tables
 
 	sysctlMu sync.Mutex // serializes sysctl updates; taken before mu
 	sweepMu  sync.Mutex // one sweep at a time; taken before mu
@@ -54,8 +54,9 @@ type Broker struct {
 	pools    map[portres.Proto]*pool.Pool
 	byToken  map[pool.Token]*resv
 	sessions map[*session]struct{}
-	takeSeq  uint64            // counts ports marked bound (takeLocked)
-	users    map[uint32]*usage // per-uid use, for the per-user limits
+	takeSeq  uint64                 // counts ports marked bound (takeLocked)
+	bound    map[portres.Proto]span // covers every port bound since the last sweep began (and what it saw bound)
+	users    map[uint32]*usage      // per-uid use, for the per-user limits
 	closed   bool
 
 	wg   sync.WaitGroup
@@ -70,7 +71,7 @@ func New(cfg Config) (_ *Broker, err error) {
 	cfg.Defaults()
 	b := &Broker{cfg: cfg, log: cfg.Logger, adminGID: -1, stop: make(chan struct{}),
 		pools: map[portres.Proto]*pool.Pool{}, byToken: map[pool.Token]*resv{}, sessions: map[*session]struct{}{},
-		users: map[uint32]*usage{}, excl: map[*resv]struct{}{}}
+		users: map[uint32]*usage{}, excl: map[*resv]struct{}{}, bound: map[portres.Proto]span{}}
 	b.rlog = newLogLimiter(b.log)
 	b.fair = newFairQueue(inService)
 	defer func() {

@@ -135,15 +135,15 @@ func (b *Broker) initFDLimit() {
 }
 
 // SetMaxProcs sets GOMAXPROCS for a broker process, unless the GOMAXPROCS
-// environment variable chose it: four per CPU, at least 8. The broker's
-// goroutines spend their time in short syscalls; with a P per CPU only, a
-// client's request that became ready waits for the netpoller, which busy
-// Ps check only every 10 ms, whenever another client keeps every P busy.
-// Spare Ps pick it up at once (measured under a flooding client: the
-// victim's p99 went from 3.3x to 2.0-2.5x its unloaded p99). portresd calls
-// it at start.
+// environment variable chose it: two per CPU, at least 4. The broker's
+// goroutines spend their time in short syscalls; with one P per CPU, a
+// client's request that became ready can wait for the netpoller, which
+// busy Ps check only every 10 ms, while another client keeps every P busy.
+// A spare P picks it up at once; many spare Ps cost CPU in idle spinning
+// (BenchmarkFairness under a flood: 2 Ps 1.8x, 4 Ps 1.7x, 8 Ps 2.3x the
+// unloaded p99). portresd calls it at start.
 func SetMaxProcs() {
 	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(max(8, 4*runtime.NumCPU()))
+		runtime.GOMAXPROCS(max(4, 2*runtime.NumCPU()))
 	}
 }

@@ -11,7 +11,7 @@ import (
 // first, so "bound" is current, and reads the state a chunk at a time
 // (walk), never holding the lock over all of it.
 func (b *Broker) show(s *session) []*wire.Response {
-	t := b.sweep()
+	t := b.sweep(true)
 	admin := b.mayAdmin(s.peer)
 	var out []*wire.Response
 	cur := &wire.Response{}

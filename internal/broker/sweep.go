@@ -23,7 +23,7 @@ func (b *Broker) sweeper() {
 			return
 		case <-t.C:
 			b.readPrivStart()
-			b.sweep()
+			b.sweep(false)
 			b.rlog.Flush()
 		}
 	}
@@ -34,17 +34,38 @@ func (b *Broker) sweeper() {
 // they were read, so that a port taken after the read is never freed on
 // the strength of it.
 type tables struct {
-	seq   uint64
-	at    time.Time
-	ports map[portres.Proto]*enforce.PortSet
+	seq    uint64
+	at     time.Time
+	lo, hi uint16 // the port range read
+	ports  map[portres.Proto]*enforce.PortSet
 }
+
+// span is a range of ports, empty when lo > hi.
+type span struct{ lo, hi uint16 }
+
+// add widens s to cover port.
+func (s *span) add(port uint16) {
+	if s.lo > s.hi {
+		s.lo, s.hi = port, port
+		return
+	}
+	s.lo, s.hi = min(s.lo, port), max(s.hi, port)
+}
+
+var emptySpan = span{lo: 65535, hi: 0}
 
 // readTables reads the socket tables of proto in [lo, hi], once, without
 // the lock.
 func (b *Broker) readTables(protos []portres.Proto, lo, hi uint16) (*tables, error) {
 	b.mu.Lock()
-	t := &tables{seq: b.takeSeq, at: time.Now(), ports: map[portres.Proto]*enforce.PortSet{}}
+	t := &tables{seq: b.takeSeq, at: time.Now(), lo: lo, hi: hi, ports: map[portres.Proto]*enforce.PortSet{}}
 	b.mu.Unlock()
+	return b.readTablesSince(t, protos)
+}
+
+// readTablesSince fills t (seq and range set) with one read per protocol.
+func (b *Broker) readTablesSince(t *tables, protos []portres.Proto) (*tables, error) {
+	lo, hi := t.lo, t.hi
 	for _, proto := range protos {
 		set, err := enforce.InUseRange(uint8(proto), lo, hi)
 		b.metrics.observeTableRead()
@@ -64,23 +85,82 @@ func (b *Broker) readTables(protos []portres.Proto, lo, hi uint16) (*tables, err
 // it (a bound-only TCP socket is in no table, so the bind is what
 // decides). The lock is held for one chunk of reservations at a time.
 // Only one sweep runs at a time.
-func (b *Broker) sweep() *tables {
+//
+// The periodic sweep reads only the range of ports bound anywhere (on a
+// busy host most sockets lie elsewhere, and what the kernel copies out is
+// the sweep's main cost); full reads the whole port space, as show needs
+// to see what delegated processes bound.
+func (b *Broker) sweep(full bool) *tables {
 	b.sweepMu.Lock()
 	defer b.sweepMu.Unlock()
 	start := time.Now()
-	t, err := b.readTables([]portres.Proto{portres.TCP, portres.UDP}, 1, 65535)
-	if err != nil {
-		b.rlog.Log(0, slog.LevelWarn, "sweep: reading socket tables", "err", err)
+	b.mu.Lock()
+	t := &tables{seq: b.takeSeq, at: start, lo: 1, hi: 65535, ports: map[portres.Proto]*enforce.PortSet{}}
+	protos := []portres.Proto{portres.TCP, portres.UDP}
+	if !full {
+		// Every port bound now was taken since the last sweep began or
+		// was seen bound by it: b.bound covers them all.
+		protos = protos[:0]
+		r := emptySpan
+		for _, proto := range []portres.Proto{portres.TCP, portres.UDP} {
+			if sp := b.bound[proto]; sp.lo <= sp.hi {
+				protos = append(protos, proto)
+				r.add(sp.lo)
+				r.add(sp.hi)
+			}
+		}
+		t.lo, t.hi = r.lo, r.hi
+	}
+	b.bound = map[portres.Proto]span{}
+	b.mu.Unlock()
+	seen := map[portres.Proto]span{}
+	defer func() {
+		// What the walk saw bound stays covered for the next sweep, with
+		// what was taken meanwhile (takeLocked widened b.bound).
+		b.mu.Lock()
+		for proto, sp := range seen {
+			cur, ok := b.bound[proto]
+			if !ok {
+				cur = emptySpan
+			}
+			cur.add(sp.lo)
+			cur.add(sp.hi)
+			b.bound[proto] = cur
+		}
+		b.mu.Unlock()
+	}()
+	if len(protos) == 0 {
 		return nil
 	}
-	b.lastTables.Store(t)
+	if _, err := b.readTablesSince(t, protos); err != nil {
+		b.rlog.Log(0, slog.LevelWarn, "sweep: reading socket tables", "err", err)
+		// Keep every bound port covered for the next try.
+		b.walk(func(rv *resv) { noteBound(seen, rv) })
+		return nil
+	}
 	b.walk(func(rv *resv) {
 		if !rv.pending && rv.r.NumBound() > 0 {
 			b.recheckLocked(rv, rv.r.Bound(), t)
+			noteBound(seen, rv)
 		}
 	})
 	b.metrics.observeSweep(time.Since(start))
 	return t
+}
+
+// noteBound widens seen[rv.proto] to cover rv's bound ports.
+func noteBound(seen map[portres.Proto]span, rv *resv) {
+	if rv.r.NumBound() == 0 {
+		return
+	}
+	sp, ok := seen[rv.proto]
+	if !ok {
+		sp = emptySpan
+	}
+	for _, p := range rv.r.Bound() {
+		sp.add(p)
+	}
+	seen[rv.proto] = sp
 }
 
 // recheck re-checks ports of rv (bound ones; every bound one if ports is
@@ -143,6 +223,12 @@ func (b *Broker) takeLocked(rv *resv, port uint16) (uint16, error) {
 	if err == nil {
 		b.takeSeq++
 		rv.lastTake = b.takeSeq
+		sp, ok := b.bound[rv.proto]
+		if !ok {
+			sp = emptySpan
+		}
+		sp.add(p)
+		b.bound[rv.proto] = sp
 	}
 	return p, err
 }

@@ -33,16 +33,23 @@ func init() {
 // "error MSG" if the broker does not start.
 func helperPersistentDaemon(args []string) int {
 	cfg := broker.Config{Socket: args[0], State: args[1], Sweep: 50 * time.Millisecond}
-	lf, err := os.OpenFile(args[2], os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if len(args) > 3 {
+		cfg.AdminGroup = args[3]
+	}
+	return serveDaemon(cfg, args[2])
+}
+
+// serveDaemon runs broker.Run with cfg, logging to logFile, until
+// SIGTERM; it prints "ready" once the socket accepts connections, or
+// "error MSG" if the broker does not start.
+func serveDaemon(cfg broker.Config, logFile string) int {
+	lf, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		fmt.Println("error", err)
 		return 1
 	}
 	defer lf.Close()
 	cfg.Logger = slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	if len(args) > 3 {
-		cfg.AdminGroup = args[3]
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	errc := make(chan error, 1)
@@ -65,7 +72,7 @@ func helperPersistentDaemon(args []string) int {
 	}
 	fmt.Println("ready")
 	if err := <-errc; err != nil {
-		fmt.Fprintln(os.Stderr, "persistent-daemon:", err)
+		fmt.Fprintln(os.Stderr, "daemon:", err)
 		return 1
 	}
 	return 0

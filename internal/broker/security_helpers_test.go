@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"strings"
 	"syscall"
 	"time"
@@ -185,37 +184,8 @@ func helperDaemon(args []string) int {
 		}
 	}
 	broker.SetMaxProcs() // as portresd does
-	lf, err := os.OpenFile(dc.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		fmt.Println("error", err)
-		return 1
-	}
-	defer lf.Close()
-	cfg := broker.Config{Socket: dc.Socket, State: dc.State, ReservedPorts: dc.ReservedPorts, Limits: dc.Limits,
-		Sweep: cmp.Or(dc.Sweep, 50*time.Millisecond), Logger: slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-	defer stop()
-	errc := make(chan error, 1)
-	go func() { errc <- broker.Run(ctx, cfg) }()
-	for {
-		select {
-		case err := <-errc:
-			fmt.Println("error", err)
-			return 1
-		default:
-		}
-		if c, err := portres.Dial(context.Background(), cfg.Socket); err == nil {
-			c.Close()
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	fmt.Println("ready")
-	if err := <-errc; err != nil {
-		fmt.Fprintln(os.Stderr, "daemon:", err)
-		return 1
-	}
-	return 0
+	return serveDaemon(broker.Config{Socket: dc.Socket, State: dc.State, ReservedPorts: dc.ReservedPorts, Limits: dc.Limits,
+		Sweep: cmp.Or(dc.Sweep, 50*time.Millisecond)}, dc.LogFile)
 }
 
 // newCountLogger logs text records to w at debug level.

@@ -107,3 +107,18 @@ func TestBadArguments(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpListsLimits: portresd -h names every per-user limit and reserve
+// with its default.
+func TestHelpListsLimits(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "-h")
+	cmd.Env = append(os.Environ(), "PORTRES_TEST_HELPER=portresd", "PORTRES_TEST_HELPER_ARGS=-h")
+	out, _ := cmd.CombinedOutput()
+	for _, want := range []string{"-user-ports", "(default 4096)", "-user-reservations", "(default 256)",
+		"-user-connections", "(default 128)", "-user-rate", "(default 5000)", "-fd-reserve", "a tenth of RLIMIT_NOFILE",
+		"-list-reserve", "(default 1024)", "-repair-state"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("portresd -h does not say %q:\n%s", want, out)
+		}
+	}
+}

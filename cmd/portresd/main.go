@@ -25,7 +25,7 @@ func main() {
 	flag.StringVar(&cfg.AdminGroup, "group", "", "group (name or gid) that may administer and consume persistent reservations besides root")
 	flag.UintVar(&mode, "socket-mode", 0o666, "permission bits of the socket file")
 	flag.StringVar(&cfg.ReservedPorts, "reserved-ports", "", "path of net.ipv4.ip_local_reserved_ports, or - to disable kernel exclusion")
-	flag.StringVar(&cfg.Enforce, "enforce", broker.EnforceHold, "how runtime reservations are enforced: hold (placeholder sockets) or bpf (cgroup eBPF bind guard; root, cgroup v2)")
+	flag.StringVar(&cfg.Enforce, "enforce", broker.EnforceAuto, "how runtime reservations are enforced: auto (bpf where the broker may load the guard, else hold, saying why), hold (placeholder sockets) or bpf (cgroup eBPF bind guard; root, cgroup v2)")
 	flag.StringVar(&cfg.Cgroup, "cgroup", "", "cgroup v2 directory the bpf guard attaches to (default: the cgroup v2 root)")
 	flag.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics on this TCP address at /metrics (e.g. 127.0.0.1:9750)")
 	flag.DurationVar(&cfg.Sweep, "sweep", time.Second, "how often bound ports are re-checked")

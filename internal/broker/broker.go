@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,7 @@ type Broker struct {
 	fds       atomic.Int64                 // descriptors held for clients: connections, placeholders, passed sockets
 	fdLimit   int64                        // descriptors clients may hold in all (RLIMIT_NOFILE less the broker's own)
 	rlog      *logLimiter                  // per-request log lines, rate-limited per uid
+	why       string                       // why the enforcement mode in force was chosen
 	fair      *fairQueue                   // admits requests into service, round robin over uids
 	hints     [2]atomic.Pointer[placeHint] // TCP, UDP: recent reads of the dynamic range's socket tables
 
@@ -118,7 +120,7 @@ func New(cfg Config) (_ *Broker, err error) {
 	}
 	b.log.Info("portresd listening", "socket", cfg.Socket, "state", cfg.State,
 		"dynamic_tcp", b.dynString(portres.TCP), "dynamic_udp", b.dynString(portres.UDP),
-		"kernel_exclusion", b.sysctl != nil, "enforce", b.mode(), "admin_group", cfg.AdminGroup,
+		"kernel_exclusion", b.sysctl != nil, "enforce", b.mode(), "enforce_why", b.why, "admin_group", cfg.AdminGroup,
 		"unprivileged_port_start", b.privStart.Load(), "user_ports", b.cfg.Limits.UserPorts,
 		"user_reservations", b.cfg.Limits.UserReservations, "user_connections", b.cfg.Limits.UserConnections,
 		"fd_limit", b.fdLimit, "fd_reserve", b.cfg.Limits.FDReserve, "list_reserve", b.cfg.Limits.ListReserve)
@@ -242,23 +244,37 @@ func ownNetNS() (uint64, error) {
 // reservations, consume them and set the dynamic port range.
 func (b *Broker) mayAdmin(p *peer) bool { return p.uid == 0 || p.inGroup(b.adminGID) }
 
-// startGuard loads the eBPF bind guard in bpf mode; if the kernel or the
-// privileges do not allow it, the broker falls back to placeholders, out
-// loud.
+// startGuard loads the eBPF bind guard in bpf and auto mode. In auto
+// mode it first checks what the guard needs and, for each thing missing,
+// logs one line and keeps placeholders; in both modes a guard that fails
+// to load falls back to placeholders, out loud. b.why says why the mode
+// in force was chosen.
 func (b *Broker) startGuard() error {
 	switch b.cfg.Enforce {
 	case EnforceHold:
+		b.why = "placeholder sockets, as configured (--enforce hold)"
 		return nil
-	case EnforceBPF:
+	case EnforceBPF, EnforceAuto:
 	default:
-		return fmt.Errorf("portresd: unknown enforcement %q (want %s or %s)", b.cfg.Enforce, EnforceHold, EnforceBPF)
+		return fmt.Errorf("portresd: unknown enforcement %q (want %s, %s or %s)", b.cfg.Enforce, EnforceAuto, EnforceBPF, EnforceHold)
+	}
+	if b.cfg.Enforce == EnforceAuto {
+		if missing := bpfMissing(b.cfg.Cgroup); len(missing) > 0 {
+			for _, m := range missing {
+				b.log.Warn("enforce auto: the eBPF bind guard cannot be used; runtime blocks are held by placeholder sockets", "missing", m)
+			}
+			b.why = "placeholder sockets: the eBPF bind guard needs " + strings.Join(missing, "; ")
+			return nil
+		}
 	}
 	g, err := enforce.NewBindGuard(b.cfg.Cgroup)
 	if err != nil {
 		b.log.Warn("eBPF bind guard unavailable; falling back to placeholder sockets", "cgroup", b.cfg.Cgroup, "err", err)
+		b.why = fmt.Sprintf("placeholder sockets: the eBPF bind guard did not load: %v", err)
 		return nil
 	}
 	b.guard = g
+	b.why = fmt.Sprintf("eBPF bind guard on cgroup %s (--enforce %s)", b.cfg.Cgroup, b.cfg.Enforce)
 	if b.cfg.ReservedPorts == "-" {
 		b.log.Warn("bpf mode without ip_local_reserved_ports: runtime ports are not excluded from automatic assignment")
 	}

@@ -36,11 +36,13 @@ type Config struct {
 	// start-up as the default dynamic range.
 	PortRange string
 	// Enforce is how runtime reservations are kept from other processes:
-	// "hold" (the default) binds a placeholder socket on every free port
-	// and needs no privilege; "bpf" attaches a cgroup eBPF bind guard and
-	// adds the blocks to ip_local_reserved_ports: no descriptor per port
-	// and no window during a brokered bind, but it needs root and cgroup
-	// v2. If the guard cannot be loaded the broker says so and holds.
+	// "auto" (the default) is bpf where the broker may load and attach
+	// the guard, else hold, with one log line per missing requirement;
+	// "hold" binds a placeholder socket on every free port and needs no
+	// privilege; "bpf" attaches a cgroup eBPF bind guard and adds the
+	// blocks to ip_local_reserved_ports: no descriptor per port and no
+	// window during a brokered bind, but it needs root and cgroup v2. If
+	// the guard cannot be loaded the broker says so and holds.
 	Enforce string
 	// Cgroup is the cgroup v2 directory the bpf guard attaches to: its
 	// processes (all of them, for the root) are kept off guarded ports.
@@ -125,6 +127,7 @@ func (l *Limits) defaults(nofile int) {
 
 // Enforcement modes (Config.Enforce).
 const (
+	EnforceAuto = "auto"
 	EnforceHold = "hold"
 	EnforceBPF  = "bpf"
 )
@@ -150,7 +153,7 @@ func (c *Config) Defaults() {
 		c.PortRange = "/proc/sys/net/ipv4/ip_local_port_range"
 	}
 	if c.Enforce == "" {
-		c.Enforce = EnforceHold
+		c.Enforce = EnforceAuto
 	}
 	if c.Cgroup == "" {
 		c.Cgroup = enforce.DefaultCgroup()

@@ -39,10 +39,14 @@ func helperPersistentDaemon(args []string) int {
 	return serveDaemon(cfg, args[2])
 }
 
-// serveDaemon runs broker.Run with cfg, logging to logFile, until
+// serveDaemon runs broker.Run with cfg (placeholder enforcement unless it
+// says otherwise), logging to logFile, until
 // SIGTERM; it prints "ready" once the socket accepts connections, or
 // "error MSG" if the broker does not start.
 func serveDaemon(cfg broker.Config, logFile string) int {
+	if cfg.Enforce == "" {
+		cfg.Enforce = broker.EnforceHold
+	}
 	lf, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		fmt.Println("error", err)

@@ -1130,7 +1130,7 @@ func TestPersistentCorruptDatabaseRefused(t *testing.T) {
 	// A real portres database with a persistent block, then truncated.
 	ours := filepath.Join(dir, "ours.db")
 	{
-		cfg := broker.Config{Socket: filepath.Join(dir, "make.sock"), State: ours, ReservedPorts: "-"}
+		cfg := broker.Config{Socket: filepath.Join(dir, "make.sock"), State: ours, ReservedPorts: "-", Enforce: broker.EnforceHold}
 		cfg.Logger = quietLogger()
 		b, err := broker.New(cfg)
 		if err != nil {
@@ -1170,7 +1170,7 @@ func TestPersistentCorruptDatabaseRefused(t *testing.T) {
 			if err := os.WriteFile(state, tc.data, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			cfg := broker.Config{Socket: filepath.Join(dir, "portres.sock"), State: state, Logger: quietLogger()}
+			cfg := broker.Config{Socket: filepath.Join(dir, "portres.sock"), State: state, Logger: quietLogger(), Enforce: broker.EnforceHold}
 			b, err := broker.New(cfg)
 			if err == nil {
 				b.Close()

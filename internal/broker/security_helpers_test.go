@@ -166,6 +166,7 @@ type daemonConfig struct {
 	Limits                                broker.Limits
 	NoFile                                uint64
 	Sweep                                 time.Duration // 0: 50 ms
+	Enforce                               string        // "": hold
 }
 
 // helperDaemon is portresd in a process of its own, configured by its
@@ -184,7 +185,7 @@ func helperDaemon(args []string) int {
 		}
 	}
 	broker.SetMaxProcs() // as portresd does
-	return serveDaemon(broker.Config{Socket: dc.Socket, State: dc.State, ReservedPorts: dc.ReservedPorts, Limits: dc.Limits,
+	return serveDaemon(broker.Config{Socket: dc.Socket, State: dc.State, ReservedPorts: dc.ReservedPorts, Limits: dc.Limits, Enforce: dc.Enforce,
 		Sweep: cmp.Or(dc.Sweep, 50*time.Millisecond)}, dc.LogFile)
 }
 

@@ -23,7 +23,8 @@ type Broker struct {
 }
 
 // Start starts a broker in this process with its socket and state
-// in a fresh directory and a 50 ms sweep; mod may change the config first.
+// in a fresh directory, a 50 ms sweep and placeholder enforcement (tests
+// of the other modes say so in mod); mod may change the config first.
 // The broker is closed, and ip_local_reserved_ports emptied, when the
 // test ends. It skips the test unless running as root in a private netns.
 func Start(t testing.TB, mod func(*broker.Config)) *Broker {
@@ -31,10 +32,11 @@ func Start(t testing.TB, mod func(*broker.Config)) *Broker {
 	testutil.RequireRoot(t)
 	dir := testutil.Dir(t)
 	cfg := broker.Config{
-		Socket: filepath.Join(dir, "portres.sock"),
-		State:  filepath.Join(dir, "state.db"),
-		Sweep:  50 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Enforce: broker.EnforceHold,
+		Socket:  filepath.Join(dir, "portres.sock"),
+		State:   filepath.Join(dir, "state.db"),
+		Sweep:   50 * time.Millisecond,
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if testing.Verbose() {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -1,0 +1,72 @@
+package broker_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/portres/portres/internal/broker"
+	"github.com/portres/portres/internal/testbroker"
+	"github.com/portres/portres/internal/testutil"
+)
+
+// TestEnforceAutoPicksBPF: auto, the default, is the eBPF guard where the
+// broker may load and attach it (root, cgroup v2).
+func TestEnforceAutoPicksBPF(t *testing.T) {
+	cg, _ := testutil.Cgroup(t)
+	var cfg broker.Config
+	cfg.Defaults()
+	if cfg.Enforce != broker.EnforceAuto {
+		t.Errorf("default enforcement %q, want auto", cfg.Enforce)
+	}
+	var lines countWriter
+	b := testbroker.Start(t, func(c *broker.Config) {
+		c.Enforce, c.Cgroup, c.Logger = broker.EnforceAuto, cg, newCountLogger(&lines)
+	})
+	if b.Enforcement() != broker.EnforceBPF {
+		t.Fatalf("auto as root with a cgroup v2 chose %s; log:\n%s", b.Enforcement(), lines.text.String())
+	}
+	if lines.count("enforce=bpf") != 1 || lines.count("eBPF bind guard on cgroup") != 1 {
+		t.Errorf("the start-up line does not say bpf and why:\n%s", lines.text.String())
+	}
+}
+
+// TestEnforceAutoSaysWhyNot: where the guard cannot be used, auto holds
+// with placeholders and logs one line per missing requirement.
+func TestEnforceAutoSaysWhyNot(t *testing.T) {
+	// Root, but no cgroup v2 at --cgroup.
+	var lines countWriter
+	b := testbroker.Start(t, func(c *broker.Config) {
+		c.Enforce, c.Cgroup, c.Logger = broker.EnforceAuto, t.TempDir(), newCountLogger(&lines)
+	})
+	if b.Enforcement() != broker.EnforceHold || lines.count("cgroup v2 directory") != 2 { // the missing line and the start-up line
+		t.Errorf("auto without a cgroup v2 chose %s; log:\n%s", b.Enforcement(), lines.text.String())
+	}
+
+	// Not root: no CAP_BPF, no CAP_NET_ADMIN.
+	dir := testutil.Dir(t)
+	if err := os.Chown(dir, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	dc := daemonConfig{Socket: filepath.Join(dir, "portres.sock"), State: filepath.Join(dir, "state.db"), LogFile: filepath.Join(dir, "log"), Enforce: broker.EnforceAuto}
+	cfg, _ := json.Marshal(dc)
+	d := testutil.StartHelperAs(t, nobodyCred, "daemon", quickExit(), string(cfg))
+	if l := d.Line(10 * time.Second); l != "ready" {
+		t.Fatalf("daemon as uid %d: %s", nobody, l)
+	}
+	t.Cleanup(func() { d.Cmd.Process.Signal(syscall.SIGTERM); d.Wait() })
+	var log string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !strings.Contains(log, "portresd listening"); time.Sleep(10 * time.Millisecond) {
+		data, _ := os.ReadFile(dc.LogFile)
+		log = string(data)
+	}
+	for _, want := range []string{"missing=\"CAP_BPF", "missing=\"CAP_NET_ADMIN", "enforce=hold"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("a non-root broker in auto mode does not log %s:\n%s", want, log)
+		}
+	}
+}

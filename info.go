@@ -45,3 +45,13 @@ type Info struct {
 
 // MarshalText makes Proto a JSON string.
 func (p Proto) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// UnmarshalText reads "tcp" or "udp" (as ParseProto does).
+func (p *Proto) UnmarshalText(b []byte) error {
+	v, err := ParseProto(string(b))
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}

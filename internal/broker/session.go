@@ -303,6 +303,8 @@ func (b *Broker) handle(ctx context.Context, s *session, req *wire.Request, fds 
 		return one(b.dynamicShow(req))
 	case wire.OpDynamicSet:
 		return one(b.dynamicSet(s, req))
+	case wire.OpStatus:
+		return one(b.status())
 	}
 	return one(errf(portres.WSAEINVAL, "unknown operation %d", req.Op))
 }

@@ -32,11 +32,12 @@ const (
 	OpPersistentLookup               // Proto, Start, Count → Token
 	OpDynamicShow                    // Proto → Start, Count
 	OpDynamicSet                     // Proto, Start, Count
+	OpStatus                         // → Msg: the broker's status as JSON (portres.Status)
 	opMax
 )
 
 var opNames = [...]string{"", "acquire", "release", "associate", "bind", "show", "cancel",
-	"persistent create", "persistent delete", "persistent lookup", "dynamicport show", "dynamicport set"}
+	"persistent create", "persistent delete", "persistent lookup", "dynamicport show", "dynamicport set", "status"}
 
 // String returns the operation's name as used in error messages.
 func (o Op) String() string {

@@ -1,0 +1,79 @@
+package broker
+
+import (
+	"encoding/json"
+	"runtime/debug"
+
+	"github.com/portres/portres"
+	"github.com/portres/portres/internal/enforce"
+	"github.com/portres/portres/internal/wire"
+)
+
+// status answers OpStatus: the broker's state as JSON (portres.Status).
+// Counts are read a chunk at a time (walk).
+func (b *Broker) status() *wire.Response {
+	lim := b.cfg.Limits
+	st := portres.Status{
+		Version:               Version(),
+		Enforcement:           portres.EnforcementStatus{Mode: b.mode(), Requested: b.cfg.Enforce, Why: b.why},
+		KernelList:            portres.KernelListStatus{Path: b.cfg.ReservedPorts, Writable: b.sysctl != nil, MaxBytes: enforce.MaxReservedPortsWrite},
+		UnprivilegedPortStart: uint16(b.privStart.Load()),
+		Limits: portres.LimitsStatus{UserPorts: lim.UserPorts, UserReservations: lim.UserReservations,
+			UserConnections: lim.UserConnections, UserRate: lim.UserRate, FDReserve: lim.FDReserve, ListReserve: lim.ListReserve},
+	}
+	if b.sysctl != nil {
+		if list, err := b.sysctl.Read(); err == nil {
+			st.KernelList.Bytes = enforce.ListLen(list)
+		}
+	}
+	b.mu.Lock()
+	for _, proto := range []portres.Proto{portres.TCP, portres.UDP} {
+		lo, hi := b.pools[proto].Dynamic()
+		st.Dynamic = append(st.Dynamic, portres.DynamicRange{Proto: proto, Start: lo, End: hi})
+	}
+	st.Counts.Clients, st.Counts.Users = len(b.sessions), len(b.users)
+	b.mu.Unlock()
+	st.Counts.FDs, st.Counts.FDLimit = b.fds.Load(), b.fdLimit
+	b.walk(func(rv *resv) {
+		if rv.pending {
+			return
+		}
+		if rv.kind == wire.KindPersistent {
+			st.Counts.Persistent++
+		} else {
+			st.Counts.Runtime++
+		}
+		st.Counts.Ports += int(rv.r.Block.Count)
+		for _, fd := range rv.holders {
+			if fd >= 0 {
+				st.Counts.Placeholders++
+			}
+		}
+	})
+	data, err := json.Marshal(st)
+	if err != nil {
+		return errf(portres.WSAEINVAL, "status: %v", err)
+	}
+	return &wire.Response{Msg: string(data)}
+}
+
+// Version is portresd's module version and VCS revision, from the build
+// information ("(devel)" for a build outside a module release).
+func Version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			v += " " + s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				v += " (modified)"
+			}
+		}
+	}
+	return v
+}

@@ -273,7 +273,7 @@ func (b *Broker) removeLocked(rv *resv) {
 	b.refundLocked(rv)
 	if rv.admitted {
 		b.exclMu.Lock()
-		delete(b.excl, rv)
+		b.coverOf(rv).Remove(rv.block().Start, uint16(rv.block().End()))
 		b.exclMu.Unlock()
 	}
 	rv.closeHolders()

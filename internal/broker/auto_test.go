@@ -28,10 +28,10 @@ func TestEnforceAutoPicksBPF(t *testing.T) {
 		c.Enforce, c.Cgroup, c.Logger = broker.EnforceAuto, cg, newCountLogger(&lines)
 	})
 	if b.Enforcement() != broker.EnforceBPF {
-		t.Fatalf("auto as root with a cgroup v2 chose %s; log:\n%s", b.Enforcement(), lines.text.String())
+		t.Fatalf("auto as root with a cgroup v2 chose %s; log:\n%s", b.Enforcement(), lines.String())
 	}
 	if lines.count("enforce=bpf") != 1 || lines.count("eBPF bind guard on cgroup") != 1 {
-		t.Errorf("the start-up line does not say bpf and why:\n%s", lines.text.String())
+		t.Errorf("the start-up line does not say bpf and why:\n%s", lines.String())
 	}
 }
 
@@ -44,7 +44,7 @@ func TestEnforceAutoSaysWhyNot(t *testing.T) {
 		c.Enforce, c.Cgroup, c.Logger = broker.EnforceAuto, t.TempDir(), newCountLogger(&lines)
 	})
 	if b.Enforcement() != broker.EnforceHold || lines.count("cgroup v2 directory") != 2 { // the missing line and the start-up line
-		t.Errorf("auto without a cgroup v2 chose %s; log:\n%s", b.Enforcement(), lines.text.String())
+		t.Errorf("auto without a cgroup v2 chose %s; log:\n%s", b.Enforcement(), lines.String())
 	}
 
 	// Not root: no CAP_BPF, no CAP_NET_ADMIN.

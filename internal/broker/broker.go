@@ -49,8 +49,10 @@ type Broker struct {
 	sweepMu  sync.Mutex // one sweep at a time; taken before mu
 	recorded *string    // the sysctl claim last stored, formatted; nil: unknown
 
-	exclMu sync.Mutex         // guards excl; taken inside mu or sysctlMu, never around them
-	excl   map[*resv]struct{} // admitted excluded blocks: what the kernel list holds for portres
+	exclMu sync.Mutex // guards the covers; taken inside mu or sysctlMu, never around them
+	// adminCover and userCover count the admitted excluded blocks (what
+	// the kernel list holds for portres) of admins and of other users.
+	adminCover, userCover enforce.Cover
 
 	mu       sync.Mutex // guards everything below
 	pools    map[portres.Proto]*pool.Pool
@@ -73,7 +75,7 @@ func New(cfg Config) (_ *Broker, err error) {
 	cfg.Defaults()
 	b := &Broker{cfg: cfg, log: cfg.Logger, adminGID: -1, stop: make(chan struct{}),
 		pools: map[portres.Proto]*pool.Pool{}, byToken: map[pool.Token]*resv{}, sessions: map[*session]struct{}{},
-		users: map[uint32]*usage{}, excl: map[*resv]struct{}{}, bound: map[portres.Proto]span{}}
+		users: map[uint32]*usage{}, bound: map[portres.Proto]span{}}
 	b.rlog = newLogLimiter(b.log)
 	b.fair = newFairQueue(inService)
 	defer func() {
@@ -140,7 +142,13 @@ func Run(ctx context.Context, cfg Config) error {
 
 // Serve accepts clients until ctx is done or Close is called.
 func (b *Broker) Serve(ctx context.Context) error {
-	b.wg.Add(1)
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.wg.Add(1) // under mu: never concurrent with Close's Wait
+	b.mu.Unlock()
 	go b.sweeper()
 	go func() {
 		select {

@@ -366,6 +366,13 @@ func (w *countWriter) Write(p []byte) (int, error) {
 	return w.text.Write(p)
 }
 
+// String returns everything written so far.
+func (w *countWriter) String() string {
+	w.lock()
+	defer w.unlock()
+	return w.text.String()
+}
+
 func (w *countWriter) count(msg string) int {
 	w.lock()
 	defer w.unlock()

@@ -47,7 +47,7 @@ func (b *Broker) loadState() error {
 			return fmt.Errorf("portresd: restore persistent %s %d+%d: %w", proto, p.Start, p.Count, err)
 		}
 		b.byToken[rv.r.Token] = rv
-		b.excl[rv] = struct{}{}
+		b.adminCover.Add(p.Start, uint16(int(p.Start)+int(p.Count)-1))
 	}
 	b.initSysctl()
 	return nil
@@ -127,26 +127,19 @@ func (b *Broker) applySysctl(add *resv) error {
 	}
 	b.sysctlMu.Lock()
 	defer b.sysctlMu.Unlock()
-	var first, users []enforce.Range
-	collect := func(rv *resv) {
-		blk := rv.block()
-		r := enforce.Range{Lo: blk.Start, Hi: uint16(blk.End())}
-		if rv.admin {
-			first = append(first, r)
-		} else {
-			users = append(users, r)
-		}
-	}
 	b.exclMu.Lock()
-	for rv := range b.excl {
-		collect(rv)
-	}
+	firstBits, allBits := b.adminCover.Bits(), b.userCover.Bits()
 	b.exclMu.Unlock()
 	if add != nil {
-		collect(add)
+		blk := add.block()
+		if add.admin {
+			firstBits.Set(blk.Start, uint16(blk.End()))
+		} else {
+			allBits.Set(blk.Start, uint16(blk.End()))
+		}
 	}
-	first = enforce.MergeRanges(first)
-	want := enforce.UnionRanges(first, users)
+	allBits.Or(&firstBits)
+	first, want := firstBits.Ranges(), allBits.Ranges()
 	check := func(foreign []enforce.Range) error {
 		if n := enforce.ListLen(enforce.UnionRanges(foreign, first)); n > enforce.MaxReservedPortsWrite {
 			return fmt.Errorf("%w: it would take %d bytes of the %d one write can hold", errListFull, n, enforce.MaxReservedPortsWrite)
@@ -174,11 +167,19 @@ func (b *Broker) applySysctl(add *resv) error {
 	b.sysctlOK.Store(err == nil)
 	if err == nil && add != nil {
 		b.exclMu.Lock()
-		b.excl[add] = struct{}{}
+		b.coverOf(add).Add(add.block().Start, uint16(add.block().End()))
 		add.admitted = true
 		b.exclMu.Unlock()
 	}
 	return err
+}
+
+// coverOf is the cover rv's block counts in. Caller holds exclMu.
+func (b *Broker) coverOf(rv *resv) *enforce.Cover {
+	if rv.admin {
+		return &b.adminCover
+	}
+	return &b.userCover
 }
 
 // exclude puts rv, a new persistent, delegated or guarded block, into the

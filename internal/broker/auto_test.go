@@ -59,11 +59,7 @@ func TestEnforceAutoSaysWhyNot(t *testing.T) {
 		t.Fatalf("daemon as uid %d: %s", nobody, l)
 	}
 	t.Cleanup(func() { d.Cmd.Process.Signal(syscall.SIGTERM); d.Wait() })
-	var log string
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !strings.Contains(log, "portresd listening"); time.Sleep(10 * time.Millisecond) {
-		data, _ := os.ReadFile(dc.LogFile)
-		log = string(data)
-	}
+	log := daemonLog(dc.LogFile)
 	for _, want := range []string{"missing=\"CAP_BPF", "missing=\"CAP_NET_ADMIN", "enforce=hold"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("a non-root broker in auto mode does not log %s:\n%s", want, log)

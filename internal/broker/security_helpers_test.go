@@ -167,6 +167,7 @@ type daemonConfig struct {
 	NoFile                                uint64
 	Sweep                                 time.Duration // 0: 50 ms
 	Enforce                               string        // "": hold
+	Cgroup                                string        // bpf mode: where the guard attaches
 }
 
 // helperDaemon is portresd in a process of its own, configured by its
@@ -185,11 +186,23 @@ func helperDaemon(args []string) int {
 		}
 	}
 	broker.SetMaxProcs() // as portresd does
-	return serveDaemon(broker.Config{Socket: dc.Socket, State: dc.State, ReservedPorts: dc.ReservedPorts, Limits: dc.Limits, Enforce: dc.Enforce,
+	return serveDaemon(broker.Config{Socket: dc.Socket, State: dc.State, ReservedPorts: dc.ReservedPorts, Limits: dc.Limits, Enforce: dc.Enforce, Cgroup: dc.Cgroup,
 		Sweep: cmp.Or(dc.Sweep, 50*time.Millisecond)}, dc.LogFile)
 }
 
 // newCountLogger logs text records to w at debug level.
 func newCountLogger(w *countWriter) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// daemonLog returns a test daemon's log once it holds the start-up line
+// (the socket accepts before New logs it), or after 5 s.
+func daemonLog(path string) string {
+	var log []byte
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if log, _ = os.ReadFile(path); strings.Contains(string(log), "portresd listening") {
+			break
+		}
+	}
+	return string(log)
 }

@@ -328,14 +328,8 @@ func TestNonRootBrokerIsTruthful(t *testing.T) {
 		t.Fatalf("daemon as uid %d: %s", nobody, l)
 	}
 	t.Cleanup(func() { d.Cmd.Process.Signal(syscall.SIGTERM); d.Wait() })
-	var log []byte
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		// The socket accepts before New logs its start-up line.
-		if log, _ = os.ReadFile(dc.LogFile); strings.Contains(string(log), "portresd listening") {
-			break
-		}
-	}
-	if !strings.Contains(string(log), "kernel_exclusion=false") || !strings.Contains(string(log), "kernel exclusion unavailable") {
+	log := daemonLog(dc.LogFile)
+	if !strings.Contains(log, "kernel_exclusion=false") || !strings.Contains(log, "kernel exclusion unavailable") {
 		t.Errorf("a non-root broker's log does not say kernel exclusion is off:\n%s", log)
 	}
 	ctx := context.Background()

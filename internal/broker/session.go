@@ -231,10 +231,14 @@ func (s *session) serve(ctx context.Context, j job) []*wire.Response {
 			return []*wire.Response{errf(portres.WSA_OPERATION_ABORTED, "cancelled while paced to the per-user request rate")}
 		}
 	}
-	if !s.b.fair.enter(ctx, s.peer.uid) {
+	limit := max(1, inService-1) // a slot is always left to other uids
+	if s.admin {
+		limit = inService
+	}
+	if !s.b.fair.enter(ctx, s.peer.uid, limit) {
 		return []*wire.Response{errf(portres.WSA_OPERATION_ABORTED, "cancelled while waiting for its turn")}
 	}
-	defer s.b.fair.leave()
+	defer s.b.fair.leave(s.peer.uid)
 	return s.b.handle(ctx, s, j.req, j.fds)
 }
 

@@ -266,7 +266,7 @@ func (b *Broker) endSession(s *session) {
 	excluded := false
 	for rv := range s.resvs {
 		gone = append(gone, rv)
-		excluded = excluded || rv.excluded()
+		excluded = excluded || rv.admitted
 		b.removeLocked(rv)
 	}
 	s.use.conns--

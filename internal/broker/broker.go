@@ -45,9 +45,11 @@ type Broker struct {
 	fair      *fairQueue                   // admits requests into service, round robin over uids
 	hints     [2]atomic.Pointer[placeHint] // TCP, UDP: recent reads of the dynamic range's socket tables
 
-	sysctlMu sync.Mutex // serializes sysctl updates; taken before mu
-	sweepMu  sync.Mutex // one sweep at a time; taken before mu
-	recorded *string    // the sysctl claim last stored, formatted; nil: unknown
+	sysctlMu   sync.Mutex   // serializes sysctl writes; taken before mu
+	sysctlQMu  sync.Mutex   // guards sysctlNext
+	sysctlNext *sysctlBatch // changes waiting for the next write
+	sweepMu    sync.Mutex   // one sweep at a time; taken before mu
+	recorded   *string      // the sysctl claim last stored, formatted; nil: unknown
 
 	exclMu sync.Mutex // guards the covers; taken inside mu or sysctlMu, never around them
 	// adminCover and userCover count the admitted excluded blocks (what

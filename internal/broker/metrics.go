@@ -53,11 +53,20 @@ func newMetrics(b *Broker) *metrics {
 		Name: "portres_socket_table_reads_total",
 		Help: "Reads of one protocol's kernel socket tables (netlink sock_diag): a sweep makes one per protocol.",
 	})
+	listWrites := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "portres_kernel_list_writes_total",
+		Help: "Writes of ip_local_reserved_ports; changes that arrive together share one.",
+	}, func() float64 {
+		if b.sysctl == nil {
+			return 0
+		}
+		return float64(b.sysctl.Writes())
+	})
 	logDropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "portres_log_dropped_total",
 		Help: "Log lines caused by clients that the per-uid and global log rate limits dropped.",
 	}, func() float64 { return float64(b.rlog.Dropped()) })
-	m.reg.MustRegister(m.requests, m.latency, m.sweeps, m.refused, m.reads, logDropped, stateCollector{b},
+	m.reg.MustRegister(m.requests, m.latency, m.sweeps, m.refused, m.reads, listWrites, logDropped, stateCollector{b},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,4 +119,37 @@ func scrape(t *testing.T, b *testbroker.Broker, metric string) float64 {
 	}
 	t.Fatalf("no %s in /metrics", metric)
 	return 0
+}
+
+// TestKernelListWritesCoalesce: kernel-list changes that arrive together
+// share a write (each used to write, read back and record the list under
+// one lock, one after the other).
+func TestKernelListWritesCoalesce(t *testing.T) {
+	b := testbroker.Start(t, func(c *broker.Config) { c.Metrics = "127.0.0.1:0" })
+	ctx := context.Background()
+	before := scrape(t, b, "portres_kernel_list_writes_total")
+	const clients, each = 16, 10
+	var wg sync.WaitGroup
+	for i := 0; i < clients; i++ {
+		c := b.Dial(t)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < each; j++ {
+				if _, err := c.AcquireDelegated(ctx, portres.UDP, 0, 1); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	writes := scrape(t, b, "portres_kernel_list_writes_total") - before
+	if writes >= clients*each {
+		t.Errorf("%v writes for %d concurrent delegated acquires: none shared", writes, clients*each)
+	}
+	t.Logf("%v writes for %d acquires", writes, clients*each)
+	if list := reservedNow(t); len(list) == 0 {
+		t.Error("the delegated blocks are not in the kernel list")
+	}
 }

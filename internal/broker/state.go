@@ -108,70 +108,130 @@ func (b *Broker) initSysctl() {
 // kernel's reserved-port list.
 var errListFull = errors.New("no room in the kernel's reserved-port list")
 
+// sysctlBatch is a set of kernel-list changes written together: the
+// blocks to admit, and the callers waiting for the write.
+type sysctlBatch struct {
+	adds []*resv
+	errs map[*resv]error // per block refused for want of room
+	err  error           // the write's own failure, for everyone
+	done chan struct{}
+}
+
 // applySysctl makes portres's entries in ip_local_reserved_ports exactly
 // the admitted excluded blocks (persistent, delegated, and guarded ones in
-// bpf mode), plus add if not nil, which it admits on success. What
-// portres may have added (never a foreign entry) is recorded in the store
-// before the kernel is written, and the exact set after, so a crash at any
-// point neither orphans portres's entries nor claims foreign ones.
+// bpf mode), plus add if not nil, which it admits on success. Changes
+// that arrive while a write is under way are written together by the
+// next one (group commit): a caller returns once a write that includes
+// its change is done. What portres may have added (never a foreign entry)
+// is recorded before the kernel is written, and the exact set after, so a
+// crash at any point neither orphans portres's entries nor claims foreign
+// ones.
 //
 // The list takes at most enforce.MaxReservedPortsWrite bytes in one
 // write. Blocks of root and the admin group (persistent ones among them)
 // come first and may use all of it; blocks of other users may only use
 // what leaves Limits.ListReserve bytes free, so no user can crowd a
 // persistent block out. A block that does not fit is refused (an error
-// wrapping errListFull) and nothing is written: never half-protected.
+// wrapping errListFull) and left out: never half-protected.
 func (b *Broker) applySysctl(add *resv) error {
 	if b.sysctl == nil {
 		return nil
 	}
-	b.sysctlMu.Lock()
-	defer b.sysctlMu.Unlock()
-	b.exclMu.Lock()
-	firstBits, allBits := b.adminCover.Bits(), b.userCover.Bits()
-	b.exclMu.Unlock()
-	if add != nil {
-		blk := add.block()
-		if add.admin {
-			firstBits.Set(blk.Start, uint16(blk.End()))
-		} else {
-			allBits.Set(blk.Start, uint16(blk.End()))
-		}
+	b.sysctlQMu.Lock()
+	bt := b.sysctlNext
+	leader := bt == nil
+	if leader {
+		bt = &sysctlBatch{errs: map[*resv]error{}, done: make(chan struct{})}
+		b.sysctlNext = bt
 	}
-	allBits.Or(&firstBits)
-	first, want := firstBits.Ranges(), allBits.Ranges()
-	check := func(foreign []enforce.Range) error {
-		if n := enforce.ListLen(enforce.UnionRanges(foreign, first)); n > enforce.MaxReservedPortsWrite {
-			return fmt.Errorf("%w: it would take %d bytes of the %d one write can hold", errListFull, n, enforce.MaxReservedPortsWrite)
+	if add != nil {
+		bt.adds = append(bt.adds, add)
+	}
+	b.sysctlQMu.Unlock()
+	if leader {
+		b.sysctlMu.Lock() // the previous batch's write; changes gather meanwhile
+		b.sysctlQMu.Lock()
+		b.sysctlNext = nil
+		b.sysctlQMu.Unlock()
+		b.writeBatch(bt)
+		b.sysctlMu.Unlock()
+		close(bt.done)
+	} else {
+		<-bt.done
+	}
+	if err := bt.errs[add]; err != nil {
+		return err
+	}
+	return bt.err
+}
+
+// writeBatch admits bt's blocks in order, each only if the list still
+// fits its owner's share, and writes the list once. Caller holds
+// sysctlMu.
+func (b *Broker) writeBatch(bt *sysctlBatch) {
+	var admitted []*resv
+	plan := func(foreign []enforce.Range) ([]enforce.Range, error) {
+		admitted = admitted[:0]
+		clear(bt.errs)
+		b.exclMu.Lock()
+		first, users := b.adminCover.Bits(), b.userCover.Bits()
+		b.exclMu.Unlock()
+		for _, add := range bt.adds {
+			f, u := first, users
+			blk := add.block()
+			if add.admin {
+				f.Set(blk.Start, uint16(blk.End()))
+			} else {
+				u.Set(blk.Start, uint16(blk.End()))
+			}
+			if err := b.listFits(foreign, &f, &u, add.admin); err != nil {
+				bt.errs[add] = err
+				continue
+			}
+			first, users = f, u
+			admitted = append(admitted, add)
 		}
-		if add == nil || add.admin {
-			return nil
-		}
-		limit := enforce.MaxReservedPortsWrite - b.cfg.Limits.ListReserve
-		if n := enforce.ListLen(enforce.UnionRanges(foreign, want)); n > limit {
-			return fmt.Errorf("%w: it would take %d bytes; blocks of unprivileged users may fill %d of its %d (%d kept for persistent reservations and admins: portresd --list-reserve)",
-				errListFull, n, limit, enforce.MaxReservedPortsWrite, b.cfg.Limits.ListReserve)
-		}
-		return nil
+		users.Or(&first)
+		return users.Ranges(), nil
 	}
 	boot := bootID()
-	err := b.sysctl.Update(want, check, func(claim []enforce.Range) error {
+	err := b.sysctl.Update(plan, func(claim []enforce.Range) error {
 		return b.recordSysctl(claim, boot)
 	})
-	if errors.Is(err, errListFull) {
-		return err // nothing written; the list is as it was
-	}
 	if serr := b.recordSysctl(b.sysctl.Added(), boot); serr != nil && err == nil {
 		err = fmt.Errorf("record sysctl entries: %w", serr)
 	}
 	b.sysctlOK.Store(err == nil)
-	if err == nil && add != nil {
-		b.exclMu.Lock()
+	bt.err = err
+	if err != nil {
+		return
+	}
+	b.exclMu.Lock()
+	for _, add := range admitted {
 		b.coverOf(add).Add(add.block().Start, uint16(add.block().End()))
 		add.admitted = true
-		b.exclMu.Unlock()
 	}
-	return err
+	b.exclMu.Unlock()
+}
+
+// listFits checks the list planned from foreign entries, admins' ports
+// first and every block's ports all: admins' blocks may fill the whole
+// write, other users' must leave Limits.ListReserve bytes.
+func (b *Broker) listFits(foreign []enforce.Range, first, users *enforce.Bitmap, admin bool) error {
+	if n := enforce.ListLen(enforce.UnionRanges(foreign, first.Ranges())); n > enforce.MaxReservedPortsWrite {
+		return fmt.Errorf("%w: it would take %d bytes of the %d one write can hold", errListFull, n, enforce.MaxReservedPortsWrite)
+	}
+	if admin {
+		return nil
+	}
+	all := *users
+	all.Or(first)
+	limit := enforce.MaxReservedPortsWrite - b.cfg.Limits.ListReserve
+	if n := enforce.ListLen(enforce.UnionRanges(foreign, all.Ranges())); n > limit {
+		return fmt.Errorf("%w: it would take %d bytes; blocks of unprivileged users may fill %d of its %d (%d kept for persistent reservations and admins: portresd --list-reserve)",
+			errListFull, n, limit, enforce.MaxReservedPortsWrite, b.cfg.Limits.ListReserve)
+	}
+	return nil
 }
 
 // coverOf is the cover rv's block counts in. Caller holds exclMu.

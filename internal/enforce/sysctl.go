@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -48,8 +49,9 @@ var (
 type ReservedPorts struct {
 	path string
 
-	mu    sync.Mutex
-	added []Range
+	mu     sync.Mutex
+	added  []Range
+	writes atomic.Uint64
 
 	// write performs the single write(); a seam for tests.
 	write func(path string, b []byte) (int, error)
@@ -61,6 +63,9 @@ type ReservedPorts struct {
 func NewReservedPorts(path string, added []Range) *ReservedPorts {
 	return &ReservedPorts{path: path, added: MergeRanges(added), write: writeOnce}
 }
+
+// Writes returns how many times r has written the kernel list.
+func (r *ReservedPorts) Writes() uint64 { return r.writes.Load() }
 
 // Path returns the sysctl file r manages.
 func (r *ReservedPorts) Path() string { return r.path }
@@ -120,15 +125,16 @@ func (r *ReservedPorts) Apply(want []Range) error { return r.ApplyRecorded(want,
 // a later delete would remove) nor leave portres's entries unclaimed. An
 // error from record aborts before anything is written.
 func (r *ReservedPorts) ApplyRecorded(want []Range, record func(claim []Range) error) error {
-	return r.Update(want, nil, record)
+	return r.Update(func([]Range) ([]Range, error) { return want, nil }, record)
 }
 
-// Update is ApplyRecorded with an admission check: check (if not nil) is
-// given the foreign entries read from the kernel before anything is
-// recorded or written, and an error from it aborts the update, which then
-// returns that error unchanged. The broker uses it to keep the list's
-// 4 KiB shared fairly (ListLen tells what a list costs).
-func (r *ReservedPorts) Update(want []Range, check func(foreign []Range) error, record func(claim []Range) error) error {
+// Update is ApplyRecorded with the list planned from what the kernel
+// holds: plan is given the foreign entries read from the kernel and
+// returns the entries portres wants; an error from it aborts the update,
+// which then returns that error unchanged and writes nothing. The broker
+// uses it to admit blocks into the list's 4 KiB fairly (ListLen tells what
+// a list costs) and to write several changes at once.
+func (r *ReservedPorts) Update(plan func(foreign []Range) ([]Range, error), record func(claim []Range) error) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k, err := r.Read()
@@ -137,10 +143,9 @@ func (r *ReservedPorts) Update(want []Range, check func(foreign []Range) error, 
 	}
 	k = MergeRanges(k)
 	foreign := SubtractRanges(k, r.added)
-	if check != nil {
-		if err := check(foreign); err != nil {
-			return err
-		}
+	want, err := plan(foreign)
+	if err != nil {
+		return err
 	}
 	newList := UnionRanges(foreign, want)
 	newAdded := SubtractRanges(want, foreign)
@@ -158,6 +163,7 @@ func (r *ReservedPorts) Update(want []Range, check func(foreign []Range) error, 
 		return r.opError("write", fmt.Errorf("%w: %d bytes for %d ranges, limit %d",
 			ErrListTooLong, len(text), len(newList), MaxReservedPortsWrite))
 	}
+	r.writes.Add(1)
 	n, werr := r.write(r.path, []byte(text))
 	if werr != nil && n <= 0 {
 		return r.opError("write", werr)

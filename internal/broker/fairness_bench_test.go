@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/portres/portres"
+	"github.com/portres/portres/internal/broker"
 	"github.com/portres/portres/internal/testutil"
 	"golang.org/x/sys/unix"
 )
@@ -155,6 +156,10 @@ func BenchmarkFairness(b *testing.B) {
 	testutil.RequireRoot(b)
 	dir := testutil.Dir(b)
 	dc := daemonConfig{Socket: filepath.Join(dir, "portres.sock"), State: filepath.Join(dir, "state.db"), LogFile: filepath.Join(dir, "log"), Sweep: time.Second}
+	if mode := os.Getenv("BENCH_ENFORCE"); mode == broker.EnforceBPF { // default: hold
+		dc.Enforce = mode
+		dc.Cgroup, _ = testutil.Cgroup(b)
+	}
 	cfg, _ := json.Marshal(dc)
 	d := testutil.StartHelper(b, "daemon", append(quickExit(), os.Getenv("BENCH_DAEMON_ENV")), string(cfg))
 	if l := d.Line(10 * time.Second); l != "ready" {

@@ -114,9 +114,7 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 		b.mu.Lock()
 		b.removeLocked(rv)
 		b.mu.Unlock()
-		if rv.admitted {
-			b.applySysctlLogged("failed acquire")
-		}
+		b.unlist(rv, "failed acquire")
 		switch {
 		case ctx.Err() != nil:
 			return errf(portres.WSA_OPERATION_ABORTED, "acquire of %s %s aborted: the request was cancelled or the connection closed", proto, blk)
@@ -273,7 +271,7 @@ func (b *Broker) removeLocked(rv *resv) {
 	b.refundLocked(rv)
 	if rv.admitted {
 		b.exclMu.Lock()
-		b.coverOf(rv).Remove(rv.block().Start, uint16(rv.block().End()))
+		b.coverOf(rv).Remove(rv.listed())
 		b.exclMu.Unlock()
 	}
 	rv.closeHolders()
@@ -299,9 +297,7 @@ func (b *Broker) release(s *session, req *wire.Request) *wire.Response {
 	}
 	b.removeLocked(rv)
 	b.mu.Unlock()
-	if rv.admitted {
-		b.applySysctlLogged("release")
-	}
+	b.unlist(rv, "release")
 	blk := rv.block()
 	return &wire.Response{Token: req.Token, Proto: uint8(rv.proto), Start: blk.Start, Count: blk.Count}
 }

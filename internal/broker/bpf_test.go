@@ -9,6 +9,7 @@ import (
 
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/broker"
+	"github.com/portres/portres/internal/enforce"
 	"github.com/portres/portres/internal/testbroker"
 	"github.com/portres/portres/internal/testutil"
 )
@@ -56,4 +57,41 @@ func TestBPFEnforcement(t *testing.T) {
 		t.Errorf("after release: %q, want the port bindable again", l)
 	}
 	after.Wait()
+}
+
+// TestBPFListChunks: in bpf mode a runtime block goes into
+// ip_local_reserved_ports as its 64-port chunk; a block inside a listed
+// chunk costs no write of the list, and a release leaves it listed until
+// the next sweep takes it out.
+func TestBPFListChunks(t *testing.T) {
+	cg, _ := testutil.Cgroup(t)
+	b := testbroker.Start(t, func(c *broker.Config) {
+		c.Enforce, c.Cgroup, c.Metrics, c.Sweep = broker.EnforceBPF, cg, "127.0.0.1:0", 200*time.Millisecond
+	})
+	if b.Enforcement() != broker.EnforceBPF {
+		t.Skip("the eBPF bind guard did not load here (the broker fell back to placeholders); see its log")
+	}
+	ctx := context.Background()
+	c := b.Dial(t)
+	r, err := c.Acquire(ctx, portres.TCP, 50001, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantReserved(t, "49984-50047")
+	writes := scrape(t, b, "portres_kernel_list_writes_total")
+	r2, err := c.Acquire(ctx, portres.UDP, 50010, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := scrape(t, b, "portres_kernel_list_writes_total"); w != writes {
+		t.Errorf("a block inside a listed chunk wrote the list %v times", w-writes)
+	}
+	r.Release(ctx)
+	r2.Release(ctx)
+	wantReserved(t, "49984-50047") // until the sweep
+	deadline := time.Now().Add(3 * time.Second)
+	for enforce.FormatRanges(reservedNow(t)) != "" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	wantReserved(t, "")
 }

@@ -55,6 +55,8 @@ type Broker struct {
 	// adminCover and userCover count the admitted excluded blocks (what
 	// the kernel list holds for portres) of admins and of other users.
 	adminCover, userCover enforce.Cover
+	written               enforce.Bitmap // portres's entries as last written (empty: unknown)
+	listDirty             atomic.Bool    // released guarded blocks wait for the next write
 
 	mu       sync.Mutex // guards everything below
 	pools    map[portres.Proto]*pool.Pool

@@ -32,6 +32,23 @@ type resv struct {
 
 func (rv *resv) block() pool.Block { return rv.r.Block }
 
+// listChunk is the alignment guarded blocks are listed in
+// ip_local_reserved_ports with: a wildcard acquire next to a listed block
+// then needs no write of the kernel list.
+const listChunk = 64
+
+// listed is the range rv takes in ip_local_reserved_ports: its block, or
+// for a block kept by the bpf guard, the block widened to listChunk
+// alignment (the list only keeps ports from automatic assignment, and
+// the guard alone decides explicit binds).
+func (rv *resv) listed() (lo, hi uint16) {
+	blk := rv.block()
+	if !rv.guarded {
+		return blk.Start, uint16(blk.End())
+	}
+	return blk.Start &^ (listChunk - 1), uint16(min(blk.End()|(listChunk-1), 65535))
+}
+
 // holds reports whether free ports of rv carry placeholder sockets.
 func (rv *resv) holds() bool { return rv.kind == wire.KindRuntime && !rv.delegated && !rv.guarded }
 

@@ -263,10 +263,8 @@ func (b *Broker) endSession(s *session) {
 	b.mu.Lock()
 	delete(b.sessions, s)
 	gone := make([]*resv, 0, len(s.resvs))
-	excluded := false
 	for rv := range s.resvs {
 		gone = append(gone, rv)
-		excluded = excluded || rv.admitted
 		b.removeLocked(rv)
 	}
 	s.use.conns--
@@ -276,8 +274,12 @@ func (b *Broker) endSession(s *session) {
 	for _, rv := range gone {
 		b.rlog.Log(s.peer.uid, slog.LevelInfo, "released on disconnect", "proto", rv.proto, "block", rv.block().String(), "pid", s.peer.pid)
 	}
-	if excluded {
-		b.applySysctlLogged("disconnect")
+	for _, rv := range gone {
+		if rv.admitted && !rv.guarded {
+			b.applySysctlLogged("disconnect") // one write takes them all
+			return
+		}
+		b.unlist(rv, "disconnect")
 	}
 }
 

@@ -48,7 +48,7 @@ func (b *Broker) loadState() error {
 			return fmt.Errorf("portresd: restore persistent %s %d+%d: %w", proto, p.Start, p.Count, err)
 		}
 		b.byToken[rv.r.Token] = rv
-		b.adminCover.Add(p.Start, uint16(int(p.Start)+int(p.Count)-1))
+		b.adminCover.Add(rv.listed())
 	}
 	b.initSysctl()
 	return nil
@@ -138,6 +138,18 @@ func (b *Broker) applySysctl(add *resv) error {
 	if b.sysctl == nil {
 		return nil
 	}
+	if add != nil && add.guarded {
+		// Inside a chunk the list already holds: nothing to write.
+		lo, hi := add.listed()
+		b.exclMu.Lock()
+		if b.written.Covers(lo, hi) {
+			b.coverOf(add).Add(lo, hi)
+			add.admitted = true
+			b.exclMu.Unlock()
+			return nil
+		}
+		b.exclMu.Unlock()
+	}
 	b.sysctlQMu.Lock()
 	bt := b.sysctlNext
 	leader := bt == nil
@@ -171,6 +183,7 @@ func (b *Broker) applySysctl(add *resv) error {
 // sysctlMu.
 func (b *Broker) writeBatch(bt *sysctlBatch) {
 	var admitted []*resv
+	var planned enforce.Bitmap
 	plan := func(foreign []enforce.Range) ([]enforce.Range, error) {
 		admitted = admitted[:0]
 		clear(bt.errs)
@@ -179,11 +192,11 @@ func (b *Broker) writeBatch(bt *sysctlBatch) {
 		b.exclMu.Unlock()
 		for _, add := range bt.adds {
 			f, u := first, users
-			blk := add.block()
+			lo, hi := add.listed()
 			if add.admin {
-				f.Set(blk.Start, uint16(blk.End()))
+				f.Set(lo, hi)
 			} else {
-				u.Set(blk.Start, uint16(blk.End()))
+				u.Set(lo, hi)
 			}
 			if err := b.listFits(foreign, &f, &u, add.admin); err != nil {
 				bt.errs[add] = err
@@ -193,6 +206,7 @@ func (b *Broker) writeBatch(bt *sysctlBatch) {
 			admitted = append(admitted, add)
 		}
 		users.Or(&first)
+		planned = users
 		return users.Ranges(), nil
 	}
 	boot := bootID()
@@ -204,15 +218,17 @@ func (b *Broker) writeBatch(bt *sysctlBatch) {
 	}
 	b.sysctlOK.Store(err == nil)
 	bt.err = err
+	b.exclMu.Lock()
+	defer b.exclMu.Unlock()
 	if err != nil {
+		b.written = enforce.Bitmap{} // unknown: no shortcut until a write works
 		return
 	}
-	b.exclMu.Lock()
+	b.written = planned
 	for _, add := range admitted {
-		b.coverOf(add).Add(add.block().Start, uint16(add.block().End()))
+		b.coverOf(add).Add(add.listed())
 		add.admitted = true
 	}
-	b.exclMu.Unlock()
 }
 
 // listFits checks the list planned from foreign entries, admins' ports
@@ -273,6 +289,20 @@ func (b *Broker) recordSysctl(claim []enforce.Range, boot string) error {
 	}
 	b.recorded = &text
 	return nil
+}
+
+// unlist takes rv, removed, out of the kernel list: at once for blocks the
+// list protects, lazily (the next sweep, or the next write) for blocks of
+// the bpf guard, whose ports may stay out of automatic assignment a
+// little longer, so that a release costs no write.
+func (b *Broker) unlist(rv *resv, why string) {
+	switch {
+	case !rv.admitted:
+	case rv.guarded:
+		b.listDirty.Store(true)
+	default:
+		b.applySysctlLogged(why)
+	}
 }
 
 // applySysctlLogged brings the kernel list in line after blocks went away:

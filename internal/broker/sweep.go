@@ -23,6 +23,9 @@ func (b *Broker) sweeper() {
 			return
 		case <-t.C:
 			b.readPrivStart()
+			if b.listDirty.Swap(false) {
+				b.applySysctlLogged("lazy removal")
+			}
 			b.sweep(false)
 			b.rlog.Flush()
 		}

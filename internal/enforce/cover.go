@@ -46,6 +46,16 @@ func (m *Bitmap) Set(lo, hi uint16) {
 	}
 }
 
+// Covers reports whether every port of [lo, hi] is in m.
+func (m *Bitmap) Covers(lo, hi uint16) bool {
+	for p := int(lo); p <= int(hi); p++ {
+		if m[p/64]&(1<<(p%64)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // Or adds every port of o to m.
 func (m *Bitmap) Or(o *Bitmap) {
 	for i := range m {

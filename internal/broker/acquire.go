@@ -87,9 +87,12 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 				return errf(portres.WSAEINVAL, "guarding %s %s: %v", proto, blk, err)
 			}
 		}
-		if rv.excluded() {
+		if rv.excluded() || rv.holds() && b.sysctl != nil {
 			// Out of automatic assignment first, then check the ports are
 			// free: the other order leaves a window for connect().
+			// Placeholder-held blocks go in too, by chunks, where the
+			// list may be written (best effort: their placeholders keep
+			// them from automatic assignment anyway).
 			if resp := b.exclude(rv, portres.WSAENOBUFS); resp != nil {
 				b.mu.Lock()
 				b.removeLocked(rv)

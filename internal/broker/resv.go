@@ -32,18 +32,22 @@ type resv struct {
 
 func (rv *resv) block() pool.Block { return rv.r.Block }
 
-// listChunk is the alignment guarded blocks are listed in
-// ip_local_reserved_ports with: a wildcard acquire next to a listed block
-// then needs no write of the kernel list.
+// listChunk is the alignment runtime blocks of the bpf guard and of
+// placeholders are listed in ip_local_reserved_ports with: a wildcard
+// acquire next to a listed block then needs no write of the kernel list.
 const listChunk = 64
 
+// chunked reports whether rv is listed by chunks and unlisted lazily: a
+// runtime block whose explicit binds something else decides (the guard,
+// or its placeholders), so that the list only keeps its ports from
+// automatic assignment.
+func (rv *resv) chunked() bool { return rv.guarded || rv.holds() }
+
 // listed is the range rv takes in ip_local_reserved_ports: its block, or
-// for a block kept by the bpf guard, the block widened to listChunk
-// alignment (the list only keeps ports from automatic assignment, and
-// the guard alone decides explicit binds).
+// for a chunked block, the block widened to listChunk alignment.
 func (rv *resv) listed() (lo, hi uint16) {
 	blk := rv.block()
-	if !rv.guarded {
+	if !rv.chunked() {
 		return blk.Start, uint16(blk.End())
 	}
 	return blk.Start &^ (listChunk - 1), uint16(min(blk.End()|(listChunk-1), 65535))
@@ -52,9 +56,11 @@ func (rv *resv) listed() (lo, hi uint16) {
 // holds reports whether free ports of rv carry placeholder sockets.
 func (rv *resv) holds() bool { return rv.kind == wire.KindRuntime && !rv.delegated && !rv.guarded }
 
-// excluded reports whether rv belongs in ip_local_reserved_ports:
-// everything but placeholder-held blocks, which the kernel's automatic
-// assignment skips anyway.
+// excluded reports whether rv must be in ip_local_reserved_ports to be
+// protected from automatic assignment: everything but placeholder-held
+// blocks, which the kernel's automatic assignment skips anyway (they go
+// in too where there is room, by chunks: the kernel's bind(0) then skips
+// them without trying each placeholder).
 func (rv *resv) excluded() bool { return !rv.holds() }
 
 // describe names rv for error messages: "tcp reservation 40000-40009 of

@@ -430,3 +430,35 @@ func TestNoPortHandedOutTwice(t *testing.T) {
 		})
 	}
 }
+
+// TestHoldBlocksListed: where the broker may write ip_local_reserved_ports,
+// placeholder-held blocks are listed there too, by 64-port chunks (the
+// kernel's bind(0) then skips them without trying each placeholder), and
+// leave it at the sweep after their release; when the list has no room
+// for them they still succeed, held by their placeholders alone.
+func TestHoldBlocksListed(t *testing.T) {
+	b := testbroker.Start(t, func(c *broker.Config) { c.Limits = broker.Limits{UserReservations: -1, UserPorts: -1} })
+	ctx := context.Background()
+	c := b.Dial(t)
+	r, err := c.Acquire(ctx, portres.TCP, 45300, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantReserved(t, "45248-45311")
+	if err := r.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitReserved(t, "")
+	// Fill the unprivileged share with scattered delegated blocks; a
+	// placeholder-held block of the same user still succeeds, unlisted.
+	rs := runOps(t, b, nobodyCred, true, "scatter tcp 20000 3 2000", "acquire udp 45400 3")
+	if rs[0].code != int(portres.WSAENOBUFS) {
+		t.Fatalf("scatter: %+v, want the list full", rs[0])
+	}
+	if rs[1].code != 0 {
+		t.Errorf("a placeholder-held block with the list full: %+v, want success", rs[1])
+	}
+	if covers(reservedNow(t), 45400, 45402) {
+		t.Error("the placeholder-held block was listed past the user's share")
+	}
+}

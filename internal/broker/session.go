@@ -275,7 +275,7 @@ func (b *Broker) endSession(s *session) {
 		b.rlog.Log(s.peer.uid, slog.LevelInfo, "released on disconnect", "proto", rv.proto, "block", rv.block().String(), "pid", s.peer.pid)
 	}
 	for _, rv := range gone {
-		if rv.admitted && !rv.guarded {
+		if rv.admitted && !rv.chunked() {
 			b.applySysctlLogged("disconnect") // one write takes them all
 			return
 		}

@@ -138,7 +138,7 @@ func (b *Broker) applySysctl(add *resv) error {
 	if b.sysctl == nil {
 		return nil
 	}
-	if add != nil && add.guarded {
+	if add != nil && add.chunked() {
 		// Inside a chunk the list already holds: nothing to write.
 		lo, hi := add.listed()
 		b.exclMu.Lock()
@@ -268,6 +268,12 @@ func (b *Broker) exclude(rv *resv, code portres.Errno) *wire.Response {
 	if err == nil {
 		return nil
 	}
+	if rv.holds() {
+		// Placeholders keep it from automatic assignment: the list is
+		// an optimisation for it, not its protection.
+		b.log.Debug("placeholder-held block left out of ip_local_reserved_ports", "proto", rv.proto, "block", rv.block().String(), "err", err)
+		return nil
+	}
 	blk := rv.block()
 	if errors.Is(err, errListFull) {
 		return rv.errf(code, "%s %s cannot be excluded from automatic assignment: %v", rv.proto, blk, err)
@@ -292,13 +298,13 @@ func (b *Broker) recordSysctl(claim []enforce.Range, boot string) error {
 }
 
 // unlist takes rv, removed, out of the kernel list: at once for blocks the
-// list protects, lazily (the next sweep, or the next write) for blocks of
-// the bpf guard, whose ports may stay out of automatic assignment a
-// little longer, so that a release costs no write.
+// list protects, lazily (the next sweep, or the next write) for chunked
+// blocks, whose ports may stay out of automatic assignment a little
+// longer, so that a release costs no write.
 func (b *Broker) unlist(rv *resv, why string) {
 	switch {
 	case !rv.admitted:
-	case rv.guarded:
+	case rv.chunked():
 		b.listDirty.Store(true)
 	default:
 		b.applySysctlLogged(why)

@@ -151,9 +151,11 @@ func (b *Broker) Serve(ctx context.Context) error {
 		b.mu.Unlock()
 		return nil
 	}
-	b.wg.Add(1) // under mu: never concurrent with Close's Wait
+	b.wg.Add(3) // under mu: never concurrent with Close's Wait
 	b.mu.Unlock()
 	go b.sweeper()
+	go b.watchClosed(portres.TCP)
+	go b.watchClosed(portres.UDP)
 	go func() {
 		select {
 		case <-ctx.Done():

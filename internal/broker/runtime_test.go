@@ -462,3 +462,43 @@ func TestHoldBlocksListed(t *testing.T) {
 		t.Error("the placeholder-held block was listed past the user's share")
 	}
 }
+
+// TestClosedPortReheldAtOnce: when the owner closes a socket the broker
+// bound, the port gets its placeholder back as the kernel announces the
+// close, not at the next sweep (here: an hour away), so another process
+// cannot take it meanwhile (a foreign loop once won tens of thousands of
+// binds in that window).
+func TestClosedPortReheldAtOnce(t *testing.T) {
+	b := testbroker.Start(t, func(c *broker.Config) { c.Sweep = time.Hour })
+	ctx := context.Background()
+	r, err := b.Dial(t).Acquire(ctx, portres.TCP, 45500, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 20; round++ {
+		ln, err := r.Listen(ctx, "tcp", "127.0.0.1:45500")
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		ln.Close()
+		// Give the announcement a moment: a foreign bind racing it could
+		// itself take the port first (the window is what this test
+		// bounds), and the broker would then leave it to the sweep.
+		time.Sleep(10 * time.Millisecond)
+		held := false
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			// A foreign bind (it would win the port if it were free; then
+			// give it back at once).
+			fd, _ := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			err := unix.Bind(fd, &unix.SockaddrInet6{Port: 45500})
+			unix.Close(fd)
+			if errors.Is(err, unix.EADDRINUSE) {
+				held = true
+				break
+			}
+		}
+		if !held {
+			t.Fatalf("round %d: port 45500 not held again after its socket closed", round)
+		}
+	}
+}

@@ -3,10 +3,12 @@ package broker
 import (
 	"errors"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/enforce"
+	"github.com/portres/portres/internal/sockdiag"
 	"github.com/portres/portres/internal/wire"
 	"golang.org/x/sys/unix"
 )
@@ -203,19 +205,69 @@ func (b *Broker) recheckLocked(rv *resv, ports []uint16, t *tables) {
 			}
 			continue
 		}
-		fd, err := enforce.Hold(uint8(rv.proto), port)
+		b.reholdLocked(rv, port)
+	}
+}
+
+// reholdLocked frees port, bound from runtime block rv, if a placeholder
+// can be bound on it now (the port's last socket is gone): in hold mode
+// the placeholder stays; in bpf mode it is closed again (only the broker
+// gets past the guard, so the probe took nothing from anyone). Caller
+// holds b.mu.
+func (b *Broker) reholdLocked(rv *resv, port uint16) {
+	fd, err := enforce.Hold(uint8(rv.proto), port)
+	switch {
+	case err == nil && rv.holds():
+		rv.r.Put(port)
+		rv.holders[port-rv.block().Start] = int32(fd)
+	case err == nil:
+		enforce.Unhold(fd)
+		rv.r.Put(port)
+	case !errors.Is(err, unix.EADDRINUSE):
+		b.rlog.Log(0, slog.LevelWarn, "sweep probe failed", "proto", rv.proto, "port", port, "err", err)
+	}
+}
+
+// watchClosed re-holds bound runtime ports the moment their sockets are
+// destroyed, as the kernel announces it (sock_diag destroy groups), so
+// that nothing waits for the next sweep: the window in which another
+// process could bind a port its owner just closed is one announcement
+// and one bind long. Where announcements are unavailable (a non-root
+// broker) the sweeps alone do it.
+func (b *Broker) watchClosed(proto portres.Proto) {
+	defer b.wg.Done()
+	w, err := sockdiag.Watch(uint8(proto))
+	if err != nil {
+		b.log.Info("closed sockets are noticed by sweeps only", "proto", proto, "err", err)
+		return
+	}
+	go func() {
+		<-b.stop
+		w.Close() // ends the waiting Next
+	}()
+	for {
+		ports, err := w.Next()
 		switch {
-		case err == nil && rv.holds():
-			rv.r.Put(port)
-			rv.holders[port-rv.block().Start] = int32(fd)
-		case err == nil:
-			// bpf mode: only the broker gets past the guard, so the
-			// probe took nothing from anyone.
-			enforce.Unhold(fd)
-			rv.r.Put(port)
-		case !errors.Is(err, unix.EADDRINUSE):
-			b.rlog.Log(0, slog.LevelWarn, "sweep probe failed", "proto", rv.proto, "port", port, "err", err)
+		case errors.Is(err, os.ErrClosed):
+			return
+		case errors.Is(err, unix.ENOBUFS):
+			// Announcements were dropped (the broker fell behind): the
+			// sweep catches up.
+			b.rlog.Log(0, slog.LevelWarn, "watching closed sockets: announcements lost", "proto", proto, "err", err)
+			continue
+		case err != nil:
+			b.log.Warn("closed sockets are noticed by sweeps only from now", "proto", proto, "err", err)
+			return
 		}
+		b.mu.Lock()
+		for _, port := range ports {
+			if r := b.pools[proto].Find(port); r != nil {
+				if rv := r.Owner.(*resv); !rv.pending && rv.kind == wire.KindRuntime && !rv.delegated && rv.r.IsBound(port) {
+					b.reholdLocked(rv, port)
+				}
+			}
+		}
+		b.mu.Unlock()
 	}
 }
 

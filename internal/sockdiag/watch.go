@@ -1,0 +1,116 @@
+package sockdiag
+
+import (
+	"fmt"
+	"os"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// sock_diag multicast groups (linux/sock_diag.h): the kernel announces
+// each destroyed socket of the family and protocol there.
+const (
+	groupTCP4Destroy = 1 // SKNLGRP_INET_TCP_DESTROY
+	groupUDP4Destroy = 2 // SKNLGRP_INET_UDP_DESTROY
+	groupTCP6Destroy = 3 // SKNLGRP_INET6_TCP_DESTROY
+	groupUDP6Destroy = 4 // SKNLGRP_INET6_UDP_DESTROY
+)
+
+// Watcher reports the local ports of destroyed TCP or UDP sockets (IPv4
+// and IPv6) in the caller's network namespace, as the kernel announces
+// them: the moment a bound socket's last descriptor closes. It needs
+// CAP_NET_ADMIN. Next is not safe for concurrent use; Close may be called
+// at any time and ends a waiting Next.
+type Watcher struct {
+	f      *os.File // the netlink socket, non-blocking, in the runtime's poller
+	rc     syscall.RawConn
+	buf    *[recvBufSize]byte
+	closed atomic.Bool
+}
+
+// Watch starts watching destroyed sockets of proto (6 = TCP, 17 = UDP).
+func Watch(proto uint8) (_ *Watcher, err error) {
+	var groups []int
+	switch proto {
+	case unix.IPPROTO_TCP:
+		groups = []int{groupTCP4Destroy, groupTCP6Destroy}
+	case unix.IPPROTO_UDP:
+		groups = []int{groupUDP4Destroy, groupUDP6Destroy}
+	default:
+		return nil, fmt.Errorf("sockdiag: watch: protocol %d is neither TCP nor UDP", proto)
+	}
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, fmt.Errorf("sockdiag: watch: open netlink socket: %w", err)
+	}
+	defer func() {
+		if err != nil && fd >= 0 {
+			unix.Close(fd)
+		}
+	}()
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, fmt.Errorf("sockdiag: watch: bind: %w", err)
+	}
+	for _, g := range groups {
+		if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, g); err != nil {
+			return nil, fmt.Errorf("sockdiag: watch: join group %d: %w", g, err)
+		}
+	}
+	f := os.NewFile(uintptr(fd), "sock_diag")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sockdiag: watch: %w", err)
+	}
+	return &Watcher{f: f, rc: rc, buf: bufPool.Get().(*[recvBufSize]byte)}, nil
+}
+
+// Next waits for the next destroyed sockets and returns their local
+// ports (one datagram may announce several). It returns an error wrapping
+// unix.ENOBUFS when the kernel dropped announcements (the reader fell
+// behind: rescan), and os.ErrClosed once Close was called.
+func (w *Watcher) Next() ([]uint16, error) {
+	for {
+		var n int
+		var from unix.Sockaddr
+		var rerr error
+		err := w.rc.Read(func(fd uintptr) bool {
+			n, from, rerr = unix.Recvfrom(int(fd), w.buf[:], unix.MSG_DONTWAIT)
+			return rerr != unix.EAGAIN && rerr != unix.EINTR
+		})
+		if err == nil {
+			err = rerr
+		}
+		if err != nil && w.closed.Load() {
+			return nil, os.ErrClosed
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sockdiag: watch: receive: %w", err)
+		}
+		if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != 0 {
+			continue // only the kernel speaks here
+		}
+		var ports []uint16
+		// Announcements carry sequence number 0.
+		_, _, err = readMessages(w.buf[:n], 0, func(typ uint16, data []byte) bool {
+			if s, ok := parseMsg(data); ok && typ == unix.SOCK_DIAG_BY_FAMILY && s.port != 0 {
+				ports = append(ports, s.port)
+			}
+			return false
+		})
+		if err != nil {
+			return nil, fmt.Errorf("sockdiag: watch: %w", err)
+		}
+		if len(ports) > 0 {
+			return ports, nil
+		}
+	}
+}
+
+// Close stops watching; a Next waiting returns os.ErrClosed.
+func (w *Watcher) Close() error {
+	w.closed.Store(true)
+	return w.f.Close()
+}

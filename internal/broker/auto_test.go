@@ -1,13 +1,10 @@
 package broker_test
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/portres/portres/internal/broker"
 	"github.com/portres/portres/internal/testbroker"
@@ -53,12 +50,7 @@ func TestEnforceAutoSaysWhyNot(t *testing.T) {
 		t.Fatal(err)
 	}
 	dc := daemonConfig{Socket: filepath.Join(dir, "portres.sock"), State: filepath.Join(dir, "state.db"), LogFile: filepath.Join(dir, "log"), Enforce: broker.EnforceAuto}
-	cfg, _ := json.Marshal(dc)
-	d := testutil.StartHelperAs(t, nobodyCred, "daemon", quickExit(), string(cfg))
-	if l := d.Line(10 * time.Second); l != "ready" {
-		t.Fatalf("daemon as uid %d: %s", nobody, l)
-	}
-	t.Cleanup(func() { d.Cmd.Process.Signal(syscall.SIGTERM); d.Wait() })
+	startDaemon(t, nobodyCred, dc)
 	log := daemonLog(dc.LogFile)
 	for _, want := range []string{"missing=\"CAP_BPF", "missing=\"CAP_NET_ADMIN", "enforce=hold"} {
 		if !strings.Contains(log, want) {

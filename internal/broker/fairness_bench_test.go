@@ -3,7 +3,6 @@ package broker_test
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -160,12 +159,11 @@ func BenchmarkFairness(b *testing.B) {
 		dc.Enforce = mode
 		dc.Cgroup, _ = testutil.Cgroup(b)
 	}
-	cfg, _ := json.Marshal(dc)
-	d := testutil.StartHelper(b, "daemon", append(quickExit(), os.Getenv("BENCH_DAEMON_ENV")), string(cfg))
-	if l := d.Line(10 * time.Second); l != "ready" {
-		b.Fatalf("daemon: %s", l)
+	var denv []string
+	if e := os.Getenv("BENCH_DAEMON_ENV"); e != "" {
+		denv = append(denv, e)
 	}
-	defer func() { d.Cmd.Process.Signal(syscall.SIGTERM); d.Wait(); testutil.ClearReservedPorts(b) }()
+	defer startDaemon(b, nil, dc, denv...)()
 	env := append([]string{"PORTRES_SOCKET=" + dc.Socket}, quickExit()...)
 	n := max(b.N, 200)
 	victim := func() (p50, p99 float64) {

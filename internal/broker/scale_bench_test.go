@@ -3,13 +3,11 @@ package broker_test
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -67,14 +65,9 @@ func BenchmarkScale(b *testing.B) {
 		if mode == broker.EnforceBPF {
 			dc.Cgroup, _ = testutil.Cgroup(b)
 		}
-		cfg, _ := json.Marshal(dc)
-		d := testutil.StartHelper(b, "daemon", quickExit(), string(cfg))
-		if l := d.Line(10 * time.Second); l != "ready" {
-			b.Fatalf("daemon: %s", l)
-		}
+		stop := startDaemon(b, nil, dc)
 		if mode == broker.EnforceBPF && !strings.Contains(daemonLog(dc.LogFile), "enforce=bpf") {
-			d.Cmd.Process.Signal(syscall.SIGTERM)
-			d.Wait()
+			stop()
 			b.Logf("the eBPF guard did not load; bpf mode skipped")
 			continue
 		}
@@ -122,9 +115,7 @@ func BenchmarkScale(b *testing.B) {
 			res[key{mode, "release", live}] = med(rel)
 			res[key{mode, "dial+acquire+close", live}] = med(disc)
 		}
-		d.Cmd.Process.Signal(syscall.SIGTERM)
-		d.Wait()
-		testutil.ClearReservedPorts(b)
+		stop()
 	}
 	var out strings.Builder
 	fmt.Fprintf(&out, "BenchmarkScale: medians of %d, µs, with 10 / 1,000 / 10,000 reservations live (ratio 10,000 : 10):\n", n)

@@ -11,7 +11,9 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/portres/portres"
@@ -205,4 +207,26 @@ func daemonLog(path string) string {
 		}
 	}
 	return string(log)
+}
+
+// startDaemon runs helperDaemon with dc as cred (nil: this test's uid),
+// with extra environment, waits until it serves and returns a stop
+// function (SIGTERM, wait, empty the kernel list), also run at cleanup.
+func startDaemon(tb testing.TB, cred *syscall.Credential, dc daemonConfig, env ...string) (stop func()) {
+	tb.Helper()
+	cfg, _ := json.Marshal(dc)
+	d := testutil.StartHelperAs(tb, cred, "daemon", append(quickExit(), env...), string(cfg))
+	if l := d.Line(10 * time.Second); l != "ready" {
+		tb.Fatalf("daemon: %s", l)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			d.Cmd.Process.Signal(syscall.SIGTERM)
+			d.Wait()
+			testutil.ClearReservedPorts(tb)
+		})
+	}
+	tb.Cleanup(stop)
+	return stop
 }

@@ -2,7 +2,6 @@ package broker_test
 
 import (
 	"context"
-	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
@@ -208,12 +207,7 @@ func TestFDReserve(t *testing.T) {
 	dc := daemonConfig{Socket: filepath.Join(dir, "portres.sock"), State: filepath.Join(dir, "state.db"),
 		LogFile: filepath.Join(dir, "log"), NoFile: 400,
 		Limits: broker.Limits{UserConnections: -1, UserPorts: -1, UserReservations: -1, FDReserve: 100}}
-	cfg, _ := json.Marshal(dc)
-	d := testutil.StartHelper(t, "daemon", quickExit(), string(cfg))
-	if l := d.Line(10 * time.Second); l != "ready" {
-		t.Fatalf("daemon: %s", l)
-	}
-	t.Cleanup(func() { d.Cmd.Process.Signal(syscall.SIGTERM); d.Wait(); testutil.ClearReservedPorts(t) })
+	startDaemon(t, nil, dc)
 	env := append([]string{"PORTRES_SOCKET=" + dc.Socket}, quickExit()...)
 	for _, cred := range []*syscall.Credential{nobodyCred, {Uid: 65533, Gid: 65533}} {
 		p := testutil.StartHelperAs(t, cred, "ops", env, "conns 1000", "acquire tcp 0 300", "wait")
@@ -322,12 +316,7 @@ func TestNonRootBrokerIsTruthful(t *testing.T) {
 		t.Fatal(err)
 	}
 	dc := daemonConfig{Socket: filepath.Join(dir, "portres.sock"), State: filepath.Join(dir, "state.db"), LogFile: filepath.Join(dir, "log")}
-	cfg, _ := json.Marshal(dc)
-	d := testutil.StartHelperAs(t, nobodyCred, "daemon", quickExit(), string(cfg))
-	if l := d.Line(10 * time.Second); l != "ready" {
-		t.Fatalf("daemon as uid %d: %s", nobody, l)
-	}
-	t.Cleanup(func() { d.Cmd.Process.Signal(syscall.SIGTERM); d.Wait() })
+	startDaemon(t, nobodyCred, dc)
 	log := daemonLog(dc.LogFile)
 	if !strings.Contains(log, "kernel_exclusion=false") || !strings.Contains(log, "kernel exclusion unavailable") {
 		t.Errorf("a non-root broker's log does not say kernel exclusion is off:\n%s", log)

@@ -17,6 +17,7 @@ import (
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/enforce"
 	"github.com/portres/portres/internal/pool"
+	"github.com/portres/portres/internal/sockdiag"
 	"github.com/portres/portres/internal/store"
 	"golang.org/x/sys/unix"
 )
@@ -44,6 +45,7 @@ type Broker struct {
 	why       string                       // why the enforcement mode in force was chosen
 	fair      *fairQueue                   // admits requests into service, round robin over uids
 	hints     [2]atomic.Pointer[placeHint] // TCP, UDP: recent reads of the dynamic range's socket tables
+	watchers  [2]*sockdiag.Watcher         // TCP, UDP: destroyed sockets; nil where unavailable
 
 	sysctlMu   sync.Mutex   // serializes sysctl writes; taken before mu
 	sysctlQMu  sync.Mutex   // guards sysctlNext
@@ -117,6 +119,7 @@ func New(cfg Config) (_ *Broker, err error) {
 	if err = b.listen(); err != nil {
 		return nil, err
 	}
+	b.openWatchers()
 	b.initFDLimit()
 	b.metrics = newMetrics(b)
 	if cfg.Metrics != "" {
@@ -151,11 +154,15 @@ func (b *Broker) Serve(ctx context.Context) error {
 		b.mu.Unlock()
 		return nil
 	}
-	b.wg.Add(3) // under mu: never concurrent with Close's Wait
+	b.wg.Add(1) // under mu: never concurrent with Close's Wait
+	for i, proto := range []portres.Proto{portres.TCP, portres.UDP} {
+		if w := b.watchers[i]; w != nil {
+			b.wg.Add(1)
+			go b.watchClosed(proto, w)
+		}
+	}
 	b.mu.Unlock()
 	go b.sweeper()
-	go b.watchClosed(portres.TCP)
-	go b.watchClosed(portres.UDP)
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -192,6 +199,11 @@ func (b *Broker) Close() error {
 	}
 	b.closed = true
 	close(b.stop)
+	for _, w := range b.watchers {
+		if w != nil {
+			w.Close() // ends watchClosed
+		}
+	}
 	sessions := make([]*session, 0, len(b.sessions))
 	for s := range b.sessions {
 		sessions = append(sessions, s)
@@ -213,6 +225,11 @@ func (b *Broker) Close() error {
 func (b *Broker) Addr() string { return b.cfg.Socket }
 
 func (b *Broker) closeResources() {
+	for _, w := range b.watchers {
+		if w != nil {
+			w.Close() // again after Close: harmless
+		}
+	}
 	b.mu.Lock()
 	for _, rv := range b.byToken {
 		rv.closeHolders()

@@ -228,23 +228,28 @@ func (b *Broker) reholdLocked(rv *resv, port uint16) {
 	}
 }
 
+// openWatchers starts watching destroyed TCP and UDP sockets (at New, so
+// that the broker's descriptors are all open once it returns). Where the
+// kernel's announcements are unavailable (a non-root broker) the sweeps
+// alone notice closed sockets.
+func (b *Broker) openWatchers() {
+	for i, proto := range []portres.Proto{portres.TCP, portres.UDP} {
+		w, err := sockdiag.Watch(uint8(proto))
+		if err != nil {
+			b.log.Info("closed sockets are noticed by sweeps only", "proto", proto, "err", err)
+			continue
+		}
+		b.watchers[i] = w
+	}
+}
+
 // watchClosed re-holds bound runtime ports the moment their sockets are
 // destroyed, as the kernel announces it (sock_diag destroy groups), so
 // that nothing waits for the next sweep: the window in which another
 // process could bind a port its owner just closed is one announcement
-// and one bind long. Where announcements are unavailable (a non-root
-// broker) the sweeps alone do it.
-func (b *Broker) watchClosed(proto portres.Proto) {
+// and one bind long. It returns when the watcher is closed (Close).
+func (b *Broker) watchClosed(proto portres.Proto, w *sockdiag.Watcher) {
 	defer b.wg.Done()
-	w, err := sockdiag.Watch(uint8(proto))
-	if err != nil {
-		b.log.Info("closed sockets are noticed by sweeps only", "proto", proto, "err", err)
-		return
-	}
-	go func() {
-		<-b.stop
-		w.Close() // ends the waiting Next
-	}()
 	for {
 		ports, err := w.Next()
 		switch {

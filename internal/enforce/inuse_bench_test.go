@@ -22,14 +22,14 @@ func BenchmarkInUse(b *testing.B) {
 		if i%2 == 1 {
 			family = unix.AF_INET6
 		}
-		lns[i] = tcpListen(b, family, first+i)
+		lns[i] = testutil.ListenTCP(b, family, first+i)
 	}
 	for i := range pairs {
 		family := unix.AF_INET
 		if i%2 == 1 {
 			family = unix.AF_INET6
 		}
-		tcpConnect(b, family, lns[i%listeners], first+i%listeners, 0)
+		testutil.ConnectTCP(b, family, lns[i%listeners], first+i%listeners, 0)
 	}
 	const lo, hi = first + 1000, first + 1099
 	const free = first + listeners + 10

@@ -3,7 +3,6 @@ package enforce
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -55,101 +54,6 @@ func TestInUseSeesListenersAndUDP(t *testing.T) {
 	}
 }
 
-// liveFDs maps each socket the tests made to the closed flag of its
-// cleanup: a socket is closed once, by closeFD or at the end of the test,
-// never twice (a stale close could hit a reused number and hide a leak).
-var liveFDs sync.Map
-
-func closeFD(fd int) {
-	if v, ok := liveFDs.LoadAndDelete(fd); ok {
-		*v.(*bool) = true
-	}
-	unix.Close(fd)
-}
-
-// trackFD closes fd when the test ends unless closeFD did before, and
-// returns the flag closeFD sets.
-func trackFD(t testing.TB, fd int) *bool {
-	closed := new(bool)
-	liveFDs.Store(fd, closed)
-	t.Cleanup(func() {
-		if !*closed {
-			closeFD(fd)
-		}
-	})
-	return closed
-}
-
-// tcpSocket makes a socket of family and typ bound to port (none if
-// negative), closed when the test ends unless closeFD closed it.
-func tcpSocket(t testing.TB, family, typ, port int, reuse bool) int {
-	t.Helper()
-	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	trackFD(t, fd)
-	if reuse {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	}
-	if port >= 0 {
-		if err := unix.Bind(fd, loopbackAddr(family, port, false)); err != nil {
-			t.Fatalf("bind family %d type %d port %d: %v", family, typ, port, err)
-		}
-	}
-	return fd
-}
-
-func loopbackAddr(family, port int, loopback bool) unix.Sockaddr {
-	if family == unix.AF_INET6 {
-		sa := &unix.SockaddrInet6{Port: port}
-		if loopback {
-			sa.Addr[15] = 1
-		}
-		return sa
-	}
-	sa := &unix.SockaddrInet4{Port: port}
-	if loopback {
-		sa.Addr = [4]byte{127, 0, 0, 1}
-	}
-	return sa
-}
-
-func tcpListen(t testing.TB, family, port int) int {
-	t.Helper()
-	fd := tcpSocket(t, family, unix.SOCK_STREAM, port, false)
-	if err := unix.Listen(fd, 4096); err != nil {
-		t.Fatal(err)
-	}
-	return fd
-}
-
-// tcpConnect connects a client bound to cport (0: any) to the listener
-// ln on lport over loopback, and returns the client and accepted fds. At
-// the end of the test the client closes first, so the TIME_WAIT entry
-// lands on its port, not on the listener's.
-func tcpConnect(t testing.TB, family, ln, lport, cport int) (client, server int) {
-	t.Helper()
-	client = tcpSocket(t, family, unix.SOCK_STREAM, cport, cport != 0)
-	if err := unix.Connect(client, loopbackAddr(family, lport, true)); err != nil {
-		t.Fatalf("connect to port %d: %v", lport, err)
-	}
-	server, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	trackFD(t, server)
-	v, _ := liveFDs.Load(client)
-	clientClosed := v.(*bool)
-	t.Cleanup(func() {
-		if !*clientClosed {
-			closeFD(client)
-		}
-	})
-	return client, server
-}
-
-// sameSet reports the first port where a and b differ, if any.
 func sameSet(a, b *PortSet) (int, bool) {
 	for p := 0; p <= 0xffff; p++ {
 		if a.Has(uint16(p)) != b.Has(uint16(p)) {
@@ -167,20 +71,20 @@ func TestInUseAgreesWithProc(t *testing.T) {
 	testutil.CheckFDLeak(t)
 	for i, family := range []int{unix.AF_INET, unix.AF_INET6} {
 		base := 24600 + 20*i
-		tcpListen(t, family, base)
-		ln := tcpListen(t, family, base+1)
-		tcpConnect(t, family, ln, base+1, base+2) // ESTABLISHED both ends
-		c, _ := tcpConnect(t, family, ln, base+1, base+3)
-		closeFD(c) // FIN_WAIT2 here, CLOSE_WAIT on the accepted side
-		ln2 := tcpListen(t, family, base+4)
-		c, s2 := tcpConnect(t, family, ln2, base+4, base+5)
-		closeFD(c)
-		closeFD(s2) // TIME_WAIT on base+5
-		closeFD(ln2)
-		tcpSocket(t, family, unix.SOCK_STREAM, base+6, false) // bound only: in neither
-		tcpSocket(t, family, unix.SOCK_DGRAM, base+7, false)
-		u := tcpSocket(t, family, unix.SOCK_DGRAM, base+8, false)
-		if err := unix.Connect(u, loopbackAddr(family, base+7, true)); err != nil {
+		testutil.ListenTCP(t, family, base)
+		ln := testutil.ListenTCP(t, family, base+1)
+		testutil.ConnectTCP(t, family, ln, base+1, base+2) // ESTABLISHED both ends
+		c, _ := testutil.ConnectTCP(t, family, ln, base+1, base+3)
+		testutil.CloseFD(c) // FIN_WAIT2 here, CLOSE_WAIT on the accepted side
+		ln2 := testutil.ListenTCP(t, family, base+4)
+		c, s2 := testutil.ConnectTCP(t, family, ln2, base+4, base+5)
+		testutil.CloseFD(c)
+		testutil.CloseFD(s2) // TIME_WAIT on base+5
+		testutil.CloseFD(ln2)
+		testutil.Socket(t, family, unix.SOCK_STREAM, base+6, false) // bound only: in neither
+		testutil.Socket(t, family, unix.SOCK_DGRAM, base+7, false)
+		u := testutil.Socket(t, family, unix.SOCK_DGRAM, base+8, false)
+		if err := unix.Connect(u, testutil.Sockaddr(family, base+7, true)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -270,9 +174,9 @@ func TestInUseFallsBackToProc(t *testing.T) {
 	diagOnlyTimeWait = func(uint16) (bool, error) { return false, unsupported }
 	t.Cleanup(func() { diagPorts, diagOnlyTimeWait = sockdiag.Ports, sockdiag.OnlyTimeWait })
 
-	tcpListen(t, unix.AF_INET6, 24701)
-	tcpSocket(t, unix.AF_INET, unix.SOCK_DGRAM, 24702, false)
-	tcpSocket(t, unix.AF_INET, unix.SOCK_DGRAM, 24703, false)
+	testutil.ListenTCP(t, unix.AF_INET6, 24701)
+	testutil.Socket(t, unix.AF_INET, unix.SOCK_DGRAM, 24702, false)
+	testutil.Socket(t, unix.AF_INET, unix.SOCK_DGRAM, 24703, false)
 	tcp, err := InUse(unix.IPPROTO_TCP)
 	if err != nil || !tcp.Has(24701) {
 		t.Errorf("InUse(tcp) without sock_diag: port 24701 listed = %v, err %v", err == nil && tcp.Has(24701), err)

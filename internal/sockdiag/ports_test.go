@@ -31,15 +31,15 @@ func onlyIn(t testing.TB, set *PortSet, lo, hi uint16) {
 func TestPortsTCP(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.CheckFDLeak(t)
-	listenTCP(t, unix.AF_INET, 24101)
-	listenTCP(t, unix.AF_INET6, 24102)
-	ln4 := listenTCP(t, unix.AF_INET, 24103)
-	connectTCP(t, unix.AF_INET, ln4, 24103, 24105)
-	ln6 := listenTCP(t, unix.AF_INET6, 24104)
-	connectTCP(t, unix.AF_INET6, ln6, 24104, 24106)
+	testutil.ListenTCP(t, unix.AF_INET, 24101)
+	testutil.ListenTCP(t, unix.AF_INET6, 24102)
+	ln4 := testutil.ListenTCP(t, unix.AF_INET, 24103)
+	testutil.ConnectTCP(t, unix.AF_INET, ln4, 24103, 24105)
+	ln6 := testutil.ListenTCP(t, unix.AF_INET6, 24104)
+	testutil.ConnectTCP(t, unix.AF_INET6, ln6, 24104, 24106)
 	timeWait(t, unix.AF_INET, 24107, 24108)
 	timeWait(t, unix.AF_INET6, 24109, 24110)
-	socket(t, unix.AF_INET, unix.SOCK_STREAM, 24111, false) // bound only: not listed
+	testutil.Socket(t, unix.AF_INET, unix.SOCK_STREAM, 24111, false) // bound only: not listed
 
 	want := []uint16{24101, 24102, 24103, 24104, 24105, 24106, 24108, 24110}
 	all := mustPorts(t, unix.IPPROTO_TCP, 1, 65535)
@@ -69,10 +69,10 @@ func TestPortsTCP(t *testing.T) {
 func TestPortsUDP(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.CheckFDLeak(t)
-	socket(t, unix.AF_INET, unix.SOCK_DGRAM, 24201, false)
-	v6 := socket(t, unix.AF_INET6, unix.SOCK_DGRAM, 24202, false)
-	c := socket(t, unix.AF_INET, unix.SOCK_DGRAM, 24203, false)
-	if err := unix.Connect(c, sockaddr(unix.AF_INET, 24201, true)); err != nil {
+	testutil.Socket(t, unix.AF_INET, unix.SOCK_DGRAM, 24201, false)
+	v6 := testutil.Socket(t, unix.AF_INET6, unix.SOCK_DGRAM, 24202, false)
+	c := testutil.Socket(t, unix.AF_INET, unix.SOCK_DGRAM, 24203, false)
+	if err := unix.Connect(c, testutil.Sockaddr(unix.AF_INET, 24201, true)); err != nil {
 		t.Fatal(err)
 	}
 	set := mustPorts(t, unix.IPPROTO_UDP, 1, 65535)
@@ -87,7 +87,7 @@ func TestPortsUDP(t *testing.T) {
 	if tcp := mustPorts(t, unix.IPPROTO_TCP, 1, 65535); tcp.Has(24201) {
 		t.Error("UDP socket listed as TCP")
 	}
-	closeFD(v6)
+	testutil.CloseFD(v6)
 	if mustPorts(t, unix.IPPROTO_UDP, 24202, 24202).Has(24202) {
 		t.Error("udp port 24202 still listed after close")
 	}
@@ -98,7 +98,7 @@ func TestPortsUDP(t *testing.T) {
 func TestPortsFilterBounds(t *testing.T) {
 	testutil.RequireRoot(t)
 	for p := 24300; p <= 24304; p++ {
-		socket(t, unix.AF_INET6, unix.SOCK_DGRAM, p, false)
+		testutil.Socket(t, unix.AF_INET6, unix.SOCK_DGRAM, p, false)
 	}
 	cases := []struct{ lo, hi uint16 }{
 		{24301, 24303}, {24302, 24302}, {24300, 24300}, {24304, 24400}, {24000, 24300},
@@ -126,7 +126,7 @@ func TestPortsMultipart(t *testing.T) {
 		if i%2 == 1 {
 			family = unix.AF_INET6
 		}
-		socket(t, family, unix.SOCK_DGRAM, 30000+i, false)
+		testutil.Socket(t, family, unix.SOCK_DGRAM, 30000+i, false)
 	}
 	set := mustPorts(t, unix.IPPROTO_UDP, 1, 65535)
 	for i := range n {
@@ -169,23 +169,23 @@ func TestOnlyTimeWait(t *testing.T) {
 	check(24401, false) // the passive side leaves nothing
 
 	// A listener joins the TIME_WAIT entries (SO_REUSEADDR lets it).
-	ln := socket(t, unix.AF_INET6, unix.SOCK_STREAM, 24402, true)
+	ln := testutil.Socket(t, unix.AF_INET6, unix.SOCK_STREAM, 24402, true)
 	if err := unix.Listen(ln, 1); err != nil {
 		t.Fatal(err)
 	}
 	check(24402, false)
-	closeFD(ln)
+	testutil.CloseFD(ln)
 	check(24402, true)
 
 	// A listener, a connection: no TIME_WAIT at all.
-	ln4 := listenTCP(t, unix.AF_INET, 24405)
+	ln4 := testutil.ListenTCP(t, unix.AF_INET, 24405)
 	check(24405, false)
-	connectTCP(t, unix.AF_INET, ln4, 24405, 24406)
+	testutil.ConnectTCP(t, unix.AF_INET, ln4, 24405, 24406)
 	check(24406, false)
 	check(24405, false)
 
 	// UDP sockets do not count.
-	socket(t, unix.AF_INET, unix.SOCK_DGRAM, 24407, false)
+	testutil.Socket(t, unix.AF_INET, unix.SOCK_DGRAM, 24407, false)
 	check(24407, false)
 }
 
@@ -206,7 +206,7 @@ func TestPortsErrors(t *testing.T) {
 func TestPortsConcurrent(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.CheckFDLeak(t)
-	listenTCP(t, unix.AF_INET, 24501)
+	testutil.ListenTCP(t, unix.AF_INET, 24501)
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {

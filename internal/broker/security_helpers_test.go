@@ -44,6 +44,7 @@ func init() {
 //	conns MAX                        up to MAX connections, each asking one request; N = connections served
 //	malformed K                      K malformed datagrams on one connection; N = answers read
 //	burst K                          K trivial requests (dynamic range); N = milliseconds taken
+//	status                           the broker's status; N = reservations it counts, MSG = its JSON
 //	wait                             read a line from stdin
 func helperOps(args []string) int {
 	ctx := context.Background()
@@ -151,6 +152,15 @@ func helperOps(args []string) int {
 				_, _, err = c.DynamicPortRange(ctx, portres.TCP)
 			}
 			report("burst", int(time.Since(t0).Milliseconds()), err)
+		case "status":
+			st, err := c.Status(ctx)
+			if err != nil {
+				report("status", 0, err)
+				break
+			}
+			js, _ := json.Marshal(st)
+			fmt.Fprintln(out, "status", 0, st.Counts.Runtime+st.Counts.Persistent, false, string(js))
+			out.Flush()
 		case "wait":
 			bufio.NewReader(os.Stdin).ReadString('\n')
 		default:

@@ -2,9 +2,11 @@ package broker_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -389,5 +391,28 @@ func TestUserRate(t *testing.T) {
 	}
 	if d := time.Since(t0); d > 3*time.Second { // paced, it would take 4 s
 		t.Errorf("root's 200 requests took %v: root is paced", d)
+	}
+}
+
+// TestStatusForAnyone: any local user may ask the broker's status; it
+// counts everyone's reservations but names no owner and no token.
+func TestStatusForAnyone(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	ctx := context.Background()
+	c := b.Dial(t)
+	r, err := c.Acquire(ctx, portres.TCP, 0, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreatePersistent(ctx, portres.UDP, 38500, 3); err != nil {
+		t.Fatal(err)
+	}
+	st := runOps(t, b, nobodyCred, false, "status")[0]
+	if st.code != 0 || st.n != 2 {
+		t.Fatalf("status as uid %d: %+v", nobody, st)
+	}
+	tok := strconv.FormatUint(r.Token(), 10)
+	if strings.Contains(st.msg, tok) || strings.Contains(st.msg, fmt.Sprintf("%x", r.Token())) {
+		t.Errorf("status shows a token: %s", st.msg)
 	}
 }

@@ -245,7 +245,7 @@ func (b *Broker) enforceNew(ctx context.Context, rv *resv) (uint16, error) {
 		}
 		port := blk.Start + uint16(i)
 		if !rv.holds() {
-			if err := enforce.Probe(uint8(rv.proto), port); err != nil {
+			if err := enforce.ProbeAllowed(uint8(rv.proto), port, b.guardOf(rv)); err != nil {
 				return port, err
 			}
 			continue
@@ -257,6 +257,15 @@ func (b *Broker) enforceNew(ctx context.Context, rv *resv) (uint16, error) {
 		rv.holders[i] = int32(fd) // rv is pending: nobody else touches it
 	}
 	return 0, nil
+}
+
+// guardOf is the bind guard that keeps rv's ports, nil if none does:
+// the broker's own binds on them must be let through it.
+func (b *Broker) guardOf(rv *resv) *enforce.BindGuard {
+	if rv.guarded {
+		return b.guard
+	}
+	return nil
 }
 
 // removeLocked forgets rv and closes its placeholders. Caller holds b.mu.

@@ -103,7 +103,7 @@ func (b *Broker) bind(ctx context.Context, s *session, req *wire.Request, fds []
 			// the kernel alone would let two SO_REUSEADDR or SO_REUSEPORT
 			// sockets share it.
 			setPort(sa, req.Port)
-			err := unix.Bind(fd, sa)
+			err := b.bindAllowed(rv, fd, sa)
 			b.mu.Unlock()
 			if err == nil {
 				return &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(rv.proto), Port: req.Port}
@@ -164,7 +164,7 @@ func (b *Broker) bindPortLocked(rv *resv, fd int, sa unix.Sockaddr, port uint16)
 		rv.holders[off] = -1
 	}
 	setPort(sa, port)
-	err := unix.Bind(fd, sa)
+	err := b.bindAllowed(rv, fd, sa)
 	if err == nil {
 		return &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(rv.proto), Port: port}
 	}
@@ -194,6 +194,20 @@ func (b *Broker) bindPortLocked(rv *resv, fd int, sa unix.Sockaddr, port uint16)
 	r := rv.errf(code, "bind %s port %d: %v", rv.proto, port, err)
 	r.Port = port
 	return r
+}
+
+// bindAllowed binds the client's socket fd to sa, a port of rv, letting
+// it through the bind guard if the guard keeps rv: only the sockets the
+// broker binds get past it.
+func (b *Broker) bindAllowed(rv *resv, fd int, sa unix.Sockaddr) error {
+	if g := b.guardOf(rv); g != nil {
+		done, err := g.Allow(fd)
+		if err != nil {
+			return err
+		}
+		defer done()
+	}
+	return unix.Bind(fd, sa)
 }
 
 // bindError maps a pool.Take failure.

@@ -275,15 +275,18 @@ func ownNetNS() (uint64, error) {
 // reservations, consume them and set the dynamic port range.
 func (b *Broker) mayAdmin(p *peer) bool { return p.uid == 0 || p.inGroup(b.adminGID) }
 
-// startGuard loads the eBPF bind guard in bpf and auto mode. In auto
-// mode it first checks what the guard needs and, for each thing missing,
-// logs one line and keeps placeholders; in both modes a guard that fails
-// to load falls back to placeholders, out loud. b.why says why the mode
-// in force was chosen.
+// startGuard loads the eBPF bind guard in bpf and auto mode, adopting
+// the one an earlier broker pinned. In auto mode it first checks what the
+// guard needs and, for each thing missing, logs one line and keeps
+// placeholders; in both modes a guard that fails to load falls back to
+// placeholders, out loud. b.why says why the mode in force was chosen.
+// In hold mode, or after such a fall-back, a guard an earlier broker
+// pinned is removed: its map would refuse the placeholders' binds.
 func (b *Broker) startGuard() error {
 	switch b.cfg.Enforce {
 	case EnforceHold:
 		b.why = "placeholder sockets, as configured (--enforce hold)"
+		b.dropPinnedGuard()
 		return nil
 	case EnforceBPF, EnforceAuto:
 	default:
@@ -295,21 +298,62 @@ func (b *Broker) startGuard() error {
 				b.log.Warn("enforce auto: the eBPF bind guard cannot be used; runtime blocks are held by placeholder sockets", "missing", m)
 			}
 			b.why = "placeholder sockets: the eBPF bind guard needs " + strings.Join(missing, "; ")
+			b.dropPinnedGuard()
 			return nil
 		}
 	}
-	g, err := enforce.NewBindGuard(b.cfg.Cgroup)
+	pin, err := b.pinDir()
 	if err != nil {
-		b.log.Warn("eBPF bind guard unavailable; falling back to placeholder sockets", "cgroup", b.cfg.Cgroup, "err", err)
+		b.log.Warn("eBPF bind guard: no pin directory; it will not outlive the broker", "err", err)
+	}
+	g, err := enforce.OpenBindGuard(enforce.GuardOptions{Cgroup: b.cfg.Cgroup, PinDir: pin})
+	if err != nil {
+		b.log.Warn("eBPF bind guard unavailable; falling back to placeholder sockets", "cgroup", b.cfg.Cgroup, "pin", pin, "err", err)
 		b.why = fmt.Sprintf("placeholder sockets: the eBPF bind guard did not load: %v", err)
+		b.dropPinnedGuard()
 		return nil
 	}
 	b.guard = g
 	b.why = fmt.Sprintf("eBPF bind guard on cgroup %s (--enforce %s)", b.cfg.Cgroup, b.cfg.Enforce)
+	switch {
+	case pin == "":
+		b.why += ", not pinned: it goes with the broker"
+	case g.Adopted():
+		b.why += ", adopted from the previous broker, pinned in " + pin
+		b.log.Info("eBPF bind guard adopted: it kept guarding while the broker was down", "pin", pin)
+	default:
+		b.why += ", pinned in " + pin
+	}
 	if b.cfg.ReservedPorts == "-" {
 		b.log.Warn("bpf mode without ip_local_reserved_ports: runtime ports are not excluded from automatic assignment")
 	}
 	return nil
+}
+
+// pinDir is where the guard is pinned: Config.BPFPin, its default, or ""
+// for none.
+func (b *Broker) pinDir() (string, error) {
+	switch b.cfg.BPFPin {
+	case "-":
+		return "", nil
+	case "":
+		return enforce.DefaultPinDir()
+	}
+	return b.cfg.BPFPin, nil
+}
+
+// dropPinnedGuard removes a guard an earlier broker pinned where this one
+// would, when this one holds runtime blocks with placeholders instead.
+func (b *Broker) dropPinnedGuard() {
+	pin, err := b.pinDir()
+	if err != nil || pin == "" {
+		return
+	}
+	if removed, err := enforce.UninstallGuard(pin); err != nil {
+		b.log.Debug("no pinned eBPF guard removed", "pin", pin, "err", err)
+	} else if removed {
+		b.log.Warn("removed the eBPF bind guard an earlier broker pinned: runtime blocks are held by placeholders now", "pin", pin)
+	}
 }
 
 // mode names the enforcement in force.

@@ -47,6 +47,12 @@ type Config struct {
 	// Cgroup is the cgroup v2 directory the bpf guard attaches to: its
 	// processes (all of them, for the root) are kept off guarded ports.
 	Cgroup string
+	// BPFPin is the bpffs directory the bpf guard is pinned in, so that
+	// it keeps guarding while the broker is down and the next broker
+	// adopts it (default: /sys/fs/bpf/portres/net-COOKIE, one per network
+	// namespace; a bpffs is mounted on /sys/fs/bpf if none is); "-"
+	// leaves the guard unpinned, gone with the broker.
+	BPFPin string
 	// Metrics is a TCP address ("127.0.0.1:9750") to serve Prometheus
 	// metrics on at /metrics; empty: none.
 	Metrics string

@@ -180,6 +180,7 @@ type daemonConfig struct {
 	Sweep                                 time.Duration // 0: 50 ms
 	Enforce                               string        // "": hold
 	Cgroup                                string        // bpf mode: where the guard attaches
+	BPFPin                                string        // bpf mode: where it is pinned ("": testutil.BPFPin)
 }
 
 // helperDaemon is portresd in a process of its own, configured by its
@@ -198,7 +199,7 @@ func helperDaemon(args []string) int {
 		}
 	}
 	broker.SetMaxProcs() // as portresd does
-	return serveDaemon(broker.Config{Socket: dc.Socket, State: dc.State, ReservedPorts: dc.ReservedPorts, Limits: dc.Limits, Enforce: dc.Enforce, Cgroup: dc.Cgroup,
+	return serveDaemon(broker.Config{Socket: dc.Socket, State: dc.State, ReservedPorts: dc.ReservedPorts, Limits: dc.Limits, Enforce: dc.Enforce, Cgroup: dc.Cgroup, BPFPin: dc.BPFPin,
 		Sweep: cmp.Or(dc.Sweep, 50*time.Millisecond)}, dc.LogFile)
 }
 
@@ -224,6 +225,9 @@ func daemonLog(path string) string {
 // function (SIGTERM, wait, empty the kernel list), also run at cleanup.
 func startDaemon(tb testing.TB, cred *syscall.Credential, dc daemonConfig, env ...string) (stop func()) {
 	tb.Helper()
+	if dc.BPFPin == "" {
+		dc.BPFPin = testutil.BPFPin(tb)
+	}
 	cfg, _ := json.Marshal(dc)
 	d := testutil.StartHelperAs(tb, cred, "daemon", append(quickExit(), env...), string(cfg))
 	if l := d.Line(10 * time.Second); l != "ready" {

@@ -215,7 +215,7 @@ func (b *Broker) recheckLocked(rv *resv, ports []uint16, t *tables) {
 // gets past the guard, so the probe took nothing from anyone). Caller
 // holds b.mu.
 func (b *Broker) reholdLocked(rv *resv, port uint16) {
-	fd, err := enforce.Hold(uint8(rv.proto), port)
+	fd, err := enforce.HoldAllowed(uint8(rv.proto), port, b.guardOf(rv))
 	switch {
 	case err == nil && rv.holds():
 		rv.r.Put(port)

@@ -27,11 +27,15 @@ import (
 //	idx = 1<<16 | port   if ctx->protocol == IPPROTO_UDP
 //	otherwise                                    → allow
 //	if !guarded[idx]                             → allow
-//	if bpf_get_current_pid_tgid()>>32 == tgid    → allow (the broker)
+//	if allow[bpf_get_socket_cookie(ctx)]         → allow (the broker binds it)
 //	bpf_set_retval(-EACCES); reject
 //
-// cookie and tgid are constants patched into the instructions at load
-// time. guarded is a BPF_MAP_TYPE_ARRAY of 2*65536 one-byte values indexed
+// cookie is a constant patched into the instructions at load time.
+// allow is a hash map of socket cookies: the broker puts the cookie of
+// the socket it is about to bind there (SO_COOKIE) and takes it out
+// after. A socket cookie is never reused while the system runs, so the
+// exception is exactly that socket; a process id (what the guard once
+// compared) can be reused by anyone while the broker is down. guarded is a BPF_MAP_TYPE_ARRAY of 2*65536 one-byte values indexed
 // by idx rather than a hash: a lookup is an index computation, every key
 // exists (no "not found" case, no preallocation limits, no -E2BIG on a
 // full map), and updates are plain stores. It costs about 1 MiB of kernel
@@ -58,12 +62,10 @@ import (
 // guard does not raise it (cilium/ebpf's rlimit package would probe and
 // change the limit at init in every program linking this package).
 //
-// The guard lives as long as its file descriptors: when the process that
-// made it exits, the links close and the program is detached. The tgid
-// is compared with bpf_get_current_pid_tgid, which gives it as seen from
-// the initial pid namespace: a broker in its own pid namespace (a
-// container) would not recognise itself by os.Getpid(). Only
-// sockets created inside the cgroup (or below) are checked: a socket
+// Unpinned, the guard lives as long as its file descriptors: when the
+// process that made it exits, the links close and the program is
+// detached. Pinned (pin.go), it lives until its pins are removed
+// (UninstallGuard) or the system stops. Only sockets created inside the cgroup (or below) are checked: a socket
 // keeps the cgroup of the process that created it, whatever cgroup the
 // process that binds it is in. bind(0) reaches the program with port 0
 // and is let through, since the kernel picks the port afterwards, and
@@ -80,47 +82,73 @@ const (
 	sockAddrProtocol = 36 // __u32 protocol
 )
 
+// allowEntries bounds the allow map: sockets the broker is binding at
+// this moment (a handful; entries a crash left behind are cleared when
+// the guard is adopted).
+const allowEntries = 1024
+
 // BindGuard is a cgroup eBPF program (CGROUP_SOCK_ADDR on INET4_BIND and
 // INET6_BIND) that refuses bind(2) to guarded ports with EACCES for every
-// process in the cgroup except the broker's own (its tgid), in one network
-// namespace only. Its methods are safe for concurrent use.
+// socket of the cgroup but the ones the broker is binding (Allow), in one
+// network namespace only. Pinned in a bpffs (GuardOptions.PinDir), it
+// outlives the process that made it: the next broker adopts it with its
+// map, so the guarded ports stay guarded across a crash or a restart.
+// Its methods are safe for concurrent use.
 type BindGuard struct {
 	mu      sync.Mutex
 	guarded *ebpf.Map // array, index (proto==UDP)<<16 | port, value u8
+	allow   *ebpf.Map // hash, socket cookie → 1: sockets the broker binds
 	progs   []*ebpf.Program
 	links   []link.Link
 	errno   unix.Errno
 	cookie  uint64
-	tgid    int
+	pin     string   // bpffs directory of the pins; "" when not pinned
+	lock    *os.File // flock on pin: one broker per pinned guard
+	adopted bool     // the map and links were found pinned
 }
 
-// NewBindGuard loads the program and attaches it to the cgroup v2
-// directory cgroupPath (e.g. /sys/fs/cgroup/unified, or a child cgroup in
-// tests). Only binds made in the caller's network namespace (netns cookie
-// via getsockopt SO_NETNS_COOKIE on a throwaway socket) are checked; the
-// caller's process (os.Getpid()) is always let through. Errors wrap the
-// cause and say what is missing (root/CAP_BPF, cgroup v2, kernel
-// support); the broker falls back to placeholders then.
+// GuardOptions configures OpenBindGuard.
+type GuardOptions struct {
+	// Cgroup is the cgroup v2 directory the program is attached to (e.g.
+	// /sys/fs/cgroup/unified, or a child cgroup in tests).
+	Cgroup string
+	// PinDir is a directory on a bpffs where the map and the links are
+	// pinned, so that the guard outlives the process; "" leaves it
+	// unpinned, detached when the process exits or calls Close. When no
+	// bpffs holds PinDir's nearest existing ancestor and that ancestor is
+	// an empty directory, a bpffs is mounted there (as on /sys/fs/bpf).
+	PinDir string
+}
+
+// NewBindGuard loads an unpinned guard and attaches it to the cgroup v2
+// directory cgroupPath; see OpenBindGuard.
 func NewBindGuard(cgroupPath string) (*BindGuard, error) {
-	return newBindGuard(cgroupPath, os.Getpid())
+	return OpenBindGuard(GuardOptions{Cgroup: cgroupPath})
 }
 
-// newBindGuard is NewBindGuard letting the process allowTgid through
-// instead of the caller (tests use a helper process in the cgroup).
-func newBindGuard(cgroupPath string, allowTgid int) (*BindGuard, error) {
-	if err := checkCgroup2(cgroupPath); err != nil {
+// OpenBindGuard loads the program and attaches it to opts.Cgroup, or,
+// when a guard is pinned in opts.PinDir, adopts it: its map (with every
+// port it guards) is kept, and its links are switched atomically to the
+// freshly loaded program, so no bind gets through in between. Only binds
+// made in the caller's network namespace (netns cookie via getsockopt
+// SO_NETNS_COOKIE on a throwaway socket) are checked; sockets passed to
+// Allow are let through. Errors wrap the cause and say what is missing
+// (root/CAP_BPF, cgroup v2, kernel support, a bpffs); the broker falls
+// back to placeholders then.
+func OpenBindGuard(opts GuardOptions) (*BindGuard, error) {
+	if err := checkCgroup2(opts.Cgroup); err != nil {
 		return nil, err
 	}
 	cookie, err := netnsCookie()
 	if err != nil {
 		return nil, err
 	}
-	g := &BindGuard{cookie: cookie, tgid: allowTgid, errno: unix.EACCES}
+	g := &BindGuard{cookie: cookie, errno: unix.EACCES, pin: opts.PinDir}
 	if !bindGuardSetRetval {
 		g.errno = unix.EPERM
 	}
-	if err := g.attach(cgroupPath); err != nil {
-		g.Close()
+	if err := g.open(opts.Cgroup); err != nil {
+		g.closeFDs()
 		return nil, err
 	}
 	return g, nil
@@ -130,18 +158,24 @@ func newBindGuard(cgroupPath string, allowTgid int) (*BindGuard, error) {
 // kernel that has bpf_set_retval.
 var bindGuardSetRetval = true
 
-// attach creates the map, loads the programs and links them to the
-// cgroup cgroupPath.
-func (g *BindGuard) attach(cgroupPath string) (err error) {
-	g.guarded, err = ebpf.NewMap(&ebpf.MapSpec{
-		Name:       "portres_guard",
-		Type:       ebpf.Array,
-		KeySize:    4,
-		ValueSize:  1,
-		MaxEntries: guardMapEntries,
-	})
-	if err != nil {
-		return fmt.Errorf("bind guard: create map: %w", explainBPFErr(err))
+// open creates or adopts the maps, loads the programs and links them.
+func (g *BindGuard) open(cgroupPath string) (err error) {
+	if g.pin != "" {
+		if err := EnsureBPFFS(g.pin); err != nil {
+			return err
+		}
+		if g.lock, err = lockPinDir(g.pin); err != nil {
+			return err
+		}
+	}
+	if g.guarded, err = g.openMap(pinPorts, guardedSpec()); err != nil {
+		return err
+	}
+	if g.allow, err = g.openMap(pinAllow, allowSpec()); err != nil {
+		return err
+	}
+	if err := g.clearAllow(); err != nil {
+		return err
 	}
 	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupInet4Bind, ebpf.AttachCGroupInet6Bind} {
 		prog, err := g.load(at)
@@ -149,9 +183,9 @@ func (g *BindGuard) attach(cgroupPath string) (err error) {
 			return err
 		}
 		g.progs = append(g.progs, prog)
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: at, Program: prog})
+		l, err := g.link(cgroupPath, at, prog)
 		if err != nil {
-			return fmt.Errorf("bind guard: attach to cgroup %s (%s): %w", cgroupPath, at, explainBPFErr(err))
+			return err
 		}
 		g.links = append(g.links, l)
 	}
@@ -221,9 +255,14 @@ func (g *BindGuard) instructions(setRetval bool) asm.Instructions {
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.Byte),
 		asm.JEq.Imm(asm.R1, 0, "allow"),
 
-		asm.FnGetCurrentPidTgid.Call(),
-		asm.RSh.Imm(asm.R0, 32),
-		asm.JEq.Imm(asm.R0, int32(g.tgid), "allow"),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.FnGetSocketCookie.Call(), // the binding socket
+		asm.StoreMem(asm.RFP, -16, asm.R0, asm.DWord),
+		asm.LoadMapPtr(asm.R1, g.allow.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -16),
+		asm.FnMapLookupElem.Call(),
+		asm.JNE.Imm(asm.R0, 0, "allow"), // the broker binds it
 	}
 	if setRetval {
 		insns = append(insns,
@@ -315,11 +354,18 @@ func (g *BindGuard) Guarded(proto uint8, port uint16) (bool, error) {
 	return v != 0 && port != 0, nil
 }
 
-// Close detaches the program and frees the maps. It is safe to call more
-// than once.
+// Close closes the guard's descriptors. An unpinned guard is detached
+// and its maps freed; a pinned one stays attached with its map, for the
+// next broker to adopt (UninstallGuard removes it). It is safe to call
+// more than once.
 func (g *BindGuard) Close() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.closeFDs()
+}
+
+// closeFDs is Close. Caller holds g.mu or owns g exclusively.
+func (g *BindGuard) closeFDs() error {
 	var errs []error
 	for _, l := range g.links {
 		if err := l.Close(); err != nil {
@@ -329,10 +375,15 @@ func (g *BindGuard) Close() error {
 	for _, p := range g.progs {
 		p.Close()
 	}
-	if g.guarded != nil {
-		g.guarded.Close()
+	for _, m := range []*ebpf.Map{g.guarded, g.allow} {
+		if m != nil {
+			m.Close()
+		}
 	}
-	g.links, g.progs, g.guarded = nil, nil, nil
+	if g.lock != nil {
+		g.lock.Close()
+	}
+	g.links, g.progs, g.guarded, g.allow, g.lock = nil, nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 

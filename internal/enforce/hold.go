@@ -18,20 +18,35 @@ import (
 // Returns an error wrapping unix.EADDRINUSE when another socket (or a TCP
 // TIME_WAIT entry) has the port, and unix.EMFILE/ENFILE when descriptors
 // run out.
-func Hold(proto uint8, port uint16) (int, error) {
+func Hold(proto uint8, port uint16) (int, error) { return HoldAllowed(proto, port, nil) }
+
+// HoldAllowed is Hold for a port the bind guard g keeps: the placeholder
+// is let through it (g nil: Hold).
+func HoldAllowed(proto uint8, port uint16, g *BindGuard) (int, error) {
 	typ, err := sockType(proto)
 	if err != nil {
 		return -1, err
 	}
+	bind := func(fd int, sa unix.Sockaddr) error {
+		if g == nil {
+			return unix.Bind(fd, sa)
+		}
+		done, err := g.Allow(fd)
+		if err != nil {
+			return err
+		}
+		defer done()
+		return unix.Bind(fd, sa)
+	}
 	fd, err := unix.Socket(unix.AF_INET6, typ|unix.SOCK_CLOEXEC, 0)
 	if err == nil {
 		if err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err == nil {
-			err = unix.Bind(fd, &unix.SockaddrInet6{Port: int(port)})
+			err = bind(fd, &unix.SockaddrInet6{Port: int(port)})
 		}
 	} else if errors.Is(err, unix.EAFNOSUPPORT) {
 		fd, err = unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
 		if err == nil {
-			err = unix.Bind(fd, &unix.SockaddrInet4{Port: int(port)})
+			err = bind(fd, &unix.SockaddrInet4{Port: int(port)})
 		}
 	}
 	if err != nil {
@@ -54,8 +69,11 @@ func Unhold(fd int) {
 // placeholder and closing it at once. It returns nil when free, an error
 // wrapping EADDRINUSE when something holds the port, another error when
 // the probe itself failed.
-func Probe(proto uint8, port uint16) error {
-	fd, err := Hold(proto, port)
+func Probe(proto uint8, port uint16) error { return ProbeAllowed(proto, port, nil) }
+
+// ProbeAllowed is Probe for a port the bind guard g keeps (g nil: Probe).
+func ProbeAllowed(proto uint8, port uint16, g *BindGuard) error {
+	fd, err := HoldAllowed(proto, port, g)
 	if err != nil {
 		return err
 	}

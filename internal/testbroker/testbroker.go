@@ -36,6 +36,7 @@ func Start(t testing.TB, mod func(*broker.Config)) *Broker {
 		Socket:  filepath.Join(dir, "portres.sock"),
 		State:   filepath.Join(dir, "state.db"),
 		Sweep:   50 * time.Millisecond,
+		BPFPin:  testutil.BPFPin(t),
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if testing.Verbose() {

@@ -25,7 +25,9 @@ const envNetNS = "PORTRES_TEST_NETNS"
 // a test starts (daemons, clients, foreign binders), lives in a fresh
 // network namespace with only lo up: ports and sysctls such as
 // ip_local_reserved_ports never touch the host's. Without root the tests
-// run in place and privileged ones skip (RequireRoot). A binary started by
+// run in place and privileged ones skip (RequireRoot). The namespace
+// also has a private mount namespace, so that what tests mount (a bpffs)
+// never shows on the host. A binary started by
 // StartHelper runs its helper instead of the tests.
 func Main(m interface{ Run() int }) {
 	runHelper()
@@ -58,7 +60,9 @@ func reexecInNetNS() int {
 	cmd := exec.Command(exe, os.Args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), envNetNS+"=1")
-	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWNET, Pdeathsig: unix.SIGKILL}
+	// A private mount namespace too (Go makes its mounts private): what
+	// tests mount, such as a bpffs for pinned guards, goes away with them.
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWNET, Unshareflags: unix.CLONE_NEWNS, Pdeathsig: unix.SIGKILL}
 	if err := cmd.Run(); err != nil {
 		if ee, ok := err.(*exec.ExitError); ok {
 			return ee.ExitCode()

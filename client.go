@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,18 +24,63 @@ import (
 // runtime reservation acquired through a Client is released when the
 // Client is closed or its process exits.
 //
+// When the broker restarts (or crashes and is started again) it keeps
+// the runtime reservations for a grace period; the Client notices the
+// hang-up at once, reconnects by itself and reclaims its reservations by
+// token, so tokens, Listen, Release and friends keep working. Calls made
+// meanwhile wait for the reconnection, up to SetReconnectWait or their
+// context. A reservation
+// that cannot be reclaimed is reported (OnRestart) and its token fails
+// with an error wrapping ErrReservationLost, never silently.
+//
 // A Client is safe for concurrent use; its requests are answered one at a
 // time, in order. A call waiting for its turn gives up when its context
 // ends.
 type Client struct {
-	conn *net.UnixConn
 	path string
 
-	turn   chan struct{} // holds a token while a request is in flight
+	turn   chan struct{} // holds a token while a request (or a reconnection) is in flight
 	nextID uint32
 	buf    []byte
 	closed atomic.Bool
+
+	mu        sync.Mutex
+	conn      *net.UnixConn
+	gen       uint64        // counts connections made, from 1; a failure names the one it saw
+	redial    chan struct{} // closed when the running reconnection ends; nil when none runs
+	stopWatch func()        // ends the hang-up watch of conn
+	held      map[uint64]*Reservation
+	lost      map[uint64]error
+	onRestart func(Restart)
+	// reconnectWait bounds how long a call waits for a lost broker.
+	reconnectWait time.Duration
 }
+
+// DefaultReconnectWait is how long a call waits for the broker to come
+// back when it finds the connection lost (SetReconnectWait).
+const DefaultReconnectWait = 5 * time.Second
+
+// Restart is what a Client found when it reconnected after losing the
+// broker (it restarted, or crashed and was started again): the runtime
+// reservations it took back, and the ones it could not.
+type Restart struct {
+	Kept []*Reservation
+	Lost []LostReservation
+}
+
+// LostReservation is a runtime reservation a Client could not take back
+// after the broker restarted, and why (an error wrapping
+// ErrReservationLost).
+type LostReservation struct {
+	Reservation *Reservation
+	Err         error
+}
+
+// ErrReservationLost is wrapped by the errors of calls that use a runtime
+// reservation the client could not reclaim after the broker restarted
+// (the broker was started without live restore, or its owner came back
+// after the grace period).
+var ErrReservationLost = errors.New("reservation lost when the broker restarted")
 
 // DefaultSocketPath is where Dial looks for the broker when given "":
 // $PORTRES_SOCKET, else /run/portres/portres.sock for root, else
@@ -47,12 +93,58 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 	if path == "" {
 		path = DefaultSocketPath()
 	}
+	conn, err := dial(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{conn: conn, gen: 1, path: path, buf: make([]byte, wire.MaxMessage), turn: make(chan struct{}, 1),
+		held: map[uint64]*Reservation{}, lost: map[uint64]error{}, reconnectWait: DefaultReconnectWait}
+	c.watch()
+	return c, nil
+}
+
+func dial(ctx context.Context, path string) (*net.UnixConn, error) {
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "unixpacket", path)
+	conn, err := d.DialContext(ctx, "unixpacket", path)
 	if err != nil {
 		return nil, &Error{Op: "dial", Code: WSAENETDOWN, Msg: fmt.Sprintf("is portresd running? %v", err), Err: err}
 	}
-	return &Client{conn: c.(*net.UnixConn), path: path, buf: make([]byte, wire.MaxMessage), turn: make(chan struct{}, 1)}, nil
+	return conn.(*net.UnixConn), nil
+}
+
+// watch starts watching the current connection for the broker's hang-up:
+// a client holding reservations then reconnects at once. Caller holds
+// c.mu or owns c exclusively.
+func (c *Client) watch() {
+	gen := c.gen
+	c.stopWatch = watchHangup(c.conn, func() {
+		c.mu.Lock()
+		idle := len(c.held) == 0
+		c.mu.Unlock()
+		if !idle { // without reservations, the next call reconnects
+			c.reconnect(gen)
+		}
+	})
+}
+
+// OnRestart sets fn to be called, from another goroutine, each time the
+// client has reconnected to a restarted broker, with what it kept and
+// what it lost. nil stops the calls.
+func (c *Client) OnRestart(fn func(Restart)) {
+	c.mu.Lock()
+	c.onRestart = fn
+	c.mu.Unlock()
+}
+
+// SetReconnectWait sets how long a call that finds the broker gone waits
+// for it to come back (default DefaultReconnectWait) before it fails with
+// WSAENETDOWN; its context can end the wait sooner. 0 fails at once. The
+// client keeps reconnecting in the background as long as it holds
+// reservations, whatever the calls do.
+func (c *Client) SetReconnectWait(d time.Duration) {
+	c.mu.Lock()
+	c.reconnectWait = d
+	c.mu.Unlock()
 }
 
 // Close ends the connection; the broker releases every runtime
@@ -60,45 +152,99 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 // WSA_OPERATION_ABORTED.
 func (c *Client) Close() error {
 	c.closed.Store(true)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopWatch()
+	clear(c.held)
 	return c.conn.Close()
 }
 
 // SocketPath is the broker socket the client is connected to.
 func (c *Client) SocketPath() string { return c.path }
 
+// current is the connection in use and its generation.
+func (c *Client) current() (*net.UnixConn, uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conn, c.gen
+}
+
 // do sends req (with fd attached if >= 0) and returns the answers.
 // Cancelling ctx asks the broker to abort the request; the call then
 // still waits for the broker's final answer, so client and broker agree on
-// what happened, and returns WSA_OPERATION_ABORTED.
+// what happened, and returns WSA_OPERATION_ABORTED. If the connection
+// breaks (the broker restarted), do waits for the reconnection and sends
+// req again where that is safe (see retry).
 func (c *Client) do(ctx context.Context, req *wire.Request, fd int) ([]*wire.Response, error) {
+	for {
+		if e := c.lostError(req); e != nil {
+			return nil, e
+		}
+		out, gen, err := c.doOnce(ctx, req, fd)
+		if gen == 0 {
+			return out, err
+		}
+		// The connection broke: wait for the next one, a while.
+		c.mu.Lock()
+		wait := c.reconnectWait
+		c.mu.Unlock()
+		timer := time.NewTimer(wait)
+		select {
+		case <-c.reconnect(gen):
+			timer.Stop()
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, &Error{Op: req.Op.String(), Code: WSAENETDOWN, Msg: "lost the connection to portresd; still reconnecting when the call's context ended", Err: ctx.Err()}
+		case <-timer.C:
+			return nil, &Error{Op: req.Op.String(), Code: WSAENETDOWN,
+				Msg: fmt.Sprintf("lost the connection to portresd, and it has not come back within %v (the client keeps trying while it holds reservations)", wait)}
+		}
+		if c.closed.Load() {
+			return nil, c.connError(req.Op, net.ErrClosed)
+		}
+		if out, done, err := c.afterRestart(req, fd); done {
+			return out, err
+		}
+	}
+}
+
+// doOnce is one try of do. broke is the generation of the connection if
+// that connection broke (out and err are then nil), else 0.
+func (c *Client) doOnce(ctx context.Context, req *wire.Request, fd int) (out []*wire.Response, broke uint64, err error) {
 	if err := ctx.Err(); err != nil {
-		return nil, &Error{Op: req.Op.String(), Code: WSA_OPERATION_ABORTED, Msg: "cancelled before it was sent", Err: err}
+		return nil, 0, &Error{Op: req.Op.String(), Code: WSA_OPERATION_ABORTED, Msg: "cancelled before it was sent", Err: err}
 	}
 	select { // wait for our turn, or give up when ctx ends first
 	case c.turn <- struct{}{}:
 	case <-ctx.Done():
-		return nil, &Error{Op: req.Op.String(), Code: WSA_OPERATION_ABORTED, Msg: "cancelled while waiting for another request on this client", Err: ctx.Err()}
+		return nil, 0, &Error{Op: req.Op.String(), Code: WSA_OPERATION_ABORTED, Msg: "cancelled while waiting for another request on this client", Err: ctx.Err()}
 	}
 	defer func() { <-c.turn }()
+	conn, gen := c.current()
+	broken := func(cause error) ([]*wire.Response, uint64, error) {
+		if c.closed.Load() || errors.Is(cause, net.ErrClosed) {
+			return nil, 0, c.connError(req.Op, cause)
+		}
+		return nil, gen, nil
+	}
 	c.nextID++
 	req.ID = c.nextID
 	msg := wire.AppendRequest(c.buf[:0], req)
-	var err error
 	if fd >= 0 {
-		err = fdpass.Send(c.conn, msg, fd)
+		err = fdpass.Send(conn, msg, fd)
 	} else {
-		err = fdpass.Send(c.conn, msg)
+		err = fdpass.Send(conn, msg)
 	}
 	if err != nil {
-		if e := c.refusal(req); e != nil {
-			return nil, e
+		if e := c.refusal(conn, req); e != nil {
+			return nil, 0, e
 		}
-		return nil, c.connError(req.Op, err)
+		return broken(err)
 	}
 	fired := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		// Wake the reader; it sends the cancel and keeps waiting.
-		c.conn.SetReadDeadline(time.Unix(1, 0))
+		conn.SetReadDeadline(time.Unix(1, 0))
 		close(fired)
 	})
 	defer func() {
@@ -106,37 +252,36 @@ func (c *Client) do(ctx context.Context, req *wire.Request, fd int) ([]*wire.Res
 			// The hook ran, or is running: wait for it, then undo its
 			// deadline so it cannot poison the next request.
 			<-fired
-			c.conn.SetReadDeadline(time.Time{})
+			conn.SetReadDeadline(time.Time{})
 		}
 	}()
-	var out []*wire.Response
 	cancelSent := false
 	for {
-		n, fds, err := fdpass.Recv(c.conn, c.buf)
+		n, fds, err := fdpass.Recv(conn, c.buf)
 		closeFDs(fds)
 		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil && !cancelSent {
 			cancelSent = true
-			c.conn.SetReadDeadline(time.Time{})
+			conn.SetReadDeadline(time.Time{})
 			cancel := wire.AppendRequest(nil, &wire.Request{Op: wire.OpCancel, Target: req.ID})
-			if err := fdpass.Send(c.conn, cancel); err != nil {
-				return nil, c.connError(req.Op, err)
+			if err := fdpass.Send(conn, cancel); err != nil {
+				return broken(err)
 			}
 			continue
 		}
 		if err != nil {
 			if errors.Is(err, unix.ECONNRESET) {
-				if e := c.refusal(req); e != nil {
-					return nil, e
+				if e := c.refusal(conn, req); e != nil {
+					return nil, 0, e
 				}
 			}
-			return nil, c.connError(req.Op, err)
+			return broken(err)
 		}
 		if n == 0 {
-			return nil, c.connError(req.Op, errors.New("broker closed the connection"))
+			return broken(errors.New("broker closed the connection"))
 		}
 		resp, err := wire.DecodeResponse(c.buf[:n])
 		if err != nil {
-			return nil, &Error{Op: req.Op.String(), Code: WSAEINVAL, Msg: "bad answer from broker", Err: err}
+			return nil, 0, &Error{Op: req.Op.String(), Code: WSAEINVAL, Msg: "bad answer from broker", Err: err}
 		}
 		if resp.ID != req.ID && resp.ID != 0 {
 			continue // answer to an earlier, abandoned request
@@ -152,24 +297,226 @@ func (c *Client) do(ctx context.Context, req *wire.Request, fd int) ([]*wire.Res
 		if Errno(last.Code) == WSA_OPERATION_ABORTED && ctx.Err() != nil {
 			e.Err = ctx.Err()
 		}
-		return out, e
+		return out, 0, e
 	}
-	return out, nil
+	c.track(req, last)
+	return out, 0, nil
+}
+
+// track notes the runtime reservations the client holds, for reclaiming
+// them after a restart of the broker.
+func (c *Client) track(req *wire.Request, resp *wire.Response) {
+	switch req.Op {
+	case wire.OpAcquire:
+		c.mu.Lock()
+		c.held[resp.Token] = &Reservation{c: c, proto: Proto(resp.Proto), start: resp.Start, count: resp.Count, token: resp.Token,
+			notExcluded: resp.Flags&wire.NotExcluded != 0, delegated: req.Flags&wire.FlagDelegate != 0}
+		c.mu.Unlock()
+	case wire.OpRelease:
+		c.mu.Lock()
+		delete(c.held, req.Token)
+		c.mu.Unlock()
+	}
+}
+
+// lostError is the error of a request on a reservation the client lost
+// in a restart of the broker; nil for any other.
+func (c *Client) lostError(req *wire.Request) *Error {
+	if req.Token == 0 {
+		return nil
+	}
+	switch req.Op {
+	case wire.OpBind, wire.OpRelease, wire.OpAssociate:
+	default:
+		return nil
+	}
+	c.mu.Lock()
+	why := c.lost[req.Token]
+	c.mu.Unlock()
+	if why == nil {
+		return nil
+	}
+	return &Error{Op: req.Op.String(), Token: req.Token, Code: WSAEINVAL, Msg: why.Error(), Err: ErrReservationLost}
+}
+
+// afterRestart decides, once the client has reconnected, what becomes of
+// req, which was in flight when the connection broke: done reports that
+// the call is over with out and err; otherwise it is sent again. What may
+// have happened must not happen twice: a bind that took place is
+// reported as done (the socket is bound), a release of a reservation the
+// broker no longer has as done, and the changes of persistent state and
+// of the dynamic range fail as not known to have happened.
+func (c *Client) afterRestart(req *wire.Request, fd int) (out []*wire.Response, done bool, err error) {
+	switch req.Op {
+	case wire.OpRelease:
+		c.mu.Lock()
+		_, held := c.held[req.Token]
+		c.mu.Unlock()
+		if !held { // released before the restart, or lost: gone either way
+			delete(c.lost, req.Token)
+			return []*wire.Response{{Token: req.Token}}, true, nil
+		}
+	case wire.OpBind:
+		if port := boundPort(fd); port != 0 {
+			return []*wire.Response{{Token: req.Token, Port: port}}, true, nil
+		}
+	case wire.OpPersistentCreate, wire.OpPersistentDelete, wire.OpDynamicSet:
+		return nil, true, &Error{Op: req.Op.String(), Proto: Proto(req.Proto), Start: req.Start, Count: req.Count, Code: WSAENETDOWN,
+			Msg: "the broker restarted before answering: whether the change was made is not known; look it up"}
+	}
+	return nil, false, nil
+}
+
+// boundPort is the local port fd is bound to, 0 if none.
+func boundPort(fd int) uint16 {
+	if fd < 0 {
+		return 0
+	}
+	switch sa, _ := unix.Getsockname(fd); a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return uint16(a.Port)
+	case *unix.SockaddrInet6:
+		return uint16(a.Port)
+	}
+	return 0
+}
+
+// reconnect starts reconnecting, unless the connection of generation gen
+// was replaced already or a reconnection runs; the channel it returns is
+// closed when the reconnection ends.
+func (c *Client) reconnect(gen uint64) <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != gen || c.closed.Load() {
+		done := make(chan struct{})
+		close(done)
+		return done
+	}
+	if c.redial == nil {
+		c.redial = make(chan struct{})
+		go c.redialLoop(c.redial)
+	}
+	return c.redial
+}
+
+// redialLoop reconnects to the broker, as often as it takes, then
+// reclaims every runtime reservation the client holds, takes the new
+// connection into use and reports what it kept and lost. It holds the
+// turn only from a connection's first reclaim to its taking into use:
+// meanwhile calls find the old connection broken and wait for this one.
+func (c *Client) redialLoop(done chan struct{}) {
+	var report Restart
+	defer func() {
+		c.mu.Lock()
+		c.redial = nil
+		fn := c.onRestart
+		c.mu.Unlock()
+		close(done)
+		if fn != nil && !c.closed.Load() {
+			fn(report)
+		}
+	}()
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		if c.closed.Load() {
+			return
+		}
+		if conn, err := dial(context.Background(), c.path); err == nil {
+			if c.adopt(conn, &report) {
+				return
+			}
+			conn.Close()
+		}
+		time.Sleep(wait)
+	}
+}
+
+// adopt reclaims the client's reservations on conn, a new connection,
+// and takes it into use, unless it turns out no good.
+func (c *Client) adopt(conn *net.UnixConn, report *Restart) bool {
+	c.turn <- struct{}{}
+	defer func() { <-c.turn }()
+	r, err := c.reclaimAll(conn)
+	if err != nil {
+		return false
+	}
+	*report = r
+	c.mu.Lock()
+	c.stopWatch()
+	old := c.conn
+	c.conn = conn
+	c.gen++
+	if c.closed.Load() {
+		conn.Close()
+	} else {
+		c.watch()
+	}
+	c.mu.Unlock()
+	old.Close()
+	return true
+}
+
+// reclaimAll asks the broker on conn, a new connection, for each runtime
+// reservation the client holds. An error means conn is no good (the
+// broker went again, or refused the connection): try another.
+func (c *Client) reclaimAll(conn *net.UnixConn) (Restart, error) {
+	c.mu.Lock()
+	held := make([]*Reservation, 0, len(c.held))
+	for _, r := range c.held {
+		held = append(held, r)
+	}
+	c.mu.Unlock()
+	var report Restart
+	for _, r := range held {
+		c.nextID++
+		req := &wire.Request{Op: wire.OpReclaim, ID: c.nextID, Token: r.token}
+		if err := fdpass.Send(conn, wire.AppendRequest(c.buf[:0], req)); err != nil {
+			return Restart{}, err
+		}
+		n, fds, err := fdpass.Recv(conn, c.buf)
+		closeFDs(fds)
+		if err == nil && n == 0 {
+			err = errors.New("broker closed the connection")
+		}
+		if err != nil {
+			return Restart{}, err
+		}
+		resp, err := wire.DecodeResponse(c.buf[:n])
+		if err != nil {
+			return Restart{}, err
+		}
+		if resp.ID == 0 && resp.Code != 0 { // the connection was refused
+			return Restart{}, errorFrom(req, resp)
+		}
+		if resp.Code == 0 {
+			report.Kept = append(report.Kept, r)
+			continue
+		}
+		e := errorFrom(req, resp)
+		e.Proto, e.Start, e.Count = r.proto, r.start, r.count
+		e.Msg = "the broker restarted and did not give it back: " + e.Msg
+		e.Err = ErrReservationLost
+		report.Lost = append(report.Lost, LostReservation{Reservation: r, Err: e})
+		c.mu.Lock()
+		delete(c.held, r.token)
+		c.lost[r.token] = e
+		c.mu.Unlock()
+	}
+	return report, nil
 }
 
 // refusal returns the broker's reason for closing the connection, if it
 // left one: a broker refusing a connection (a per-user limit, no
 // descriptors left) answers once with ID 0 and closes, possibly before
 // the first request could be sent.
-func (c *Client) refusal(req *wire.Request) *Error {
-	c.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-	defer c.conn.SetReadDeadline(time.Time{})
-	n, fds, err := fdpass.Recv(c.conn, c.buf)
+func (c *Client) refusal(conn *net.UnixConn, req *wire.Request) *Error {
+	conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	defer conn.SetReadDeadline(time.Time{})
+	n, fds, err := fdpass.Recv(conn, c.buf)
 	closeFDs(fds)
 	if errors.Is(err, unix.ECONNRESET) {
 		// The broker closed with our request unread: the kernel reports
 		// that first (once), before the answer it left.
-		n, fds, err = fdpass.Recv(c.conn, c.buf)
+		n, fds, err = fdpass.Recv(conn, c.buf)
 		closeFDs(fds)
 	}
 	if err != nil || n == 0 {

@@ -23,6 +23,7 @@ type Reservation struct {
 	// block out of automatic assignment (wire.NotExcluded). The zero value
 	// stands for excluded, what handles not made by acquire report.
 	notExcluded bool
+	delegated   bool // from AcquireDelegated
 }
 
 // Proto is the reservation's protocol.

@@ -23,6 +23,16 @@ type Status struct {
 	Dynamic               []DynamicRange `json:"dynamic"` // per protocol
 	Limits                LimitsStatus   `json:"limits"`
 	Counts                CountsStatus   `json:"counts"`
+	Restore               RestoreStatus  `json:"restore"` // live restore of runtime reservations
+}
+
+// RestoreStatus describes live restore: where runtime reservations are
+// recorded so that they survive a restart of the broker, how long
+// restored ones wait for their owners, and how many still wait.
+type RestoreStatus struct {
+	State   string `json:"state"`   // the runtime file; "" when live restore is off
+	Grace   string `json:"grace"`   // how long a restored reservation waits to be reclaimed
+	Waiting int    `json:"waiting"` // restored reservations not reclaimed yet
 }
 
 // EnforcementStatus is the enforcement mode in force ("bpf" or "hold"),

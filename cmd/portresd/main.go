@@ -18,7 +18,7 @@ import (
 
 func main() {
 	var cfg broker.Config
-	var debug bool
+	var debug, uninstall bool
 	var mode uint
 	flag.StringVar(&cfg.Socket, "socket", "", "listening socket (default $PORTRES_SOCKET, /run/portres/portres.sock for root, else $XDG_RUNTIME_DIR/portres.sock)")
 	flag.StringVar(&cfg.State, "state", "", "state database (default $PORTRES_STATE, /var/lib/portres/state.db for root, else $XDG_STATE_HOME/portres/state.db)")
@@ -28,6 +28,10 @@ func main() {
 	flag.StringVar(&cfg.Enforce, "enforce", broker.EnforceAuto, "how runtime reservations are enforced: auto (bpf where the broker may load the guard, else hold, saying why), hold (placeholder sockets) or bpf (cgroup eBPF bind guard; root, cgroup v2)")
 	flag.StringVar(&cfg.Cgroup, "cgroup", "", "cgroup v2 directory the bpf guard attaches to (default: the cgroup v2 root)")
 	flag.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics on this TCP address at /metrics (e.g. 127.0.0.1:9750)")
+	flag.StringVar(&cfg.BPFPin, "bpf-pin", "", "bpffs directory the bpf guard is pinned in, so it keeps guarding while portresd is down, or - for none (default /sys/fs/bpf/portres/net-COOKIE; a bpffs is mounted on /sys/fs/bpf if none is)")
+	flag.StringVar(&cfg.Runtime, "runtime-state", "", "file recording runtime reservations so a restarted portresd restores them (live restore), or - for none (default: the socket path plus .runtime)")
+	flag.DurationVar(&cfg.RestoreGrace, "restore-grace", broker.DefaultRestoreGrace, "how long restored runtime reservations wait for their owners to reclaim them after a restart")
+	flag.BoolVar(&uninstall, "uninstall-guard", false, "remove the pinned bpf guard (portresd must not be running) and exit")
 	flag.DurationVar(&cfg.Sweep, "sweep", time.Second, "how often bound ports are re-checked")
 	flag.BoolVar(&cfg.RepairState, "repair-state", false, "open a state database whose meta page is damaged by accepting its last intact transaction (later commits are lost); without it such a database is refused")
 	flag.IntVar(&cfg.Limits.UserPorts, "user-ports", broker.DefaultUserPorts, "most ports one uid may hold in runtime and delegated reservations (root and --group exempt; -1: no limit)")
@@ -46,6 +50,9 @@ func main() {
 	case cfg.Sweep <= 0:
 		fmt.Fprintf(os.Stderr, "portresd: --sweep must be positive, got %v\n", cfg.Sweep)
 		os.Exit(2)
+	case cfg.RestoreGrace <= 0:
+		fmt.Fprintf(os.Stderr, "portresd: --restore-grace must be positive, got %v\n", cfg.RestoreGrace)
+		os.Exit(2)
 	case cfg.Limits.FDReserve < 0:
 		fmt.Fprintf(os.Stderr, "portresd: --fd-reserve must be 0 or more, got %d\n", cfg.Limits.FDReserve)
 		os.Exit(2)
@@ -57,6 +64,19 @@ func main() {
 		os.Exit(2)
 	}
 	cfg.SocketMode = os.FileMode(mode)
+	if uninstall {
+		dir, removed, err := broker.UninstallGuard(cfg)
+		switch {
+		case err != nil:
+			fmt.Fprintf(os.Stderr, "portresd: --uninstall-guard: %v\n", err)
+			os.Exit(1)
+		case removed:
+			fmt.Printf("removed the bpf guard pinned in %s\n", dir)
+		default:
+			fmt.Printf("no bpf guard pinned in %s\n", dir)
+		}
+		return
+	}
 	broker.SetMaxProcs()
 	level := slog.LevelInfo
 	if debug {

@@ -43,8 +43,11 @@ func daemon(t *testing.T, dir string, args ...string) *testutil.Process {
 }
 
 // TestDaemonLifecycle: portresd starts on its defaults plus the
-// environment, refuses a second instance, and on SIGTERM releases its
-// placeholders, removes its socket and exits 0.
+// environment and refuses a second instance. SIGTERM stops it cleanly
+// (exit 0, socket removed) but keeps the runtime reservations (live
+// restore): in bpf mode the pinned guard keeps refusing their ports while
+// it is down; started again, it restores them and the client reclaims
+// its own by itself. --uninstall-guard then removes the pinned guard.
 func TestDaemonLifecycle(t *testing.T) {
 	testutil.RequireRoot(t)
 	dir := testutil.Dir(t)
@@ -65,11 +68,20 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Fatalf("second daemon: %v\n%s", err, out)
 	}
 
-	c, err := portres.Dial(context.Background(), sock)
+	ctx := context.Background()
+	c, err := portres.Dial(ctx, sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Acquire(context.Background(), portres.TCP, 36000, 2); err != nil {
+	defer c.Close()
+	restarts := make(chan portres.Restart, 1)
+	c.OnRestart(func(r portres.Restart) { restarts <- r })
+	status, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Acquire(ctx, portres.TCP, 36000, 2)
+	if err != nil {
 		t.Fatal(err)
 	}
 	d.Cmd.Process.Signal(syscall.SIGTERM)
@@ -79,17 +91,60 @@ func TestDaemonLifecycle(t *testing.T) {
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("socket left behind: %v", err)
 	}
-	for _, p := range []int{36000, 36001} {
-		fd, _ := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
-		if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: p}); err != nil {
-			t.Errorf("port %d still held after shutdown: %v", p, err)
+	bindErr := func(port int) error {
+		fd, _ := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		defer syscall.Close(fd)
+		return syscall.Bind(fd, &syscall.SockaddrInet4{Port: port})
+	}
+	if status.Enforcement.Mode == "bpf" {
+		if err := bindErr(36000); err != syscall.EACCES {
+			t.Errorf("bpf mode, portresd stopped: bind of a reserved port: %v, want EACCES from the pinned guard", err)
 		}
-		syscall.Close(fd)
 	}
-	if _, err := c.Show(context.Background()); err == nil {
-		t.Error("client still served after shutdown")
+
+	d = daemon(t, dir, "--sweep", "100ms")
+	select {
+	case got := <-restarts:
+		if len(got.Kept) != 1 || got.Kept[0].Token() != r.Token() || len(got.Lost) != 0 {
+			t.Errorf("after the restart the client kept %v and lost %v, want its one reservation kept", got.Kept, got.Lost)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client did not reconnect to the restarted broker")
 	}
-	c.Close()
+	if st, err := c.Status(ctx); err != nil || st.Restore.Waiting != 0 || st.Counts.Runtime != 1 {
+		t.Errorf("after reclaiming: status %+v, %v; want 1 runtime reservation, none waiting", st, err)
+	}
+	ln, err := r.Listen(ctx, "tcp", ":36001")
+	if err != nil {
+		t.Fatalf("Listen on the reclaimed reservation: %v", err)
+	}
+	ln.Close()
+	if err := r.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := bindErr(36000); err != nil {
+		t.Errorf("port still held after release: %v", err)
+	}
+	d.Cmd.Process.Signal(syscall.SIGTERM)
+	d.Wait()
+
+	uninstall := func() string {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "PORTRES_TEST_HELPER=portresd", "PORTRES_TEST_HELPER_ARGS=--uninstall-guard")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("portresd --uninstall-guard: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if status.Enforcement.Mode == "bpf" {
+		if out := uninstall(); !strings.Contains(out, "removed the bpf guard pinned in /sys/fs/bpf/portres/net-") {
+			t.Errorf("first --uninstall-guard: %q", out)
+		}
+	}
+	if out := uninstall(); !strings.Contains(out, "no bpf guard pinned") {
+		t.Errorf("second --uninstall-guard: %q", out)
+	}
 }
 
 func TestBadArguments(t *testing.T) {

@@ -105,6 +105,7 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 			b.mu.Lock()
 			rv.pending = false
 			b.mu.Unlock()
+			b.record(rv)
 			blk := rv.block()
 			resp := &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(proto), Start: blk.Start, Count: blk.Count}
 			if rv.excluded() && !rv.admitted {
@@ -280,6 +281,7 @@ func (b *Broker) removeLocked(rv *resv) {
 	if rv.sess != nil {
 		delete(rv.sess.resvs, rv)
 	}
+	delete(b.orphans, rv)
 	b.refundLocked(rv)
 	if rv.admitted {
 		b.exclMu.Lock()
@@ -309,6 +311,7 @@ func (b *Broker) release(s *session, req *wire.Request) *wire.Response {
 	}
 	b.removeLocked(rv)
 	b.mu.Unlock()
+	b.forget(rv)
 	b.unlist(rv, "release")
 	blk := rv.block()
 	return &wire.Response{Token: req.Token, Proto: uint8(rv.proto), Start: blk.Start, Count: blk.Count}

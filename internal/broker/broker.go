@@ -35,6 +35,7 @@ type Broker struct {
 	store    *store.Store
 	sysctl   *enforce.ReservedPorts // nil: kernel exclusion disabled or unavailable
 	guard    *enforce.BindGuard     // nil: placeholders enforce runtime blocks
+	runtime  *store.Runtime         // runtime reservations, for live restore; nil: none kept
 	metrics  *metrics
 	sysctlOK atomic.Bool // the last ip_local_reserved_ports update worked
 
@@ -67,6 +68,7 @@ type Broker struct {
 	takeSeq  uint64                 // counts ports marked bound (takeLocked)
 	bound    map[portres.Proto]span // covers every port bound since the last sweep began (and what it saw bound)
 	users    map[uint32]*usage      // per-uid use, for the per-user limits
+	orphans  map[*resv]struct{}     // restored runtime reservations waiting for their owner
 	closed   bool
 
 	wg   sync.WaitGroup
@@ -81,7 +83,7 @@ func New(cfg Config) (_ *Broker, err error) {
 	cfg.Defaults()
 	b := &Broker{cfg: cfg, log: cfg.Logger, adminGID: -1, stop: make(chan struct{}),
 		pools: map[portres.Proto]*pool.Pool{}, byToken: map[pool.Token]*resv{}, sessions: map[*session]struct{}{},
-		users: map[uint32]*usage{}, bound: map[portres.Proto]span{}}
+		users: map[uint32]*usage{}, bound: map[portres.Proto]span{}, orphans: map[*resv]struct{}{}}
 	b.rlog = newLogLimiter(b.log)
 	b.fair = newFairQueue(inService)
 	defer func() {
@@ -113,6 +115,7 @@ func New(cfg Config) (_ *Broker, err error) {
 	if r := b.store.Repaired(); r != nil {
 		b.log.Warn("state database repaired", "state", cfg.State, "repair", r.String())
 	}
+	b.initFDLimit()
 	if err = b.loadState(); err != nil {
 		return nil, err
 	}
@@ -120,7 +123,6 @@ func New(cfg Config) (_ *Broker, err error) {
 		return nil, err
 	}
 	b.openWatchers()
-	b.initFDLimit()
 	b.metrics = newMetrics(b)
 	if cfg.Metrics != "" {
 		if err = b.metrics.serve(cfg.Metrics); err != nil {
@@ -242,6 +244,9 @@ func (b *Broker) closeResources() {
 	if b.store != nil {
 		b.store.Close()
 	}
+	if b.runtime != nil {
+		b.runtime.Close() // what it records stays, for the next broker
+	}
 	if b.guard != nil {
 		b.guard.Close()
 	}
@@ -340,6 +345,21 @@ func (b *Broker) pinDir() (string, error) {
 		return enforce.DefaultPinDir()
 	}
 	return b.cfg.BPFPin, nil
+}
+
+// UninstallGuard removes the eBPF bind guard that brokers configured
+// with cfg pin (Config.BPFPin, or its default) while no broker uses it:
+// its programs are detached from the cgroup and its maps freed. It
+// reports the directory and whether there was a guard there. Runtime
+// reservations recorded for live restore stay recorded; a broker started
+// later guards them again.
+func UninstallGuard(cfg Config) (dir string, removed bool, err error) {
+	b := &Broker{cfg: cfg}
+	if dir, err = b.pinDir(); err != nil || dir == "" {
+		return dir, false, err
+	}
+	removed, err = enforce.UninstallGuard(dir)
+	return dir, removed, err
 }
 
 // dropPinnedGuard removes a guard an earlier broker pinned where this one

@@ -59,6 +59,17 @@ type Config struct {
 	// Sweep is how often bound ports are re-probed so that a port whose
 	// socket the client closed gets its placeholder back.
 	Sweep time.Duration
+	// Runtime is the file where runtime reservations are recorded so that
+	// they survive a restart or a crash of the broker (live restore;
+	// default: the socket's path plus ".runtime", under /run for root);
+	// "-" keeps none: a restart then drops them all, and Close releases
+	// them.
+	Runtime string
+	// RestoreGrace is how long runtime reservations restored after a
+	// restart wait for their owner to reconnect and reclaim them (the Go
+	// client does so by itself) before they are released (default 30s).
+	// Blocks whose owner exited are released at once.
+	RestoreGrace time.Duration
 	// Limits are the per-user limits and the budgets kept for admins.
 	Limits Limits
 	// UnprivilegedPortStart is the path of
@@ -107,6 +118,7 @@ const (
 	DefaultUserConnections  = 128
 	DefaultUserRate         = 5000
 	DefaultListReserve      = 1024
+	DefaultRestoreGrace     = 30 * time.Second
 )
 
 // defaults fills unset limits; nofile is the broker's RLIMIT_NOFILE.
@@ -166,6 +178,12 @@ func (c *Config) Defaults() {
 	}
 	if c.Sweep == 0 {
 		c.Sweep = time.Second
+	}
+	if c.Runtime == "" {
+		c.Runtime = c.Socket + ".runtime"
+	}
+	if c.RestoreGrace == 0 {
+		c.RestoreGrace = DefaultRestoreGrace
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))

@@ -375,6 +375,7 @@ func TestPersistentSIGKILLDuringBurst(t *testing.T) {
 		d.start()
 		verify(round)
 		c := d.dial()
+		c.SetReconnectWait(0) // the test starts the next broker only after the kill's error
 		inRound.Store(0)
 		failed := make(chan error, 1)
 		go func() {

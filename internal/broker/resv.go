@@ -7,6 +7,7 @@ import (
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/enforce"
 	"github.com/portres/portres/internal/pool"
+	"github.com/portres/portres/internal/store"
 	"github.com/portres/portres/internal/wire"
 )
 
@@ -16,17 +17,19 @@ type resv struct {
 	proto     portres.Proto
 	kind      uint8 // wire.KindRuntime or wire.KindPersistent
 	r         *pool.Reservation
-	owner     *peer    // runtime: the acquiring process
-	sess      *session // runtime: the connection whose end releases it
-	holders   []int32  // runtime, not delegated: placeholder fd per offset, -1 when none
-	delegated bool     // runtime: handed to another process (portres run)
-	guarded   bool     // runtime: kept by the eBPF bind guard, not placeholders
-	pending   bool     // placeholders still being bound; invisible to sweeps and tokens
-	admin     bool     // the owner is root or in the admin group (persistent: always)
-	charged   int      // runtime: ports charged to the owner's per-user limits
-	admitted  bool     // excluded blocks: in the kernel's reserved-port list
-	lastTake  uint64   // b.takeSeq when a port of rv was last marked bound
-	uid       uint32   // persistent: creator
+	owner     *peer             // runtime: the acquiring process
+	sess      *session          // runtime: the connection whose end releases it
+	holders   []int32           // runtime, not delegated: placeholder fd per offset, -1 when none
+	delegated bool              // runtime: handed to another process (portres run)
+	guarded   bool              // runtime: kept by the eBPF bind guard, not placeholders
+	pending   bool              // placeholders still being bound; invisible to sweeps and tokens
+	admin     bool              // the owner is root or in the admin group (persistent: always)
+	charged   int               // runtime: ports charged to the owner's per-user limits
+	admitted  bool              // excluded blocks: in the kernel's reserved-port list
+	lastTake  uint64            // b.takeSeq when a port of rv was last marked bound
+	slot      store.RuntimeSlot // runtime: where the runtime file records it; 0: not recorded
+	orphaned  time.Time         // runtime, restored after a restart: when it is released unless reclaimed; zero once held by a session
+	uid       uint32            // persistent: creator
 	created   time.Time
 }
 

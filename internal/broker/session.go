@@ -162,7 +162,7 @@ const inlineAcquire = 16
 // changes (which wait for the disk) go to the worker.
 func short(req *wire.Request) bool {
 	switch req.Op {
-	case wire.OpRelease, wire.OpAssociate, wire.OpBind, wire.OpPersistentLookup, wire.OpDynamicShow:
+	case wire.OpRelease, wire.OpAssociate, wire.OpBind, wire.OpPersistentLookup, wire.OpDynamicShow, wire.OpReclaim:
 		return true
 	case wire.OpAcquire:
 		return req.Count <= inlineAcquire
@@ -257,13 +257,19 @@ func (s *session) send(r *wire.Response) {
 	}
 }
 
-// endSession releases every runtime reservation acquired on s.
+// endSession releases every runtime reservation acquired on s, unless
+// the broker is shutting down with live restore: the next broker restores
+// them then, and their owner reclaims them.
 func (b *Broker) endSession(s *session) {
 	s.conn.Close()
 	b.mu.Lock()
 	delete(b.sessions, s)
+	keep := b.closed && b.runtime != nil
 	gone := make([]*resv, 0, len(s.resvs))
 	for rv := range s.resvs {
+		if keep {
+			continue
+		}
 		gone = append(gone, rv)
 		b.removeLocked(rv)
 	}
@@ -271,6 +277,7 @@ func (b *Broker) endSession(s *session) {
 	b.forgetUserLocked(s.peer.uid)
 	b.mu.Unlock()
 	b.fds.Add(-1)
+	b.forget(gone...)
 	for _, rv := range gone {
 		b.rlog.Log(s.peer.uid, slog.LevelInfo, "released on disconnect", "proto", rv.proto, "block", rv.block().String(), "pid", s.peer.pid)
 	}
@@ -311,6 +318,8 @@ func (b *Broker) handle(ctx context.Context, s *session, req *wire.Request, fds 
 		return one(b.dynamicSet(s, req))
 	case wire.OpStatus:
 		return one(b.status())
+	case wire.OpReclaim:
+		return one(b.reclaim(s, req))
 	}
 	return one(errf(portres.WSAEINVAL, "unknown operation %d", req.Op))
 }

@@ -31,6 +31,9 @@ func (b *Broker) show(s *session) []*wire.Response {
 			if rv.delegated {
 				e.Flags |= wire.EntryDelegated
 			}
+			if !rv.orphaned.IsZero() {
+				e.Flags |= wire.EntryRestored
+			}
 			if rv.owner.same(s.peer) {
 				e.Flags |= wire.EntryMine
 				e.Token = uint64(rv.r.Token)

@@ -16,7 +16,9 @@ import (
 )
 
 // loadState builds the pools from the kernel's ephemeral range and the
-// store, then brings ip_local_reserved_ports in line with the store.
+// store, restores the runtime reservations of the previous broker (live
+// restore), then brings the bind guard and ip_local_reserved_ports in
+// line.
 func (b *Broker) loadState() error {
 	lo, hi := b.kernelPortRange()
 	for _, proto := range []portres.Proto{portres.TCP, portres.UDP} {
@@ -49,6 +51,12 @@ func (b *Broker) loadState() error {
 		}
 		b.byToken[rv.r.Token] = rv
 		b.adminCover.Add(rv.listed())
+	}
+	if err := b.restore(); err != nil {
+		return err
+	}
+	if err := b.reconcileGuard(); err != nil {
+		return fmt.Errorf("portresd: %w", err)
 	}
 	b.initSysctl()
 	return nil

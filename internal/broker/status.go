@@ -32,7 +32,11 @@ func (b *Broker) status() *wire.Response {
 		st.Dynamic = append(st.Dynamic, portres.DynamicRange{Proto: proto, Start: lo, End: hi})
 	}
 	st.Counts.Clients, st.Counts.Users = len(b.sessions), len(b.users)
+	st.Restore.Waiting = len(b.orphans)
 	b.mu.Unlock()
+	if b.runtime != nil {
+		st.Restore.State, st.Restore.Grace = b.runtime.Path(), b.cfg.RestoreGrace.String()
+	}
 	st.Counts.FDs, st.Counts.FDLimit = b.fds.Load(), b.fdLimit
 	b.walk(func(rv *resv) {
 		if rv.pending {

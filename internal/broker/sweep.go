@@ -25,6 +25,7 @@ func (b *Broker) sweeper() {
 			return
 		case <-t.C:
 			b.readPrivStart()
+			b.expireOrphans()
 			if b.listDirty.Swap(false) {
 				b.applySysctlLogged("lazy removal")
 			}

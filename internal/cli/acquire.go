@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/portres/portres"
 	"github.com/spf13/cobra"
 )
 
@@ -33,12 +34,27 @@ it until interrupted or until its standard input closes; then releases it.`,
 			if err != nil {
 				return err
 			}
+			lost := watchRestarts(e, c, "portres acquire")
 			if e.json {
 				e.printJSON(toJSON(r))
 			} else {
 				fmt.Fprintf(e.stdout, "Acquired %s %d-%d (%d ports), token %s\n", r.Proto(), r.Start(), r.End(), r.Count(), tokenString(r.Token()))
 			}
-			waitStdinOrDone(ctx, e.stdin)
+			wctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			go func() {
+				select {
+				case <-lost:
+					cancel()
+				case <-wctx.Done():
+				}
+			}()
+			waitStdinOrDone(wctx, e.stdin)
+			select {
+			case err := <-lost:
+				return err
+			default:
+			}
 			return r.Release(context.Background())
 		},
 	}
@@ -47,6 +63,26 @@ it until interrupted or until its standard input closes; then releases it.`,
 	cmd.Flags().Uint16Var(&count, "count", 0, "number of ports")
 	cmd.MarkFlagRequired("count")
 	return cmd
+}
+
+// watchRestarts reports on stderr, as name, each reconnection of c to a
+// restarted broker: the blocks it kept and the ones it lost. The channel
+// receives the first loss.
+func watchRestarts(e *env, c *portres.Client, name string) <-chan error {
+	lost := make(chan error, 1)
+	c.OnRestart(func(r portres.Restart) {
+		for _, k := range r.Kept {
+			fmt.Fprintf(e.stderr, "%s: the broker restarted; %s is still reserved\n", name, k)
+		}
+		for _, l := range r.Lost {
+			fmt.Fprintf(e.stderr, "%s: the broker restarted; %s is no longer reserved: %s\n", name, l.Reservation, termSafe(l.Err.Error()))
+			select {
+			case lost <- fmt.Errorf("%s is no longer reserved: %w", l.Reservation, l.Err):
+			default:
+			}
+		}
+	})
+	return lost
 }
 
 // waitStdinOrDone returns when ctx ends or stdin reaches end of file.

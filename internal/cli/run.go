@@ -67,6 +67,7 @@ not prevented (see the README).`,
 				envv = append(envv, want.name+"="+joinPorts(r.Ports()))
 			}
 			warnNotExcluded(e, held)
+			watchRestarts(e, c, "portres run") // CMD keeps running; what was lost is said
 			status, err := runChild(e, args, envv)
 			if err != nil {
 				return err

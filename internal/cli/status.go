@@ -52,6 +52,11 @@ func (e *env) printStatus(st *portres.Status) error {
 	n := st.Counts
 	fmt.Fprintf(w, "Held\t%d runtime and %d persistent reservations, %d ports; %d placeholder sockets\n", n.Runtime, n.Persistent, n.Ports, n.Placeholders)
 	fmt.Fprintf(w, "Clients\t%d connections of %d uids; %d of %d descriptors in use\n", n.Clients, n.Users, n.FDs, n.FDLimit)
+	if r := st.Restore; r.State != "" {
+		fmt.Fprintf(w, "Live restore\truntime reservations kept in %s across restarts; restored ones wait %s for their owners (%d waiting)\n", termSafe(r.State), r.Grace, r.Waiting)
+	} else {
+		fmt.Fprintf(w, "Live restore\toff: a restart of the broker drops every runtime reservation\n")
+	}
 	return w.Flush()
 }
 

@@ -33,11 +33,12 @@ const (
 	OpDynamicShow                    // Proto → Start, Count
 	OpDynamicSet                     // Proto, Start, Count
 	OpStatus                         // → Msg: the broker's status as JSON (portres.Status)
+	OpReclaim                        // Token → Proto, Start, Count, Flags: takes back a runtime reservation restored after a broker restart
 	opMax
 )
 
 var opNames = [...]string{"", "acquire", "release", "associate", "bind", "show", "cancel",
-	"persistent create", "persistent delete", "persistent lookup", "dynamicport show", "dynamicport set", "status"}
+	"persistent create", "persistent delete", "persistent lookup", "dynamicport show", "dynamicport set", "status", "reclaim"}
 
 // String returns the operation's name as used in error messages.
 func (o Op) String() string {
@@ -105,6 +106,7 @@ const (
 	EntryDelegated uint16 = 1 << iota // runtime block handed to another process
 	EntryMine                         // owned by the asking process
 	EntryDeleted                      // persistent block deleted, ports still bound
+	EntryRestored                     // restored after a broker restart, waiting for its owner to reclaim it
 )
 
 // Entry describes one reservation in a Show answer.

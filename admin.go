@@ -24,7 +24,8 @@ func (c *Client) Show(ctx context.Context) ([]Info, error) {
 			}
 			infos = append(infos, Info{Proto: Proto(e.Proto), Kind: Kind(e.Kind), Start: e.Start, Count: e.Count,
 				PID: e.PID, UID: e.UID, Command: e.Command, Token: e.Token,
-				Mine: e.Flags&wire.EntryMine != 0, Delegated: e.Flags&wire.EntryDelegated != 0, Bound: bound})
+				Mine: e.Flags&wire.EntryMine != 0, Delegated: e.Flags&wire.EntryDelegated != 0,
+				Restored: e.Flags&wire.EntryRestored != 0, Bound: bound})
 		}
 	}
 	return infos, nil

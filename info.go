@@ -40,6 +40,7 @@ type Info struct {
 	Token     uint64   `json:"token,omitempty"`   // only the caller's own, or persistent ones it may consume
 	Mine      bool     `json:"mine"`              // acquired by the calling process
 	Delegated bool     `json:"delegated"`         // handed to another process (portres run)
+	Restored  bool     `json:"restored"`          // restored after a restart of the broker, waiting for its owner to reclaim it
 	Bound     []uint16 `json:"bound"`             // ports bound from it right now
 }
 

@@ -181,6 +181,7 @@ type daemonConfig struct {
 	Enforce                               string        // "": hold
 	Cgroup                                string        // bpf mode: where the guard attaches
 	BPFPin                                string        // bpf mode: where it is pinned ("": testutil.BPFPin)
+	RestoreGrace                          time.Duration // 0: the default
 }
 
 // helperDaemon is portresd in a process of its own, configured by its
@@ -199,7 +200,7 @@ func helperDaemon(args []string) int {
 		}
 	}
 	broker.SetMaxProcs() // as portresd does
-	return serveDaemon(broker.Config{Socket: dc.Socket, State: dc.State, ReservedPorts: dc.ReservedPorts, Limits: dc.Limits, Enforce: dc.Enforce, Cgroup: dc.Cgroup, BPFPin: dc.BPFPin,
+	return serveDaemon(broker.Config{Socket: dc.Socket, State: dc.State, ReservedPorts: dc.ReservedPorts, Limits: dc.Limits, Enforce: dc.Enforce, Cgroup: dc.Cgroup, BPFPin: dc.BPFPin, RestoreGrace: dc.RestoreGrace,
 		Sweep: cmp.Or(dc.Sweep, 50*time.Millisecond)}, dc.LogFile)
 }
 

@@ -1,7 +1,10 @@
 package broker
 
 import (
+	"cmp"
 	"errors"
+	"maps"
+	"slices"
 	"fmt"
 	"log/slog"
 	"time"
@@ -45,7 +48,13 @@ func (b *Broker) restore() error {
 	deadline := time.Now().Add(b.cfg.RestoreGrace)
 	var delegated [2]*enforce.PortSet // TCP, UDP: read once, if a delegated block needs it
 	var kept, dropped int
-	for slot, rec := range recs {
+	// Newest first: a block released just before a crash may still be
+	// recorded (its slot is cleared after the pool lets it go), and its
+	// ports may have been taken again since; the later block wins.
+	slots := slices.Collect(maps.Keys(recs))
+	slices.SortFunc(slots, func(a, b store.RuntimeSlot) int { return cmp.Compare(recs[b].Created, recs[a].Created) })
+	for _, slot := range slots {
+		rec := recs[slot]
 		rv, why := b.restoreOne(slot, rec, deadline)
 		if rv == nil {
 			dropped++

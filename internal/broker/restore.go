@@ -3,10 +3,10 @@ package broker
 import (
 	"cmp"
 	"errors"
-	"maps"
-	"slices"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/portres/portres"

@@ -50,6 +50,7 @@ type Client struct {
 	redial    chan struct{} // closed when the running reconnection ends; nil when none runs
 	stopWatch func()        // ends the hang-up watch of conn
 	held      map[uint64]*Reservation
+	releasing map[uint64]bool // tokens with a release in flight
 	lost      map[uint64]error
 	onRestart func(Restart)
 	// reconnectWait bounds how long a call waits for a lost broker.
@@ -98,7 +99,7 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{conn: conn, gen: 1, path: path, buf: make([]byte, wire.MaxMessage), turn: make(chan struct{}, 1),
-		held: map[uint64]*Reservation{}, lost: map[uint64]error{}, reconnectWait: DefaultReconnectWait}
+		held: map[uint64]*Reservation{}, releasing: map[uint64]bool{}, lost: map[uint64]error{}, reconnectWait: DefaultReconnectWait}
 	c.watch()
 	return c, nil
 }
@@ -176,6 +177,18 @@ func (c *Client) current() (*net.UnixConn, uint64) {
 // breaks (the broker restarted), do waits for the reconnection and sends
 // req again where that is safe (see retry).
 func (c *Client) do(ctx context.Context, req *wire.Request, fd int) ([]*wire.Response, error) {
+	if req.Op == wire.OpRelease {
+		// A release the broker did before it went, but did not answer,
+		// is not a loss when the client reconnects.
+		c.mu.Lock()
+		c.releasing[req.Token] = true
+		c.mu.Unlock()
+		defer func() {
+			c.mu.Lock()
+			delete(c.releasing, req.Token)
+			c.mu.Unlock()
+		}()
+	}
 	for {
 		if e := c.lostError(req); e != nil {
 			return nil, e
@@ -489,6 +502,15 @@ func (c *Client) reclaimAll(conn *net.UnixConn) (Restart, error) {
 		}
 		if resp.Code == 0 {
 			report.Kept = append(report.Kept, r)
+			continue
+		}
+		c.mu.Lock()
+		releasing := c.releasing[r.token]
+		if releasing {
+			delete(c.held, r.token) // released before the broker went
+		}
+		c.mu.Unlock()
+		if releasing {
 			continue
 		}
 		e := errorFrom(req, resp)

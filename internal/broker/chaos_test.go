@@ -465,10 +465,17 @@ func checkForeignWins(t *testing.T, clients []*chaosClient, wins []foreignWin, b
 			}
 		}
 	}
+	byPort := map[string][]int{} // proto/port → indexes of blocks holding it
+	for i, b := range blocks {
+		for p := b.start; p <= b.end; p++ {
+			key := fmt.Sprintf("%s/%d", b.proto, p)
+			byPort[key] = append(byPort[key], i)
+		}
+	}
 	bad := 0
 	for _, w := range wins {
-		for _, b := range blocks {
-			if w.proto == b.proto && w.port >= b.start && w.port <= b.end && w.at > b.from && w.at < b.till {
+		for _, i := range byPort[fmt.Sprintf("%s/%d", w.proto, w.port)] {
+			if b := blocks[i]; w.at > b.from && w.at < b.till {
 				bad++
 				if bad <= 5 {
 					since := "no broker kill before"

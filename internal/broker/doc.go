@@ -11,10 +11,17 @@
 // hang-up is seen while a long acquire runs) and executes them in order on
 // another.
 //
-// Enforcement: every free port of a runtime reservation carries a
-// placeholder socket (internal/enforce.Hold); binding a client's socket
-// swaps the placeholder for it; a sweeper re-probes bound ports and puts
-// the placeholder back once the client's socket is gone. Persistent and
-// delegated blocks are kept out of automatic assignment through
+// Enforcement: in bpf mode a pinned cgroup eBPF program refuses binds of
+// runtime ports to every socket but the ones the broker binds
+// (internal/enforce.BindGuard); in hold mode every free port of a
+// runtime reservation carries a placeholder socket (internal/enforce.Hold)
+// that binding a client's socket swaps for it, and the placeholder comes
+// back once the client's socket is gone. Persistent and delegated blocks
+// are kept out of automatic assignment through
 // net.ipv4.ip_local_reserved_ports instead.
+//
+// Live restore (restore.go): runtime reservations are recorded in a
+// runtime file, restored by the next broker for owners still alive, and
+// reclaimed by them by token; the pinned guard and the kernel list keep
+// enforcing them while no broker runs.
 package broker

@@ -24,7 +24,7 @@ import (
 func socketEnv(b *testbroker.Broker) []string { return []string{"PORTRES_SOCKET=" + b.Config.Socket} }
 
 // narrowEphemeral sets the netns's ephemeral range for the test.
-func narrowEphemeral(t *testing.T, lo, hi int) {
+func narrowEphemeral(t testing.TB, lo, hi int) {
 	t.Helper()
 	const path = "/proc/sys/net/ipv4/ip_local_port_range"
 	old, err := os.ReadFile(path)

@@ -454,3 +454,87 @@ func TestRunWarnsWhenNotExcluded(t *testing.T) {
 		t.Errorf("run --udp 1: exit %d, stderr %q", code, errs)
 	}
 }
+
+// restartBroker starts another in-process broker with cfg, after the
+// previous one on the same socket and state was closed, as a restarted
+// portresd; it is closed when the test ends.
+func restartBroker(t *testing.T, cfg broker.Config) *broker.Broker {
+	t.Helper()
+	b, err := broker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.Serve(context.Background())
+	}()
+	t.Cleanup(func() {
+		b.Close()
+		<-done
+	})
+	return b
+}
+
+// waitFor polls s until it contains want, for up to 10 s.
+func waitFor(t *testing.T, s *syncBuffer, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(s.String(), want); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %q; got %q", want, s.String())
+		}
+	}
+}
+
+// TestAcquireAcrossRestart: portres acquire keeps its block across a
+// restart of the broker and says so on stderr; when the restarted broker
+// does not give the block back (its runtime state is gone), acquire says
+// that and exits 1.
+func TestAcquireAcrossRestart(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	stdinR, stdinW := io.Pipe()
+	defer stdinW.Close()
+	outR, outW := io.Pipe()
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- Main([]string{"--socket", b.Config.Socket, "acquire", "--proto", "tcp", "--start", "38100", "--count", "2", "--json"}, stdinR, outW, &stderr)
+		outW.Close()
+	}()
+	var got reservationJSON
+	if err := json.NewDecoder(outR).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	b.Close() // a restart: the runtime state stays for the next broker
+	restartBroker(t, b.Config).Close()
+	b2 := restartBroker(t, b.Config)
+	_ = b2
+	waitFor(t, &stderr, "portres acquire: the broker restarted; tcp 38100-38101 is still reserved\n")
+	c, err := portres.Dial(context.Background(), b.Config.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	infos, err := c.Show(context.Background())
+	c.Close()
+	if err != nil || len(infos) != 1 || infos[0].Start != 38100 || infos[0].Restored {
+		t.Fatalf("after the restart: %+v %v; want the block, reclaimed", infos, err)
+	}
+
+	// A broker that lost its runtime state cannot give it back.
+	b2.Close()
+	if err := os.Remove(b.Config.Socket + ".runtime"); err != nil {
+		t.Fatal(err)
+	}
+	restartBroker(t, b.Config)
+	select {
+	case code := <-done:
+		if code != 1 {
+			t.Errorf("acquire exited %d after losing its block, want 1", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("acquire did not stop after losing its block")
+	}
+	if !strings.Contains(stderr.String(), "portres acquire: the broker restarted; tcp 38100-38101 is no longer reserved: ") {
+		t.Errorf("stderr %q does not say the block was lost", stderr.String())
+	}
+}

@@ -41,6 +41,7 @@ type infoJSON struct {
 	UID       uint32   `json:"uid"`
 	Command   string   `json:"command,omitempty"`
 	Delegated bool     `json:"delegated"`
+	Restored  bool     `json:"restored,omitempty"`
 	Bound     []uint16 `json:"bound"`
 	Token     string   `json:"token,omitempty"`
 }
@@ -51,7 +52,7 @@ func (e *env) printInfos(infos []portres.Info) error {
 		for _, i := range infos {
 			out = append(out, infoJSON{Proto: i.Proto.String(), Kind: i.Kind.String(), Start: i.Start,
 				End: i.Start + i.Count - 1, Count: i.Count, PID: i.PID, UID: i.UID, Command: i.Command,
-				Delegated: i.Delegated, Bound: i.Bound, Token: tokenString(i.Token)})
+				Delegated: i.Delegated, Restored: i.Restored, Bound: i.Bound, Token: tokenString(i.Token)})
 		}
 		return e.printJSON(out)
 	}
@@ -71,6 +72,9 @@ func (e *env) printInfos(infos []portres.Info) error {
 		if i.Delegated {
 			kind += "*"
 		}
+		if i.Restored {
+			kind += "+"
+		}
 		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\t%s\t%s\n", i.Proto, i.Start, i.Start+i.Count-1, i.Count, kind, owner, compactPorts(i.Bound))
 	}
 	if err := w.Flush(); err != nil {
@@ -79,6 +83,12 @@ func (e *env) printInfos(infos []portres.Info) error {
 	for _, i := range infos {
 		if i.Delegated {
 			fmt.Fprintln(e.stdout, "* delegated: handed to another process by portres run")
+			break
+		}
+	}
+	for _, i := range infos {
+		if i.Restored {
+			fmt.Fprintln(e.stdout, "+ restored: kept across a restart of the broker, waiting for its owner to reclaim it")
 			break
 		}
 	}

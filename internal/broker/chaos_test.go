@@ -1,7 +1,6 @@
 package broker_test
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"errors"
@@ -39,14 +38,7 @@ func init() {
 func helperChaosClient(args []string) int {
 	rng := rand.New(rand.NewPCG(uint64(mustAtoi(args[0])), 7))
 	ctx := context.Background()
-	out := bufio.NewWriter(os.Stdout)
-	var mu sync.Mutex
-	say := func(format string, a ...any) {
-		mu.Lock()
-		fmt.Fprintf(out, format+"\n", a...)
-		out.Flush()
-		mu.Unlock()
-	}
+	say := lineSayer()
 	c, err := portres.Dial(ctx, "")
 	if err != nil {
 		say("error %v", err)

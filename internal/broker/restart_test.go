@@ -37,6 +37,20 @@ func monoNow() int64 {
 	return ts.Nano()
 }
 
+// lineSayer returns a function that prints one line to stdout at once,
+// safe for concurrent use: a helper's answers and its client's restart
+// reports come from different goroutines.
+func lineSayer() func(format string, args ...any) {
+	out := bufio.NewWriter(os.Stdout)
+	var mu sync.Mutex
+	return func(format string, args ...any) {
+		mu.Lock()
+		fmt.Fprintf(out, format+"\n", args...)
+		out.Flush()
+		mu.Unlock()
+	}
+}
+
 // helperRestartOwner holds a TCP block of 6 ports with a listener on its
 // first port and a UDP block of 2 with a socket on its first, and prints
 // "ready TCPSTART UDPSTART". When its client reconnects after a restart
@@ -46,14 +60,7 @@ func monoNow() int64 {
 // "release" releases both blocks ("released").
 func helperRestartOwner([]string) int {
 	ctx := context.Background()
-	out := bufio.NewWriter(os.Stdout)
-	var mu sync.Mutex
-	say := func(format string, args ...any) {
-		mu.Lock()
-		fmt.Fprintf(out, format+"\n", args...)
-		out.Flush()
-		mu.Unlock()
-	}
+	say := lineSayer()
 	c, err := portres.Dial(ctx, "")
 	if err != nil {
 		say("error %v", err)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,7 +44,7 @@ type Client struct {
 	closed atomic.Bool
 
 	mu        sync.Mutex
-	conn      *net.UnixConn
+	conn      *fdpass.Conn
 	gen       uint64        // counts connections made, from 1; a failure names the one it saw
 	redial    chan struct{} // closed when the running reconnection ends; nil when none runs
 	stopWatch func()        // ends the hang-up watch of conn
@@ -104,13 +103,17 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 	return c, nil
 }
 
-func dial(ctx context.Context, path string) (*net.UnixConn, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unixpacket", path)
+// dial connects to the broker. The connection is driven by blocking
+// system calls (fdpass.Conn): a call's answer wakes its thread directly.
+func dial(ctx context.Context, path string) (*fdpass.Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, &Error{Op: "dial", Code: WSA_OPERATION_ABORTED, Msg: "cancelled before it was made", Err: err}
+	}
+	conn, err := fdpass.Dial(path)
 	if err != nil {
 		return nil, &Error{Op: "dial", Code: WSAENETDOWN, Msg: fmt.Sprintf("is portresd running? %v", err), Err: err}
 	}
-	return conn.(*net.UnixConn), nil
+	return conn, nil
 }
 
 // watch starts watching the current connection for the broker's hang-up:
@@ -118,7 +121,7 @@ func dial(ctx context.Context, path string) (*net.UnixConn, error) {
 // c.mu or owns c exclusively.
 func (c *Client) watch() {
 	gen := c.gen
-	c.stopWatch = watchHangup(c.conn, func() {
+	c.stopWatch = watchHangup(c.conn.Fd(), func() {
 		c.mu.Lock()
 		idle := len(c.held) == 0
 		c.mu.Unlock()
@@ -152,11 +155,18 @@ func (c *Client) SetReconnectWait(d time.Duration) {
 // reservation acquired on it. Pending calls fail with
 // WSA_OPERATION_ABORTED.
 func (c *Client) Close() error {
-	c.closed.Store(true)
+	if c.closed.Swap(true) {
+		return nil
+	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.stopWatch()
 	clear(c.held)
+	c.conn.Shutdown() // wakes a call waiting for its answer
+	c.mu.Unlock()
+	c.turn <- struct{}{} // no call uses the connection any more
+	defer func() { <-c.turn }()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	return c.conn.Close()
 }
 
@@ -164,7 +174,7 @@ func (c *Client) Close() error {
 func (c *Client) SocketPath() string { return c.path }
 
 // current is the connection in use and its generation.
-func (c *Client) current() (*net.UnixConn, uint64) {
+func (c *Client) current() (*fdpass.Conn, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.conn, c.gen
@@ -235,7 +245,7 @@ func (c *Client) doOnce(ctx context.Context, req *wire.Request, fd int) (out []*
 	defer func() { <-c.turn }()
 	conn, gen := c.current()
 	broken := func(cause error) ([]*wire.Response, uint64, error) {
-		if c.closed.Load() || errors.Is(cause, net.ErrClosed) {
+		if c.closed.Load() || errors.Is(cause, fdpass.ErrClosed) {
 			return nil, 0, c.connError(req.Op, cause)
 		}
 		return nil, gen, nil
@@ -244,9 +254,9 @@ func (c *Client) doOnce(ctx context.Context, req *wire.Request, fd int) (out []*
 	req.ID = c.nextID
 	msg := wire.AppendRequest(c.buf[:0], req)
 	if fd >= 0 {
-		err = fdpass.Send(conn, msg, fd)
+		err = conn.Send(msg, fd)
 	} else {
-		err = fdpass.Send(conn, msg)
+		err = conn.Send(msg)
 	}
 	if err != nil {
 		if e := c.refusal(conn, req); e != nil {
@@ -255,32 +265,21 @@ func (c *Client) doOnce(ctx context.Context, req *wire.Request, fd int) (out []*
 		return broken(err)
 	}
 	fired := make(chan struct{})
+	id := req.ID
 	stop := context.AfterFunc(ctx, func() {
-		// Wake the reader; it sends the cancel and keeps waiting.
-		conn.SetReadDeadline(time.Unix(1, 0))
+		// Ask the broker to abort; the reader keeps waiting for its
+		// final answer.
+		conn.Send(wire.AppendRequest(nil, &wire.Request{Op: wire.OpCancel, Target: id}))
 		close(fired)
 	})
 	defer func() {
 		if !stop() {
-			// The hook ran, or is running: wait for it, then undo its
-			// deadline so it cannot poison the next request.
-			<-fired
-			conn.SetReadDeadline(time.Time{})
+			<-fired // the hook ran, or is running: it used the connection
 		}
 	}()
-	cancelSent := false
 	for {
-		n, fds, err := fdpass.Recv(conn, c.buf)
+		n, fds, err := conn.Recv(c.buf)
 		closeFDs(fds)
-		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil && !cancelSent {
-			cancelSent = true
-			conn.SetReadDeadline(time.Time{})
-			cancel := wire.AppendRequest(nil, &wire.Request{Op: wire.OpCancel, Target: req.ID})
-			if err := fdpass.Send(conn, cancel); err != nil {
-				return broken(err)
-			}
-			continue
-		}
 		if err != nil {
 			if errors.Is(err, unix.ECONNRESET) {
 				if e := c.refusal(conn, req); e != nil {
@@ -445,7 +444,7 @@ func (c *Client) redialLoop(done chan struct{}) {
 
 // adopt reclaims the client's reservations on conn, a new connection,
 // and takes it into use, unless it turns out no good.
-func (c *Client) adopt(conn *net.UnixConn, report *Restart) bool {
+func (c *Client) adopt(conn *fdpass.Conn, report *Restart) bool {
 	c.turn <- struct{}{}
 	defer func() { <-c.turn }()
 	r, err := c.reclaimAll(conn)
@@ -471,7 +470,7 @@ func (c *Client) adopt(conn *net.UnixConn, report *Restart) bool {
 // reclaimAll asks the broker on conn, a new connection, for each runtime
 // reservation the client holds. An error means conn is no good (the
 // broker went again, or refused the connection): try another.
-func (c *Client) reclaimAll(conn *net.UnixConn) (Restart, error) {
+func (c *Client) reclaimAll(conn *fdpass.Conn) (Restart, error) {
 	c.mu.Lock()
 	held := make([]*Reservation, 0, len(c.held))
 	for _, r := range c.held {
@@ -482,10 +481,10 @@ func (c *Client) reclaimAll(conn *net.UnixConn) (Restart, error) {
 	for _, r := range held {
 		c.nextID++
 		req := &wire.Request{Op: wire.OpReclaim, ID: c.nextID, Token: r.token}
-		if err := fdpass.Send(conn, wire.AppendRequest(c.buf[:0], req)); err != nil {
+		if err := conn.Send(wire.AppendRequest(c.buf[:0], req)); err != nil {
 			return Restart{}, err
 		}
-		n, fds, err := fdpass.Recv(conn, c.buf)
+		n, fds, err := conn.Recv(c.buf)
 		closeFDs(fds)
 		if err == nil && n == 0 {
 			err = errors.New("broker closed the connection")
@@ -530,15 +529,13 @@ func (c *Client) reclaimAll(conn *net.UnixConn) (Restart, error) {
 // left one: a broker refusing a connection (a per-user limit, no
 // descriptors left) answers once with ID 0 and closes, possibly before
 // the first request could be sent.
-func (c *Client) refusal(conn *net.UnixConn, req *wire.Request) *Error {
-	conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-	defer conn.SetReadDeadline(time.Time{})
-	n, fds, err := fdpass.Recv(conn, c.buf)
+func (c *Client) refusal(conn *fdpass.Conn, req *wire.Request) *Error {
+	n, fds, err := conn.RecvWait(c.buf, 100*time.Millisecond)
 	closeFDs(fds)
 	if errors.Is(err, unix.ECONNRESET) {
 		// The broker closed with our request unread: the kernel reports
 		// that first (once), before the answer it left.
-		n, fds, err = fdpass.Recv(conn, c.buf)
+		n, fds, err = conn.RecvWait(c.buf, 100*time.Millisecond)
 		closeFDs(fds)
 	}
 	if err != nil || n == 0 {
@@ -552,7 +549,7 @@ func (c *Client) refusal(conn *net.UnixConn, req *wire.Request) *Error {
 }
 
 func (c *Client) connError(op wire.Op, err error) *Error {
-	if c.closed.Load() || errors.Is(err, net.ErrClosed) {
+	if c.closed.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, fdpass.ErrClosed) {
 		return &Error{Op: op.String(), Code: WSA_OPERATION_ABORTED, Msg: "the client was closed", Err: err}
 	}
 	return &Error{Op: op.String(), Code: WSAENETDOWN, Msg: "lost the connection to portresd", Err: err}

@@ -3,7 +3,6 @@
 package portres
 
 import (
-	"net"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -27,9 +26,9 @@ var hangups struct {
 }
 
 // watchHangup calls fn, once and from another goroutine, when the peer
-// of conn hangs up. stop ends the watch; it must be called before conn
-// is closed.
-func watchHangup(conn *net.UnixConn, fn func()) (stop func()) {
+// of the connected socket fd hangs up. stop ends the watch; it must be
+// called before fd is closed.
+func watchHangup(fd int, fn func()) (stop func()) {
 	hangups.once.Do(func() {
 		hangups.epfd, hangups.err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 		if hangups.err == nil {
@@ -45,21 +44,14 @@ func watchHangup(conn *net.UnixConn, fn func()) (stop func()) {
 	id := hangups.next
 	hangups.fns[id] = fn
 	hangups.mu.Unlock()
-	rc, err := conn.SyscallConn()
-	if err == nil {
-		ev := unix.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(id), Pad: int32(id >> 32)}
-		cerr := rc.Control(func(fd uintptr) { err = unix.EpollCtl(hangups.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev) })
-		if err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
+	ev := unix.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(id), Pad: int32(id >> 32)}
+	if err := unix.EpollCtl(hangups.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		forgetHangup(id)
 		return func() {}
 	}
 	return func() {
 		if forgetHangup(id) {
-			rc.Control(func(fd uintptr) { unix.EpollCtl(hangups.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
+			unix.EpollCtl(hangups.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/user"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/enforce"
+	"github.com/portres/portres/internal/fdpass"
 	"github.com/portres/portres/internal/pool"
 	"github.com/portres/portres/internal/sockdiag"
 	"github.com/portres/portres/internal/store"
@@ -26,7 +26,7 @@ import (
 type Broker struct {
 	cfg      Config
 	log      *slog.Logger
-	ln       *net.UnixListener
+	ln       *fdpass.Listener
 	sock     fileID // the socket listen created: the only file removeSocket unlinks
 	lock     *os.File
 	netns    uint64 // inode of the broker's network namespace
@@ -71,8 +71,9 @@ type Broker struct {
 	orphans  map[*resv]struct{}     // restored runtime reservations waiting for their owner
 	closed   bool
 
-	wg   sync.WaitGroup
-	stop chan struct{}
+	wg        sync.WaitGroup
+	stop      chan struct{}
+	accepting chan struct{} // closed when Serve's accept loop ends; nil until Serve runs
 }
 
 // New opens the state database, takes the socket's lock file, re-applies
@@ -157,6 +158,7 @@ func (b *Broker) Serve(ctx context.Context) error {
 		return nil
 	}
 	b.wg.Add(1) // under mu: never concurrent with Close's Wait
+	b.accepting = make(chan struct{})
 	for i, proto := range []portres.Proto{portres.TCP, portres.UDP} {
 		if w := b.watchers[i]; w != nil {
 			b.wg.Add(1)
@@ -168,18 +170,18 @@ func (b *Broker) Serve(ctx context.Context) error {
 	go func() {
 		select {
 		case <-ctx.Done():
-			b.ln.Close()
+			b.ln.Shutdown()
 		case <-b.stop:
 		}
 	}()
+	defer close(b.accepting)
 	for {
-		c, err := b.ln.AcceptUnix()
+		c, err := b.ln.Accept()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, fdpass.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) || errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+			if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM) {
 				b.log.Warn("accept failed", "err", err)
 				time.Sleep(10 * time.Millisecond)
 				continue
@@ -210,12 +212,16 @@ func (b *Broker) Close() error {
 	for s := range b.sessions {
 		sessions = append(sessions, s)
 	}
+	accepting := b.accepting
 	b.mu.Unlock()
 	if b.ln != nil {
-		b.ln.Close()
+		b.ln.Shutdown()
+	}
+	if accepting != nil {
+		<-accepting // Serve's Accept returned: the listener may be closed
 	}
 	for _, s := range sessions {
-		s.conn.Close()
+		s.conn.Shutdown() // their readers return, and end the sessions
 	}
 	b.wg.Wait()
 	b.closeResources()

@@ -81,8 +81,9 @@ func helperChaosClient(args []string) int {
 			for _, s := range socks {
 				s.c.Close()
 			}
+			at := monoNow() // the broker may release from here on
 			c.Close()
-			say("end %d", monoNow())
+			say("end %d", at)
 			return 0
 		default:
 		}
@@ -351,6 +352,14 @@ func TestChaos(t *testing.T) {
 
 	checkNoDoubleBind(t, clients, end)
 	checkForeignWins(t, clients, foreignWins, brokerKills)
+	if t.Failed() {
+		// Keep the broker's log (all its lives) for a look.
+		if data, err := os.ReadFile(dc.LogFile); err == nil {
+			keep := filepath.Join(os.TempDir(), "portres-chaos-broker.log")
+			os.WriteFile(keep, data, 0o644)
+			t.Logf("broker log kept in %s", keep)
+		}
+	}
 
 	// Nothing left once everyone is gone: blocks of killed clients and
 	// blocks acquired by calls a restart interrupted go within the

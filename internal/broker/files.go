@@ -3,12 +3,12 @@ package broker
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/portres/portres/internal/fdpass"
 	"github.com/portres/portres/internal/paths"
 	"golang.org/x/sys/unix"
 )
@@ -96,11 +96,10 @@ func (b *Broker) listen() error {
 	if err := removeStale(b.cfg.Socket); err != nil {
 		return err
 	}
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: b.cfg.Socket, Net: "unixpacket"})
+	ln, err := fdpass.Listen(b.cfg.Socket)
 	if err != nil {
-		return fmt.Errorf("portresd: listen on %s: %w", b.cfg.Socket, err)
+		return fmt.Errorf("portresd: %w", err)
 	}
-	ln.SetUnlinkOnClose(false)
 	b.ln = ln
 	return b.adoptSocket()
 }

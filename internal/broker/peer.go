@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -82,31 +81,19 @@ func (p *peer) inGroup(gid int) bool {
 	return false
 }
 
-// peerOf reads the credentials of c's peer.
-func peerOf(c *net.UnixConn) (*peer, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
+// peerOf reads the credentials of the peer of the connected socket fd.
+func peerOf(fd int) (*peer, error) {
 	var pidfd = -1
 	var grps []uint32
-	var serr, gerr error
-	err = rc.Control(func(fd uintptr) {
-		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-		if serr == nil {
-			if pfd, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD); err == nil {
-				pidfd = pfd
-			}
-			grps, gerr = peerGroups(int(fd))
-		}
-	})
-	if err == nil {
-		err = serr
-	}
+	var gerr error
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
 	if err != nil {
 		return nil, fmt.Errorf("peer credentials: %w", err)
 	}
+	if pfd, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEERPIDFD); err == nil {
+		pidfd = pfd
+	}
+	grps, gerr = peerGroups(fd)
 	p := &peer{pid: cred.Pid, uid: cred.Uid, gid: cred.Gid}
 	var idErr error
 	if p.id, idErr = readStartTime(cred.Pid); idErr != nil {

@@ -44,6 +44,11 @@ func helperPersistentDaemon(args []string) int {
 // SIGTERM; it prints "ready" once the socket accepts connections, or
 // "error MSG" if the broker does not start.
 func serveDaemon(cfg broker.Config, logFile string) int {
+	return serveDaemonLevel(slog.LevelDebug, cfg, logFile)
+}
+
+// serveDaemonLevel is serveDaemon logging at level.
+func serveDaemonLevel(level slog.Level, cfg broker.Config, logFile string) int {
 	if cfg.Enforce == "" {
 		cfg.Enforce = broker.EnforceHold
 	}
@@ -53,7 +58,7 @@ func serveDaemon(cfg broker.Config, logFile string) int {
 		return 1
 	}
 	defer lf.Close()
-	cfg.Logger = slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.Logger = slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	errc := make(chan error, 1)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -182,6 +183,7 @@ type daemonConfig struct {
 	Cgroup                                string        // bpf mode: where the guard attaches
 	BPFPin                                string        // bpf mode: where it is pinned ("": testutil.BPFPin)
 	RestoreGrace                          time.Duration // 0: the default
+	InfoLog                               bool          // log at info level, as portresd does, not debug
 }
 
 // helperDaemon is portresd in a process of its own, configured by its
@@ -200,7 +202,18 @@ func helperDaemon(args []string) int {
 		}
 	}
 	broker.SetMaxProcs() // as portresd does
-	return serveDaemon(broker.Config{Socket: dc.Socket, State: dc.State, ReservedPorts: dc.ReservedPorts, Limits: dc.Limits, Enforce: dc.Enforce, Cgroup: dc.Cgroup, BPFPin: dc.BPFPin, RestoreGrace: dc.RestoreGrace,
+	if path := os.Getenv("PORTRES_CPUPROFILE"); path != "" {
+		// For looking into benchmarks: the profile is written at SIGTERM.
+		if f, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
+	level := slog.LevelDebug
+	if dc.InfoLog {
+		level = slog.LevelInfo
+	}
+	return serveDaemonLevel(level, broker.Config{Socket: dc.Socket, State: dc.State, ReservedPorts: dc.ReservedPorts, Limits: dc.Limits, Enforce: dc.Enforce, Cgroup: dc.Cgroup, BPFPin: dc.BPFPin, RestoreGrace: dc.RestoreGrace,
 		Sweep: cmp.Or(dc.Sweep, 50*time.Millisecond)}, dc.LogFile)
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"sync"
 	"time"
 
@@ -17,7 +16,7 @@ import (
 // session is one client connection.
 type session struct {
 	b      *Broker
-	conn   *net.UnixConn
+	conn   *fdpass.Conn // blocking system calls: a request wakes its reader directly
 	peer   *peer
 	ctx    context.Context // done when the connection ends
 	cancel context.CancelFunc
@@ -43,8 +42,8 @@ type job struct {
 // past it. Each may carry a descriptor, counted against the budget.
 const sessionQueue = 8
 
-func (b *Broker) startSession(c *net.UnixConn) {
-	p, err := peerOf(c)
+func (b *Broker) startSession(c *fdpass.Conn) {
+	p, err := peerOf(c.Fd())
 	if err != nil {
 		b.rlog.Log(0, slog.LevelWarn, "refusing client without credentials", "err", err)
 		c.Close()
@@ -104,7 +103,7 @@ func (s *session) readLoop() {
 	defer s.cancel()
 	buf := make([]byte, wire.MaxMessage)
 	for {
-		n, fds, err := fdpass.Recv(s.conn, buf)
+		n, fds, err := s.conn.Recv(buf)
 		if err != nil {
 			if errors.Is(err, fdpass.ErrTruncated) {
 				s.send(errf(portres.WSAEINVAL, "request or its descriptors were truncated: %v", err))
@@ -252,7 +251,7 @@ func (s *session) closeFDs(fds []int) {
 }
 
 func (s *session) send(r *wire.Response) {
-	if err := fdpass.Send(s.conn, wire.AppendResponse(nil, r)); err != nil && s.ctx.Err() == nil {
+	if err := s.conn.Send(wire.AppendResponse(nil, r)); err != nil && s.ctx.Err() == nil {
 		s.b.log.Debug("reply failed", "pid", s.peer.pid, "err", err)
 	}
 }

@@ -372,6 +372,13 @@ func (c *Client) afterRestart(req *wire.Request, fd int) (out []*wire.Response, 
 		if port := boundPort(fd); port != 0 {
 			return []*wire.Response{{Token: req.Token, Port: port}}, true, nil
 		}
+	case wire.OpAcquire:
+		if req.Flags&wire.FlagBind != 0 && boundPort(fd) != 0 {
+			// Acquired and bound, but the answer with the token is lost;
+			// the broker releases the block after its grace period.
+			return nil, true, &Error{Op: "listen", Proto: Proto(req.Proto), Code: WSAENETDOWN,
+				Msg: "the broker restarted after binding the socket but before answering: close it and listen again"}
+		}
 	case wire.OpPersistentCreate, wire.OpPersistentDelete, wire.OpDynamicSet:
 		return nil, true, &Error{Op: req.Op.String(), Proto: Proto(req.Proto), Start: req.Start, Count: req.Count, Code: WSAENETDOWN,
 			Msg: "the broker restarted before answering: whether the change was made is not known; look it up"}

@@ -9,7 +9,11 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
+
+	"github.com/portres/portres/internal/wire"
 
 	"golang.org/x/sys/unix"
 )
@@ -57,17 +61,32 @@ func (r *Reservation) Dialer(ctx context.Context) *net.Dialer {
 // bound makes a socket for network, binds it through the broker, calls
 // listen on it if given, and returns it as a file.
 func (r *Reservation) bound(ctx context.Context, op, network, address string, want Proto, listen func(fd, backlog int) error) (*os.File, error) {
-	family, typ, err := family(network, want)
+	f, addr, port, err := newSocket(network, address, want)
 	if err != nil {
 		return nil, r.opError(op, err)
+	}
+	if _, err := r.c.BindFD(ctx, r.token, int(f.Fd()), addr, port); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, listenOn(op, f, listen)
+}
+
+// newSocket makes an unbound socket for network ("tcp", "udp6", ...)
+// fit for a reservation of want, set up as net.Listen would, and returns
+// it with the local address and port asked for in address.
+func newSocket(network, address string, want Proto) (*os.File, netip.Addr, uint16, error) {
+	family, typ, err := family(network, want)
+	if err != nil {
+		return nil, netip.Addr{}, 0, err
 	}
 	addr, port, err := splitAddr(address)
 	if err != nil {
-		return nil, r.opError(op, err)
+		return nil, netip.Addr{}, 0, err
 	}
 	if addr.IsValid() && network != "tcp" && network != "udp" {
 		if (family == unix.AF_INET) != addr.Unmap().Is4() {
-			return nil, r.opError(op, fmt.Errorf("address %s does not fit network %s", addr, network))
+			return nil, netip.Addr{}, 0, fmt.Errorf("address %s does not fit network %s", addr, network)
 		}
 	}
 	if family == 0 {
@@ -78,31 +97,153 @@ func (r *Reservation) bound(ctx context.Context, op, network, address string, wa
 	}
 	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
-		return nil, r.opError(op, os.NewSyscallError("socket", err))
+		return nil, netip.Addr{}, 0, os.NewSyscallError("socket", err)
 	}
-	f := os.NewFile(uintptr(fd), "portres")
-	if family == unix.AF_INET6 {
-		v6only := 0
-		if network == "tcp6" || network == "udp6" {
-			v6only = 1
-		}
-		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only)
+	if family == unix.AF_INET6 && (network == "tcp6" || network == "udp6") {
+		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
+	} else if family == unix.AF_INET6 && v6onlyByDefault() {
+		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0)
 	}
 	if want == TCP {
 		// Like net.Listen, so a restarted server can rebind at once.
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 	}
-	if _, err := r.c.BindFD(ctx, r.token, fd, addr, port); err != nil {
+	return os.NewFile(uintptr(fd), "portres"), addr, port, nil
+}
+
+// v6onlyByDefault reports whether new IPv6 sockets are IPv6-only unless
+// told otherwise (net.ipv6.bindv6only; read once, 0 nearly everywhere).
+var v6onlyByDefault = sync.OnceValue(func() bool {
+	b, err := os.ReadFile("/proc/sys/net/ipv6/bindv6only")
+	return err != nil || strings.TrimSpace(string(b)) != "0"
+})
+
+// listenOn calls listen on f's socket if listen is given; on failure it
+// closes f.
+func listenOn(op string, f *os.File, listen func(fd, backlog int) error) error {
+	if listen == nil {
+		return nil
+	}
+	if err := listen(int(f.Fd()), unix.SOMAXCONN); err != nil {
 		f.Close()
+		return &Error{Op: op, Code: WSAEINVAL, Msg: err.Error(), Err: os.NewSyscallError("listen", err)}
+	}
+	return nil
+}
+
+// Listen reserves a TCP port and listens on it, in one request to the
+// broker (acquire and bind together): the port of address, or with port
+// 0 one the broker places in the dynamic range. network is "tcp", "tcp4"
+// or "tcp6", address "host:port" as for net.Listen. The reservation, a
+// block of that one port, lives until it is released or c closes; the
+// listener may be closed and the port listened on again through the
+// reservation.
+func (c *Client) Listen(ctx context.Context, network, address string) (net.Listener, *Reservation, error) {
+	f, r, err := c.acquireBound(ctx, network, address, TCP, unix.Listen)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		r.Release(context.Background())
+		return nil, nil, err
+	}
+	return ln, r, nil
+}
+
+// ListenPacket is Listen for UDP ("udp", "udp4" or "udp6").
+func (c *Client) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, *Reservation, error) {
+	f, r, err := c.acquireBound(ctx, network, address, UDP, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	pc, err := net.FilePacketConn(f)
+	if err != nil {
+		r.Release(context.Background())
+		return nil, nil, err
+	}
+	return pc, r, nil
+}
+
+// acquireBound makes a socket and has the broker acquire its port and
+// bind it in one request (FlagBind).
+func (c *Client) acquireBound(ctx context.Context, network, address string, want Proto, listen func(fd, backlog int) error) (*os.File, *Reservation, error) {
+	f, addr, port, err := newSocket(network, address, want)
+	if err != nil {
+		return nil, nil, &Error{Op: "listen", Proto: want, Code: WSAEINVAL, Msg: err.Error(), Err: err}
+	}
+	req := &wire.Request{Op: wire.OpAcquire, Flags: wire.FlagBind, Proto: uint8(want), Start: port, Count: 1, Port: port, Addr: addr}
+	out, err := c.do(ctx, req, int(f.Fd()))
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	resp := out[0]
+	r := &Reservation{c: c, proto: want, start: resp.Start, count: resp.Count, token: resp.Token, notExcluded: resp.Flags&wire.NotExcluded != 0}
+	if err := listenOn("listen", f, listen); err != nil {
+		r.Release(context.Background())
+		return nil, nil, err
+	}
+	return f, r, nil
+}
+
+// Listen reserves a TCP port and listens on it, like net.Listen, through
+// a connection to the broker of its own (DefaultSocketPath): closing the
+// listener closes that connection, which releases the port. It is the
+// one-call form of Dial, Client.Listen and Close for a server that wants
+// a port nobody else can take.
+func Listen(ctx context.Context, network, address string) (net.Listener, error) {
+	c, err := Dial(ctx, "")
+	if err != nil {
 		return nil, err
 	}
-	if listen != nil {
-		if err := listen(fd, unix.SOMAXCONN); err != nil {
-			f.Close()
-			return nil, r.opError(op, os.NewSyscallError("listen", err))
-		}
+	ln, _, err := c.Listen(ctx, network, address)
+	if err != nil {
+		c.Close()
+		return nil, err
 	}
-	return f, nil
+	return &ownListener{Listener: ln, c: c}, nil
+}
+
+// ListenPacket is Listen for UDP.
+func ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
+	c, err := Dial(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	pc, _, err := c.ListenPacket(ctx, network, address)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return &ownPacketConn{PacketConn: pc, c: c}, nil
+}
+
+// ownListener is a listener whose reservation lives on a client of its
+// own: closing one closes the other.
+type ownListener struct {
+	net.Listener
+	c *Client
+}
+
+func (l *ownListener) Close() error {
+	err := l.Listener.Close()
+	l.c.Close()
+	return err
+}
+
+// ownPacketConn is ownListener for UDP.
+type ownPacketConn struct {
+	net.PacketConn
+	c *Client
+}
+
+func (p *ownPacketConn) Close() error {
+	err := p.PacketConn.Close()
+	p.c.Close()
+	return err
 }
 
 func (r *Reservation) opError(op string, err error) error {

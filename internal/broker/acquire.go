@@ -111,7 +111,9 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 			if rv.excluded() && !rv.admitted {
 				resp.Flags |= wire.NotExcluded
 			}
-			b.log.Debug("acquired", "proto", proto, "block", blk.String(), "delegated", delegate, "pid", s.peer.pid, "uid", s.peer.uid)
+			if b.debug {
+				b.log.Debug("acquired", "proto", proto, "block", blk.String(), "delegated", delegate, "pid", s.peer.pid, "uid", s.peer.uid)
+			}
 			return resp
 		}
 		blk := rv.block()
@@ -310,8 +312,8 @@ func (b *Broker) release(s *session, req *wire.Request) *wire.Response {
 		return rv.errf(portres.WSAEINVAL, "token %#x is a persistent reservation: delete it with persistent delete", req.Token)
 	}
 	b.removeLocked(rv)
+	b.forgetLocked(rv)
 	b.mu.Unlock()
-	b.forget(rv)
 	b.unlist(rv, "release")
 	blk := rv.block()
 	return &wire.Response{Token: req.Token, Proto: uint8(rv.proto), Start: blk.Start, Count: blk.Count}

@@ -16,20 +16,23 @@ import (
 type sockInfo struct {
 	family int
 	proto  portres.Proto
-	netns  uint64
+	netns  uint64 // the socket's network namespace: cookie (or inode, before 5.14); 0 unknown
+	cookie bool   // netns is a cookie, not an inode
 }
 
-// inspect checks that fd is an unbound TCP or UDP socket and says which.
+// inspect checks that fd is an unbound TCP or UDP socket and says which,
+// in three system calls: getsockname (which also fails with ENOTSOCK on
+// anything but a socket, and gives the family and whether it is bound),
+// SO_PROTOCOL (IPPROTO_TCP only on stream sockets, IPPROTO_UDP only on
+// datagram ones) and SO_NETNS_COOKIE (the socket's network namespace;
+// kernels before 5.14 lack it, and the namespace's inode is read through
+// SIOCGSKNS instead).
 func inspect(fd int) (*sockInfo, *wire.Response) {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, errf(portres.WSAENOTSOCK, "fstat of the passed descriptor: %v", err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return nil, errf(portres.WSAENOTSOCK, "the passed descriptor is not a socket (mode %#o)", st.Mode&unix.S_IFMT)
-	}
 	sa, err := unix.Getsockname(fd)
-	if err != nil {
+	switch {
+	case errors.Is(err, unix.ENOTSOCK):
+		return nil, errf(portres.WSAENOTSOCK, "the passed descriptor is not a socket")
+	case err != nil:
 		return nil, errf(portres.WSAEOPNOTSUPP, "getsockname: %v", err)
 	}
 	info := &sockInfo{}
@@ -42,16 +45,16 @@ func inspect(fd int) (*sockInfo, *wire.Response) {
 	default:
 		return nil, errf(portres.WSAEOPNOTSUPP, "the socket is not an IPv4 or IPv6 socket")
 	}
-	typ, err1 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
-	proto, err2 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	proto, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
 	switch {
-	case err1 != nil || err2 != nil:
-		return nil, errf(portres.WSAEOPNOTSUPP, "socket type: %v", errors.Join(err1, err2))
-	case typ == unix.SOCK_STREAM && proto == unix.IPPROTO_TCP:
+	case err != nil:
+		return nil, errf(portres.WSAEOPNOTSUPP, "socket protocol: %v", err)
+	case proto == unix.IPPROTO_TCP:
 		info.proto = portres.TCP
-	case typ == unix.SOCK_DGRAM && proto == unix.IPPROTO_UDP:
+	case proto == unix.IPPROTO_UDP:
 		info.proto = portres.UDP
 	default:
+		typ, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 		return nil, errf(portres.WSAEOPNOTSUPP, "the socket is neither TCP nor UDP (type %d, protocol %d)", typ, proto)
 	}
 	if port != 0 {
@@ -59,8 +62,9 @@ func inspect(fd int) (*sockInfo, *wire.Response) {
 		r.Port = uint16(port)
 		return nil, r
 	}
-	nsfd, err := unix.IoctlRetInt(fd, unix.SIOCGSKNS)
-	if err == nil {
+	if cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE); err == nil {
+		info.netns, info.cookie = cookie, true
+	} else if nsfd, err := unix.IoctlRetInt(fd, unix.SIOCGSKNS); err == nil {
 		var ns unix.Stat_t
 		if unix.Fstat(nsfd, &ns) == nil {
 			info.netns = ns.Ino
@@ -73,18 +77,59 @@ func inspect(fd int) (*sockInfo, *wire.Response) {
 // bind binds the passed socket to a port of the reservation: the wanted
 // port, or any free one for port 0.
 func (b *Broker) bind(ctx context.Context, s *session, req *wire.Request, fds []int) *wire.Response {
-	if len(fds) != 1 {
-		return errf(portres.WSAEINVAL, "bind needs exactly one socket descriptor, got %d", len(fds))
-	}
-	fd := fds[0]
-	info, bad := inspect(fd)
+	info, sa, bad := passedSocket(req, fds)
 	if bad != nil {
 		return bad
+	}
+	return b.bindSocket(ctx, s, req.Token, req.Port, fds[0], info, sa)
+}
+
+// passedSocket checks the one socket a bind request carries and builds
+// the address to bind it to.
+func passedSocket(req *wire.Request, fds []int) (*sockInfo, unix.Sockaddr, *wire.Response) {
+	if len(fds) != 1 {
+		return nil, nil, errf(portres.WSAEINVAL, "%s needs exactly one socket descriptor, got %d", req.Op, len(fds))
+	}
+	info, bad := inspect(fds[0])
+	if bad != nil {
+		return nil, nil, bad
 	}
 	sa, bad := sockaddr(info.family, req.Addr)
 	if bad != nil {
+		return nil, nil, bad
+	}
+	return info, sa, nil
+}
+
+// acquireBind acquires a block and binds the passed socket to a port of
+// it in one request (OpAcquire with FlagBind: the common "a listener on
+// a reserved port"): all or nothing, a failed bind releases the block.
+func (b *Broker) acquireBind(ctx context.Context, s *session, req *wire.Request, fds []int) *wire.Response {
+	info, sa, bad := passedSocket(req, fds)
+	if bad != nil {
 		return bad
 	}
+	if info.proto != portres.Proto(req.Proto) {
+		return errf(portres.WSAEINVAL, "a %s socket cannot be bound from a %s reservation", info.proto, portres.Proto(req.Proto))
+	}
+	resp := b.acquire(ctx, s, req)
+	if resp.Code != 0 {
+		return resp
+	}
+	bound := b.bindSocket(ctx, s, resp.Token, req.Port, fds[0], info, sa)
+	if bound.Code != 0 {
+		b.release(s, &wire.Request{Op: wire.OpRelease, Token: resp.Token})
+		bound.Start, bound.Count = resp.Start, resp.Count
+		return bound
+	}
+	resp.Port = bound.Port
+	return resp
+}
+
+// bindSocket binds fd, a socket inspect described, to port of the
+// reservation token (0: any free one), on the local address sa.
+func (b *Broker) bindSocket(ctx context.Context, s *session, token uint64, wantPort uint16, fd int, info *sockInfo, sa unix.Sockaddr) *wire.Response {
+	req := &wire.Request{Token: token, Port: wantPort}
 	for retried, rebind := false, false; ; retried = true {
 		b.mu.Lock()
 		rv, resp := b.ownedLocked(s, req.Token, "bind")
@@ -148,8 +193,12 @@ func (b *Broker) checkSocket(rv *resv, info *sockInfo) *wire.Response {
 	if info.proto != rv.proto {
 		return rv.errf(portres.WSAEINVAL, "a %s socket cannot be bound from %s", info.proto, rv.describe())
 	}
-	if info.netns != 0 && info.netns != b.netns {
-		return rv.errf(portres.WSAEINVAL, "the socket belongs to network namespace %d; reservations are enforced in the broker's (%d)", info.netns, b.netns)
+	own := b.netns
+	if info.cookie {
+		own = b.netnsCookie
+	}
+	if info.netns != 0 && own != 0 && info.netns != own {
+		return rv.errf(portres.WSAEINVAL, "the socket belongs to another network namespace than the broker's; reservations are enforced in the broker's (netns inode %d)", b.netns)
 	}
 	return nil
 }

@@ -24,29 +24,32 @@ import (
 
 // Broker is a running portresd.
 type Broker struct {
-	cfg      Config
-	log      *slog.Logger
-	ln       *fdpass.Listener
-	sock     fileID // the socket listen created: the only file removeSocket unlinks
-	lock     *os.File
-	netns    uint64 // inode of the broker's network namespace
-	userns   uint64 // inode of the broker's user namespace
-	adminGID int    // -1: root only
-	store    *store.Store
-	sysctl   *enforce.ReservedPorts // nil: kernel exclusion disabled or unavailable
-	guard    *enforce.BindGuard     // nil: placeholders enforce runtime blocks
-	runtime  *store.Runtime         // runtime reservations, for live restore; nil: none kept
-	metrics  *metrics
-	sysctlOK atomic.Bool // the last ip_local_reserved_ports update worked
+	cfg         Config
+	log         *slog.Logger
+	ln          *fdpass.Listener
+	sock        fileID // the socket listen created: the only file removeSocket unlinks
+	lock        *os.File
+	netns       uint64 // inode of the broker's network namespace
+	netnsCookie uint64 // its cookie (SO_NETNS_COOKIE; 0 before kernel 5.14)
+	userns      uint64 // inode of the broker's user namespace
+	adminGID    int    // -1: root only
+	store       *store.Store
+	sysctl      *enforce.ReservedPorts // nil: kernel exclusion disabled or unavailable
+	guard       *enforce.BindGuard     // nil: placeholders enforce runtime blocks
+	runtime     *store.Runtime         // runtime reservations, for live restore; nil: none kept
+	metrics     *metrics
+	sysctlOK    atomic.Bool // the last ip_local_reserved_ports update worked
 
 	privStart atomic.Uint32                // net.ipv4.ip_unprivileged_port_start, refreshed by the sweeper
 	fds       atomic.Int64                 // descriptors held for clients: connections, placeholders, passed sockets
 	fdLimit   int64                        // descriptors clients may hold in all (RLIMIT_NOFILE less the broker's own)
 	rlog      *logLimiter                  // per-request log lines, rate-limited per uid
 	why       string                       // why the enforcement mode in force was chosen
+	debug     bool                         // the logger takes debug lines: build their arguments
 	fair      *fairQueue                   // admits requests into service, round robin over uids
 	hints     [2]atomic.Pointer[placeHint] // TCP, UDP: recent reads of the dynamic range's socket tables
 	watchers  [2]*sockdiag.Watcher         // TCP, UDP: destroyed sockets; nil where unavailable
+	watched   [2][1024]atomic.Uint64       // TCP, UDP: ports the watchers look up (boundMarks)
 
 	sysctlMu   sync.Mutex   // serializes sysctl writes; taken before mu
 	sysctlQMu  sync.Mutex   // guards sysctlNext
@@ -86,6 +89,7 @@ func New(cfg Config) (_ *Broker, err error) {
 		pools: map[portres.Proto]*pool.Pool{}, byToken: map[pool.Token]*resv{}, sessions: map[*session]struct{}{},
 		users: map[uint32]*usage{}, bound: map[portres.Proto]span{}, orphans: map[*resv]struct{}{}}
 	b.rlog = newLogLimiter(b.log)
+	b.debug = b.log.Enabled(context.Background(), slog.LevelDebug)
 	b.fair = newFairQueue(inService)
 	defer func() {
 		if err != nil {
@@ -100,6 +104,7 @@ func New(cfg Config) (_ *Broker, err error) {
 	if b.netns, err = ownNetNS(); err != nil {
 		return nil, err
 	}
+	b.netnsCookie, _ = enforce.NetNSCookie()
 	if b.userns, err = ownUserNS(); err != nil {
 		return nil, err
 	}
@@ -251,6 +256,7 @@ func (b *Broker) closeResources() {
 		b.store.Close()
 	}
 	if b.runtime != nil {
+		b.runtime.Flush()
 		b.runtime.Close() // what it records stays, for the next broker
 	}
 	if b.guard != nil {

@@ -83,7 +83,7 @@ func helperEchoServer(args []string) int {
 // pathOps are the operations a path client times. The floors talk to
 // the echo server with blocking syscalls; the others go through the
 // portres library to the broker.
-var pathOps = []string{"rtt", "rttfd", "bind0", "trivial", "acqrel", "bindfd", "acqbindrel"}
+var pathOps = []string{"rtt", "rttfd", "bind0", "trivial", "acqrel", "bindfd", "acqbindrel", "listen1"}
 
 // helperPathClient runs commands from stdin: "run OP MS AT" does OP
 // over and over for MS milliseconds from the CLOCK_MONOTONIC time AT (so
@@ -143,6 +143,14 @@ func helperPathClient([]string) int {
 			if err != nil {
 				return err
 			}
+			return r.Release(ctx)
+		},
+		"listen1": func() error { // acquire+bind in one request, close, release
+			ln, r, err := c.Listen(ctx, "tcp", ":0")
+			if err != nil {
+				return err
+			}
+			ln.Close()
 			return r.Release(ctx)
 		},
 		"acqbindrel": func() error {
@@ -259,6 +267,8 @@ func pathFloor(op string, f map[string]time.Duration) time.Duration {
 		return f["rttfd"] + f["bind0"]
 	case "acqbindrel":
 		return 2*f["rtt"] + f["rttfd"] + 2*f["bind0"]
+	case "listen1": // one round trip with the socket, its port's and its own bind; release
+		return f["rtt"] + f["rttfd"] + 2*f["bind0"]
 	}
 	return f[op]
 }

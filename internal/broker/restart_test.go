@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/broker"
+	"github.com/portres/portres/internal/testbroker"
 	"github.com/portres/portres/internal/testutil"
 	"github.com/portres/portres/internal/wire"
 	"golang.org/x/sys/unix"
@@ -426,4 +429,49 @@ func TestRestartGraceExpires(t *testing.T) {
 func scan(s, format string, args ...any) bool {
 	n, err := fmt.Sscanf(s, format, args...)
 	return err == nil && n == len(args)
+}
+
+func init() { testutil.Helpers["otherns-bind"] = helperOtherNSBind }
+
+// helperOtherNSBind runs in a network namespace of its own: it acquires
+// a TCP port from the broker (whose socket it reaches through the file
+// system), makes a socket in its own namespace, asks the broker to bind
+// it and prints the error's code and message.
+func helperOtherNSBind([]string) int {
+	ctx := context.Background()
+	c, err := portres.Dial(ctx, "")
+	if err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	defer c.Close()
+	r, err := c.Acquire(ctx, portres.TCP, 0, 1)
+	if err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	fd, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	defer unix.Close(fd)
+	_, err = c.BindFD(ctx, r.Token(), fd, netip.Addr{}, 0)
+	var pe *portres.Error
+	if errors.As(err, &pe) {
+		fmt.Println(uint32(pe.Code), pe.Msg)
+	} else {
+		fmt.Println("no error:", err)
+	}
+	return 0
+}
+
+// TestBindRefusesOtherNetNS: a socket made in another network namespace
+// than the broker's is refused (WSAEINVAL): the broker's enforcement
+// works in its own namespace only.
+func TestBindRefusesOtherNetNS(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	p := testutil.StartHelperAttr(t, &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}, "otherns-bind",
+		[]string{"PORTRES_SOCKET=" + b.Config.Socket})
+	l := p.Line(10 * time.Second)
+	if want := fmt.Sprint(uint32(portres.WSAEINVAL)) + " "; !strings.HasPrefix(l, want) || !strings.Contains(l, "another network namespace") {
+		t.Errorf("bind of a socket of another netns: %q, want WSAEINVAL naming the namespace", l)
+	}
+	p.Wait()
 }

@@ -213,21 +213,29 @@ func (b *Broker) record(rv *resv) {
 	b.mu.Unlock()
 }
 
-// forget clears the runtime-file slots of reservations that ended (taken
-// out of the state under b.mu by removeLocked, which keeps the slot in
-// rv.slot for this).
-func (b *Broker) forget(rvs ...*resv) {
+// forgetLocked marks the runtime-file slots of reservations that ended
+// (taken out of the state by removeLocked) for clearing by the next
+// sweep, off the requests' path: a release costs no write and wakes
+// nothing. Until then a crash leaves their records behind, and a restart
+// restores them unclaimed for the grace period. Caller holds b.mu.
+func (b *Broker) forgetLocked(rvs ...*resv) {
 	if b.runtime == nil {
 		return
 	}
 	for _, rv := range rvs {
-		b.mu.Lock()
-		slot := rv.slot
+		b.runtime.Release(rv.slot)
 		rv.slot = 0
-		b.mu.Unlock()
-		if err := b.runtime.Clear(slot); err != nil {
-			b.rlog.Log(0, slog.LevelWarn, "runtime state: clearing a released reservation", "proto", rv.proto, "block", rv.block().String(), "err", err)
-		}
+	}
+}
+
+// flushRuntime clears the runtime-file slots of ended reservations; the
+// sweeper calls it.
+func (b *Broker) flushRuntime() {
+	if b.runtime == nil {
+		return
+	}
+	if err := b.runtime.Flush(); err != nil {
+		b.rlog.Log(0, slog.LevelWarn, "runtime state: clearing released reservations", "err", err)
 	}
 }
 
@@ -283,11 +291,11 @@ func (b *Broker) expireOrphans() {
 		if why != "" {
 			delete(b.orphans, rv)
 			b.removeLocked(rv)
+			b.forgetLocked(rv)
 			gone, whys = append(gone, rv), append(whys, why)
 		}
 	}
 	b.mu.Unlock()
-	b.forget(gone...)
 	for i, rv := range gone {
 		b.log.Info("restored reservation released", "proto", rv.proto, "block", rv.block().String(), "pid", rv.owner.pid, "why", whys[i])
 		b.unlist(rv, "restored reservation released")

@@ -271,12 +271,12 @@ func (b *Broker) endSession(s *session) {
 		}
 		gone = append(gone, rv)
 		b.removeLocked(rv)
+		b.forgetLocked(rv)
 	}
 	s.use.conns--
 	b.forgetUserLocked(s.peer.uid)
 	b.mu.Unlock()
 	b.fds.Add(-1)
-	b.forget(gone...)
 	for _, rv := range gone {
 		b.rlog.Log(s.peer.uid, slog.LevelInfo, "released on disconnect", "proto", rv.proto, "block", rv.block().String(), "pid", s.peer.pid)
 	}
@@ -291,11 +291,15 @@ func (b *Broker) endSession(s *session) {
 
 // handle executes one request and returns its answer(s).
 func (b *Broker) handle(ctx context.Context, s *session, req *wire.Request, fds []int) []*wire.Response {
-	if req.Op != wire.OpBind && len(fds) > 0 {
+	takesFD := req.Op == wire.OpBind || req.Op == wire.OpAcquire && req.Flags&wire.FlagBind != 0
+	if !takesFD && len(fds) > 0 {
 		return one(errf(portres.WSAEINVAL, "%s takes no descriptor, got %d", req.Op, len(fds)))
 	}
 	switch req.Op {
 	case wire.OpAcquire:
+		if req.Flags&wire.FlagBind != 0 {
+			return one(b.acquireBind(ctx, s, req, fds))
+		}
 		return one(b.acquire(ctx, s, req))
 	case wire.OpRelease:
 		return one(b.release(s, req))

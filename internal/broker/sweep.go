@@ -4,6 +4,8 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/portres/portres"
@@ -26,6 +28,7 @@ func (b *Broker) sweeper() {
 		case <-t.C:
 			b.readPrivStart()
 			b.expireOrphans()
+			b.flushRuntime()
 			if b.listDirty.Swap(false) {
 				b.applySysctlLogged("lazy removal")
 			}
@@ -265,16 +268,41 @@ func (b *Broker) watchClosed(proto portres.Proto, w *sockdiag.Watcher) {
 			b.log.Warn("closed sockets are noticed by sweeps only from now", "proto", proto, "err", err)
 			return
 		}
+		// Most announcements are of sockets that are none of the
+		// broker's business (every TCP or UDP socket of the host, the
+		// broker's own placeholders among them): look them up without
+		// the lock first.
+		marks := b.boundMarks(proto)
+		ports = slices.DeleteFunc(ports, func(p uint16) bool { return marks[p/64].Load()&(1<<(p%64)) == 0 })
+		if len(ports) == 0 {
+			continue
+		}
 		b.mu.Lock()
 		for _, port := range ports {
-			if r := b.pools[proto].Find(port); r != nil {
+			r := b.pools[proto].Find(port)
+			if r != nil {
 				if rv := r.Owner.(*resv); !rv.pending && rv.kind == wire.KindRuntime && !rv.delegated && rv.r.IsBound(port) {
 					b.reholdLocked(rv, port)
+					if rv.r.IsBound(port) {
+						continue // still held by a socket (or TIME_WAIT)
+					}
 				}
 			}
+			marks[port/64].And(^(uint64(1) << (port % 64)))
 		}
 		b.mu.Unlock()
 	}
+}
+
+// boundMarks is proto's bitmap of ports that may be bound in runtime
+// blocks whose sockets the destroy watcher follows: set when a port is
+// marked bound, cleared by the watcher (under b.mu) once it finds the
+// port free. It never misses a bound port; a stale mark costs a lookup.
+func (b *Broker) boundMarks(proto portres.Proto) *[1024]atomic.Uint64 {
+	if proto == portres.UDP {
+		return &b.watched[1]
+	}
+	return &b.watched[0]
 }
 
 // takeLocked marks port (0: any free one) of rv bound, noting when for
@@ -282,6 +310,9 @@ func (b *Broker) watchClosed(proto portres.Proto, w *sockdiag.Watcher) {
 func (b *Broker) takeLocked(rv *resv, port uint16) (uint16, error) {
 	p, err := rv.r.Take(port)
 	if err == nil {
+		if rv.kind == wire.KindRuntime && !rv.delegated {
+			b.boundMarks(rv.proto)[p/64].Or(1 << (p % 64))
+		}
 		b.takeSeq++
 		rv.lastTake = b.takeSeq
 		sp, ok := b.bound[rv.proto]

@@ -410,6 +410,11 @@ func checkCgroup2(path string) error {
 	return nil
 }
 
+// NetNSCookie is the cookie of the caller's network namespace
+// (SO_NETNS_COOKIE, kernel 5.14): unlike the namespace's inode number, it
+// names no other namespace while the system runs.
+func NetNSCookie() (uint64, error) { return netnsCookie() }
+
 // netnsCookie returns the cookie of the caller's network namespace, read
 // with SO_NETNS_COOKIE (kernel 5.14) from a throwaway socket. The calling
 // thread is locked so that a thread in another namespace is not used.

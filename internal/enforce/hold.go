@@ -3,6 +3,9 @@ package enforce
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,7 +43,10 @@ func HoldAllowed(proto uint8, port uint16, g *BindGuard) (int, error) {
 	}
 	fd, err := unix.Socket(unix.AF_INET6, typ|unix.SOCK_CLOEXEC, 0)
 	if err == nil {
-		if err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err == nil {
+		if v6onlyByDefault() {
+			err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0)
+		}
+		if err == nil {
 			err = bind(fd, &unix.SockaddrInet6{Port: int(port)})
 		}
 	} else if errors.Is(err, unix.EAFNOSUPPORT) {
@@ -57,6 +63,14 @@ func HoldAllowed(proto uint8, port uint16, g *BindGuard) (int, error) {
 	}
 	return fd, nil
 }
+
+// v6onlyByDefault reports whether new IPv6 sockets are IPv6-only unless
+// told otherwise (net.ipv6.bindv6only, read once; it is 0 nearly
+// everywhere, and then a placeholder needs no setsockopt).
+var v6onlyByDefault = sync.OnceValue(func() bool {
+	b, err := os.ReadFile("/proc/sys/net/ipv6/bindv6only")
+	return err != nil || strings.TrimSpace(string(b)) != "0"
+})
 
 // Unhold closes a placeholder made by Hold.
 func Unhold(fd int) {

@@ -79,9 +79,10 @@ type Runtime struct {
 	path string
 	f    *os.File
 
-	mu   sync.Mutex
-	free []RuntimeSlot // cleared slots, reused first
-	next RuntimeSlot   // the first slot never used
+	mu    sync.Mutex
+	free  []RuntimeSlot // cleared slots, reused first
+	next  RuntimeSlot   // the first slot never used
+	ended []RuntimeSlot // slots of ended reservations, to clear (Flush)
 }
 
 // OpenRuntime opens (creating it 0600) the runtime file at path, never
@@ -175,6 +176,34 @@ func (rt *Runtime) Clear(s RuntimeSlot) error {
 	}
 	rt.release(s)
 	return nil
+}
+
+// Release marks slot s for clearing by the next Flush, off the path of
+// the request that ended its reservation. Until then a crash leaves the
+// record behind: the reservation is restored, unclaimed, for the grace
+// period (and loses any overlap to newer records).
+func (rt *Runtime) Release(s RuntimeSlot) {
+	if s <= 0 {
+		return
+	}
+	rt.mu.Lock()
+	rt.ended = append(rt.ended, s)
+	rt.mu.Unlock()
+}
+
+// Flush clears the slots Release marked and makes them free.
+func (rt *Runtime) Flush() error {
+	rt.mu.Lock()
+	todo := rt.ended
+	rt.ended = nil
+	rt.mu.Unlock()
+	var first error
+	for _, s := range todo {
+		if err := rt.Clear(s); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func (rt *Runtime) release(s RuntimeSlot) {

@@ -54,6 +54,11 @@ const (
 	// (portres run). The broker keeps no placeholder sockets on them and
 	// protects them from automatic assignment only.
 	FlagDelegate uint16 = 1 << iota
+	// FlagBind (OpAcquire): the request carries one socket, which the
+	// broker binds to Port of the new block (0: any free port), on Addr,
+	// in the same request; if that fails the block is released. The
+	// answer carries the port too.
+	FlagBind
 )
 
 // Request is a client's message to the broker.

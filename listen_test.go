@@ -1,0 +1,106 @@
+package portres_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/portres/portres"
+	"github.com/portres/portres/internal/testbroker"
+	"golang.org/x/sys/unix"
+)
+
+// TestClientListen: one request acquires a port and binds a listener on
+// it (wildcard and specific, TCP and UDP); the block shows with its port
+// bound, serves connections, and a failed bind leaves no block behind.
+func TestClientListen(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	c := b.Dial(t)
+	ctx := context.Background()
+
+	ln, r, err := c.Listen(ctx, "tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	p := port(t, ln.Addr())
+	if r.Count() != 1 || r.Start() != p || r.Proto() != portres.TCP {
+		t.Errorf("Listen(:0): reservation %v, listener on %d", r, p)
+	}
+	conn, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second)
+	if err != nil {
+		t.Fatalf("dial the listener: %v", err)
+	}
+	conn.Close()
+	infos, err := c.Show(ctx)
+	if err != nil || len(infos) != 1 || len(infos[0].Bound) != 1 || infos[0].Bound[0] != p || !infos[0].Mine {
+		t.Errorf("show after Listen: %+v %v", infos, err)
+	}
+
+	pc, ru, err := c.ListenPacket(ctx, "udp4", "127.0.0.1:47611")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if ru.Start() != 47611 || port(t, pc.LocalAddr()) != 47611 {
+		t.Errorf("ListenPacket(127.0.0.1:47611): reservation %v, socket on %v", ru, pc.LocalAddr())
+	}
+	// The same specific port again overlaps: nothing is bound, nothing kept.
+	if _, _, err := c.ListenPacket(ctx, "udp", ":47611"); !errors.Is(err, portres.WSAEADDRINUSE) {
+		t.Errorf("second ListenPacket on 47611: %v, want WSAEADDRINUSE", err)
+	}
+	if _, _, err := c.Listen(ctx, "udp", ":0"); err == nil {
+		t.Error("Listen with network udp: no error")
+	}
+
+	// A port a foreign socket holds explicitly: the acquire may succeed
+	// (placeholders refuse it) or the bind fail; either way no block is
+	// left behind for the failed call.
+	fd, _ := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrInet6{Port: 47612}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Listen(ctx, "tcp", ":47612"); !errors.Is(err, portres.WSAEADDRINUSE) {
+		t.Errorf("Listen on a port in use: %v, want WSAEADDRINUSE", err)
+	}
+	if infos, _ := c.Show(ctx); len(infos) != 2 {
+		t.Errorf("after the failed Listen, show lists %d blocks, want the 2 live ones: %+v", len(infos), infos)
+	}
+	if err := r.Release(ctx); err != nil {
+		t.Errorf("release the Listen block: %v", err)
+	}
+}
+
+// TestPackageListen: portres.Listen works on its own connection; closing
+// the listener releases the port.
+func TestPackageListen(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	t.Setenv("PORTRES_SOCKET", b.Config.Socket)
+	ctx := context.Background()
+	ln, err := portres.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := b.Dial(t)
+	if infos, _ := c.Show(ctx); len(infos) != 1 || infos[0].Start != port(t, ln.Addr()) {
+		t.Fatalf("while listening: %+v", infos)
+	}
+	ln.Close()
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if infos, _ := c.Show(ctx); len(infos) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the port is still reserved after the listener closed")
+		}
+	}
+	pc, err := portres.ListenPacket(ctx, "udp", ":"+strconv.Itoa(47613))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.Close()
+}

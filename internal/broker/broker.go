@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/user"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,6 +78,8 @@ type Broker struct {
 	wg        sync.WaitGroup
 	stop      chan struct{}
 	accepting chan struct{} // closed when Serve's accept loop ends; nil until Serve runs
+	loops     []*loop       // read the sessions' requests; started by Serve
+	nextLoop  int           // the loop the next session goes to (round robin), under mu
 }
 
 // New opens the state database, takes the socket's lock file, re-applies
@@ -162,8 +165,24 @@ func (b *Broker) Serve(ctx context.Context) error {
 		b.mu.Unlock()
 		return nil
 	}
-	b.wg.Add(1) // under mu: never concurrent with Close's Wait
+	var loops []*loop
+	for i := 0; i < max(1, runtime.NumCPU()); i++ {
+		l, err := newLoop(b)
+		if err != nil {
+			b.mu.Unlock()
+			for _, l := range loops {
+				l.stop()
+			}
+			return fmt.Errorf("portresd: request loop: %w", err)
+		}
+		loops = append(loops, l)
+	}
+	b.loops = loops
+	b.wg.Add(1 + len(loops)) // under mu: never concurrent with Close's Wait
 	b.accepting = make(chan struct{})
+	for _, l := range loops {
+		go l.run()
+	}
 	for i, proto := range []portres.Proto{portres.TCP, portres.UDP} {
 		if w := b.watchers[i]; w != nil {
 			b.wg.Add(1)
@@ -226,7 +245,13 @@ func (b *Broker) Close() error {
 		<-accepting // Serve's Accept returned: the listener may be closed
 	}
 	for _, s := range sessions {
-		s.conn.Shutdown() // their readers return, and end the sessions
+		s.conn.Shutdown() // the loops see them end
+	}
+	b.mu.Lock()
+	loops := b.loops
+	b.mu.Unlock()
+	for _, l := range loops {
+		l.close() // and end whatever they did not see end
 	}
 	b.wg.Wait()
 	b.closeResources()

@@ -76,6 +76,19 @@ func (q *fairQueue) enter(ctx context.Context, uid uint32, limit int) bool {
 	return false
 }
 
+// tryEnter takes a slot for uid at once if one is free and nobody waits
+// for one; it never waits.
+func (q *fairQueue) tryEnter(uid uint32, limit int) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.busy < q.max && len(q.ring) == 0 && q.inUse[uid] < limit {
+		q.busy++
+		q.inUse[uid]++
+		return true
+	}
+	return false
+}
+
 // leave ends a request of uid's service and hands its slot on.
 func (q *fairQueue) leave(uid uint32) {
 	q.mu.Lock()

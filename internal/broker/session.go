@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -24,8 +23,12 @@ type session struct {
 	admin  bool               // root or the admin group: exempt from per-user limits
 	use    *usage             // the peer uid's usage (shared by its sessions)
 	resvs  map[*resv]struct{} // runtime reservations acquired here; guarded by b.mu
+	loop   *loop              // reads its requests
+	id     uint64             // its key in loop
 
 	mu        sync.Mutex
+	paused    bool // the loop stopped reading it: its queue was full
+	ended     bool // the loop no longer serves it
 	curID     uint32
 	curCancel context.CancelFunc
 	busy      int             // requests queued for or running on the worker
@@ -33,8 +36,11 @@ type session struct {
 }
 
 type job struct {
-	req *wire.Request
-	fds []int
+	req      *wire.Request
+	fds      []int
+	out      []*wire.Response // instead of a request: answers for the worker to send
+	paced    bool             // the uid's request rate was charged already
+	admitted bool             // holds a slot of the fair queue already
 }
 
 // sessionQueue is how many requests of one connection may wait for the
@@ -69,11 +75,20 @@ func (b *Broker) startSession(c *fdpass.Conn) {
 		return
 	}
 	b.sessions[s] = struct{}{}
-	b.wg.Add(2)
+	b.wg.Add(1)
+	l := b.loops[b.nextLoop%len(b.loops)]
+	b.nextLoop++
+	s.loop = l
 	b.mu.Unlock()
-	b.log.Debug("client connected", "pid", p.pid, "uid", p.uid, "cmd", p.cmd)
-	go s.readLoop()
+	if b.debug {
+		b.log.Debug("client connected", "pid", p.pid, "uid", p.uid, "cmd", p.cmd)
+	}
 	go s.work()
+	if err := l.add(s); err != nil {
+		b.log.Warn("cannot serve a client", "pid", p.pid, "err", err)
+		cancel()
+		close(s.queue)
+	}
 }
 
 // admitLocked checks a new connection against its uid's connection limit
@@ -91,64 +106,6 @@ func (b *Broker) admitLocked(s *session) *wire.Response {
 	u.conns++
 	s.use = u
 	return nil
-}
-
-// readLoop reads requests until the connection ends. Cancels are acted on
-// here, at once. Short requests arriving while the worker is idle are
-// served here too, saving a goroutine hand-off (the costliest step of a
-// request under load); the rest are queued for the worker, in order.
-func (s *session) readLoop() {
-	defer s.b.wg.Done()
-	defer close(s.queue)
-	defer s.cancel()
-	buf := make([]byte, wire.MaxMessage)
-	for {
-		n, fds, err := s.conn.Recv(buf)
-		if err != nil {
-			if errors.Is(err, fdpass.ErrTruncated) {
-				s.send(errf(portres.WSAEINVAL, "request or its descriptors were truncated: %v", err))
-				continue
-			}
-			return // hang-up, or the broker is closing
-		}
-		if n == 0 {
-			closeAll(fds)
-			return // SOCK_SEQPACKET end of stream
-		}
-		if len(fds) > 0 {
-			if resp := s.b.takeFDs(len(fds), s.admin, "a passed socket"); resp != nil {
-				closeAll(fds)
-				s.send(resp)
-				continue
-			}
-		}
-		req, err := wire.DecodeRequest(buf[:n])
-		if err != nil {
-			s.closeFDs(fds)
-			s.b.rlog.Log(s.peer.uid, slog.LevelWarn, "malformed request", "pid", s.peer.pid, "err", err)
-			r := errf(portres.WSAEINVAL, "%v", err)
-			if n >= 10 && buf[0] == wire.Magic {
-				r.ID = uint32(buf[6]) | uint32(buf[7])<<8 | uint32(buf[8])<<16 | uint32(buf[9])<<24
-			}
-			s.send(r)
-			continue
-		}
-		if req.Op == wire.OpCancel {
-			s.closeFDs(fds)
-			s.cancelRequest(req.Target)
-			continue
-		}
-		s.mu.Lock()
-		if s.busy == 0 && short(req) {
-			s.mu.Unlock()
-			s.run(job{req, fds})
-			continue
-		}
-		s.busy++
-		s.queued[req.ID] = false
-		s.mu.Unlock()
-		s.queue <- job{req, fds}
-	}
 }
 
 // inlineAcquire is the largest acquire served by the reader: placeholders
@@ -182,21 +139,30 @@ func (s *session) cancelRequest(id uint32) {
 	}
 }
 
-// work executes queued requests in order, then releases everything the
-// session acquired.
+// work executes queued requests in order, sending their answers, then
+// releases everything the session acquired.
 func (s *session) work() {
 	defer s.b.wg.Done()
 	for j := range s.queue {
-		s.run(j)
+		resps := j.out
+		if j.req != nil {
+			resps = s.run(j)
+		}
+		for _, r := range resps {
+			s.send(r)
+		}
 		s.mu.Lock()
 		s.busy--
+		if s.loop != nil {
+			s.loop.resumeLocked(s)
+		}
 		s.mu.Unlock()
 	}
 	s.b.endSession(s)
 }
 
-// run executes one request and sends its answers.
-func (s *session) run(j job) {
+// run executes one request and returns its answers.
+func (s *session) run(j job) []*wire.Response {
 	s.mu.Lock()
 	cancelled := s.queued[j.req.ID]
 	delete(s.queued, j.req.ID)
@@ -207,6 +173,9 @@ func (s *session) run(j job) {
 	start := time.Now()
 	if cancelled {
 		resps = []*wire.Response{errf(portres.WSA_OPERATION_ABORTED, "cancelled before it started")}
+		if j.admitted {
+			s.b.fair.leave(s.peer.uid)
+		}
 	} else {
 		resps = s.serve(ctx, j)
 	}
@@ -218,27 +187,32 @@ func (s *session) run(j job) {
 	cancel()
 	for _, r := range resps {
 		r.ID = j.req.ID
-		s.send(r)
 	}
+	return resps
 }
 
 // serve handles one request once the uid's request rate allows it (admins
 // are not paced) and the fair queue gives the uid a turn.
 func (s *session) serve(ctx context.Context, j job) []*wire.Response {
-	if !s.admin && s.use.rate != nil {
+	if !s.admin && s.use.rate != nil && !j.paced {
 		if err := s.use.rate.Wait(ctx); err != nil {
 			return []*wire.Response{errf(portres.WSA_OPERATION_ABORTED, "cancelled while paced to the per-user request rate")}
 		}
 	}
-	limit := max(1, inService-1) // a slot is always left to other uids
-	if s.admin {
-		limit = inService
-	}
-	if !s.b.fair.enter(ctx, s.peer.uid, limit) {
+	if !j.admitted && !s.b.fair.enter(ctx, s.peer.uid, s.slotLimit()) {
 		return []*wire.Response{errf(portres.WSA_OPERATION_ABORTED, "cancelled while waiting for its turn")}
 	}
 	defer s.b.fair.leave(s.peer.uid)
 	return s.b.handle(ctx, s, j.req, j.fds)
+}
+
+// slotLimit is how many slots of the fair queue s's uid may hold: all
+// but one for unprivileged uids, so a slot is always left to others.
+func (s *session) slotLimit() int {
+	if s.admin {
+		return inService
+	}
+	return max(1, inService-1)
 }
 
 // closeFDs closes descriptors the client passed and returns them to the

@@ -74,6 +74,27 @@ func (c *Conn) Send(msg []byte, fds ...int) error {
 	}
 }
 
+// SendNow is Send failing with EAGAIN instead of blocking when the
+// peer's socket buffer is full.
+func (c *Conn) SendNow(msg []byte, fds ...int) error {
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	for {
+		err := unix.Sendmsg(c.fd, msg, oob, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
+		if err != unix.EINTR {
+			return c.err(err)
+		}
+	}
+}
+
+// RecvNow is Recv failing with EAGAIN instead of blocking when no
+// datagram waits.
+func (c *Conn) RecvNow(buf []byte) (int, []int, error) {
+	return c.recv(buf, unix.MSG_DONTWAIT)
+}
+
 // Recv reads one datagram into buf and returns its length and the
 // descriptors it carried (close-on-exec), which the caller owns. A
 // length of 0 with no error is the end of the stream: the peer closed,

@@ -17,6 +17,7 @@ import (
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/broker"
 	"github.com/portres/portres/internal/testutil"
+	"github.com/portres/portres/internal/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -83,7 +84,7 @@ func helperEchoServer(args []string) int {
 // pathOps are the operations a path client times. The floors talk to
 // the echo server with blocking syscalls; the others go through the
 // portres library to the broker.
-var pathOps = []string{"rtt", "rttfd", "bind0", "trivial", "acqrel", "bindfd", "acqbindrel", "listen1"}
+var pathOps = []string{"rtt", "rttfd", "bind0", "rawtrivial", "trivial", "acqrel", "bindfd", "acqbindrel", "listen1"}
 
 // helperPathClient runs commands from stdin: "run OP MS AT" does OP
 // over and over for MS milliseconds from the CLOCK_MONOTONIC time AT (so
@@ -108,6 +109,16 @@ func helperPathClient([]string) int {
 	}
 	defer c.Close()
 	msg, buf := make([]byte, 8), make([]byte, 64)
+	raw, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err == nil {
+		err = unix.Connect(raw, &unix.SockaddrUnix{Name: os.Getenv("PORTRES_SOCKET")})
+	}
+	if err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	trivialReq := wire.AppendRequest(nil, &wire.Request{ID: 1, Op: wire.OpDynamicShow, Proto: uint8(portres.TCP)})
+	rbuf := make([]byte, wire.MaxMessage)
 	spare, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	rights := unix.UnixRights(spare)
 	ops := map[string]func() error{
@@ -132,6 +143,13 @@ func helperPathClient([]string) int {
 			}
 			err = unix.Bind(fd, &unix.SockaddrInet6{})
 			unix.Close(fd)
+			return err
+		},
+		"rawtrivial": func() error { // the same request without the library: its cost apart
+			if err := unix.Sendmsg(raw, trivialReq, nil, nil, 0); err != nil {
+				return err
+			}
+			_, _, _, _, err := unix.Recvmsg(raw, rbuf, nil, 0)
 			return err
 		},
 		"trivial": func() error {
@@ -259,7 +277,7 @@ func runPathOp(b *testing.B, clients []*testutil.Process, op string, d time.Dura
 // socket+bind(0)+close, the enforcement work of a placeholder or a probe.
 func pathFloor(op string, f map[string]time.Duration) time.Duration {
 	switch op {
-	case "trivial":
+	case "trivial", "rawtrivial":
 		return f["rtt"]
 	case "acqrel": // acquire (a round trip and a bind) + release
 		return 2*f["rtt"] + f["bind0"]

@@ -569,6 +569,9 @@ func errorFrom(req *wire.Request, r *wire.Response) *Error {
 	if r.Count != 0 {
 		e.Start, e.Count = r.Start, r.Count
 	}
+	if r.Proto != 0 {
+		e.Proto = Proto(r.Proto)
+	}
 	if r.Port != 0 {
 		e.Port = r.Port
 	}

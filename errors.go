@@ -15,7 +15,7 @@ import (
 // is os.ErrNotExist, and so on (see Is).
 type Errno uint32
 
-// The error numbers the port reservation API uses (SPEC §3). Names keep
+// The error numbers the port reservation API uses (docs/MODEL.md). Names keep
 // their Windows spelling so that code ported from Windows reads the same.
 const (
 	NO_ERROR                Errno = 0     // success

@@ -38,7 +38,7 @@ func Example() {
 	server := netip.MustParseAddrPort(ln.Addr().String())
 	fmt.Println("serving from the block:", r.Contains(server.Port()))
 
-	conn, err := r.Dialer(ctx).DialContext(ctx, "tcp", server.String()) // local port from the block too
+	conn, err := r.Dialer().DialContext(ctx, "tcp", server.String()) // local port from the block too
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -5,11 +5,14 @@ import "github.com/portres/portres/internal/wire"
 // Kind tells runtime reservations from persistent ones.
 type Kind uint8
 
-// Kinds of reservation.
+// Kinds of reservation (the values the wire protocol carries).
 const (
-	Runtime    Kind = Kind(wire.KindRuntime)
-	Persistent Kind = Kind(wire.KindPersistent)
+	Runtime    Kind = 1 // acquired by a process, ends with its connection (SIO_ACQUIRE_PORT_RESERVATION)
+	Persistent Kind = 2 // created by an administrator, survives restarts (CreatePersistentTcpPortReservation)
 )
+
+// The wire protocol's kinds must stay these values.
+var _ = [1]struct{}{}[int(Runtime)-int(wire.KindRuntime)+int(Persistent)-int(wire.KindPersistent)]
 
 // String returns "runtime" or "persistent".
 func (k Kind) String() string {

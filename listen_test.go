@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"strconv"
 	"testing"
 	"time"
@@ -47,6 +48,14 @@ func TestClientListen(t *testing.T) {
 	defer pc.Close()
 	if ru.Start() != 47611 || port(t, pc.LocalAddr()) != 47611 {
 		t.Errorf("ListenPacket(127.0.0.1:47611): reservation %v, socket on %v", ru, pc.LocalAddr())
+	}
+	// A bind error names the block's protocol, though a bind request
+	// carries none.
+	ufd, _ := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	defer unix.Close(ufd)
+	var pe *portres.Error
+	if _, err := c.BindFD(ctx, ru.Token(), ufd, netip.Addr{}, 0); !errors.As(err, &pe) || pe.Code != portres.WSAENOBUFS || pe.Proto != portres.UDP || pe.Start != 47611 {
+		t.Errorf("bind from the full block: %v (%+v), want WSAENOBUFS naming udp 47611", err, pe)
 	}
 	// The same specific port again overlaps: nothing is bound, nothing kept.
 	if _, _, err := c.ListenPacket(ctx, "udp", ":47611"); !errors.Is(err, portres.WSAEADDRINUSE) {

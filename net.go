@@ -43,10 +43,10 @@ func (r *Reservation) ListenPacket(ctx context.Context, network, address string)
 }
 
 // Dialer returns a net.Dialer whose connections use a local port of the
-// reservation: each Dial binds its socket through the broker before
-// connecting. ctx bounds those binds.
-func (r *Reservation) Dialer(ctx context.Context) *net.Dialer {
-	return &net.Dialer{Control: func(network, address string, rc syscall.RawConn) error {
+// reservation: each dial binds its socket through the broker before
+// connecting, within the dial's context.
+func (r *Reservation) Dialer() *net.Dialer {
+	return &net.Dialer{ControlContext: func(ctx context.Context, network, address string, rc syscall.RawConn) error {
 		var berr error
 		err := rc.Control(func(fd uintptr) {
 			_, berr = r.c.BindFD(ctx, r.token, int(fd), netip.Addr{}, 0)

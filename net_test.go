@@ -79,7 +79,7 @@ func TestListenDialFromReservation(t *testing.T) {
 		if l.network == "tcp6" {
 			dialAddr = "[::1]:" + itoa(p)
 		}
-		conn, err := r.Dialer(ctx).DialContext(ctx, "tcp", dialAddr)
+		conn, err := r.Dialer().DialContext(ctx, "tcp", dialAddr)
 		if err != nil {
 			t.Fatalf("Dial %s from the reservation: %v", dialAddr, err)
 		}

@@ -28,7 +28,7 @@ func socketFD(t *testing.T, af, typ, proto int) int {
 	return fd
 }
 
-// TestErrorCodes provokes every Winsock code of SPEC §3 the runtime
+// TestErrorCodes provokes every Winsock code of docs/MODEL.md the runtime
 // broker can return, and checks the Go equivalents match too.
 func TestErrorCodes(t *testing.T) {
 	b := testbroker.Start(t, nil)

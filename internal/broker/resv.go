@@ -92,7 +92,7 @@ func (rv *resv) closeHolders() {
 // errf builds an error response naming rv's block.
 func (rv *resv) errf(code portres.Errno, format string, args ...any) *wire.Response {
 	r := errf(code, format, args...)
-	r.Start, r.Count = rv.r.Block.Start, rv.r.Block.Count
+	r.Proto, r.Start, r.Count = uint8(rv.proto), rv.r.Block.Start, rv.r.Block.Count
 	return r
 }
 

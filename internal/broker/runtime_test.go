@@ -26,6 +26,7 @@ func socketEnv(b *testbroker.Broker) []string { return []string{"PORTRES_SOCKET=
 // narrowEphemeral sets the netns's ephemeral range for the test.
 func narrowEphemeral(t testing.TB, lo, hi int) {
 	t.Helper()
+	testutil.RequireRoot(t) // the sysctl is the test netns's own
 	const path = "/proc/sys/net/ipv4/ip_local_port_range"
 	old, err := os.ReadFile(path)
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 	"github.com/portres/portres/internal/testutil"
 )
 
-// The security tests play a hostile local user (SPEC §10) against a root
+// The security tests play a hostile local user (docs/MODEL.md, threat model) against a root
 // broker: the callers are processes the test starts under uid 65534 (or
 // 65533), with no capabilities unless a test gives one.
 
@@ -112,6 +112,7 @@ const unixCapNetBindService = 10
 // TestWildcardNeverPrivileged: wildcard blocks stay at or above
 // ip_unprivileged_port_start even when the dynamic range reaches below it.
 func TestWildcardNeverPrivileged(t *testing.T) {
+	testutil.RequireRoot(t) // the sysctl is the test netns's own
 	const path = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 	old, err := os.ReadFile(path)
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The bind guard (SPEC §9, "eBPF cgroup bind guard") is a
+// The bind guard (docs/KERNEL.md, "eBPF cgroup bind guard") is a
 // BPF_PROG_TYPE_CGROUP_SOCK_ADDR program, written with cilium/ebpf's asm
 // package (no clang), loaded twice (the expected attach type is fixed at
 // load time) and linked to a cgroup v2 directory on INET4_BIND and

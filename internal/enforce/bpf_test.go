@@ -23,7 +23,7 @@ import (
 )
 
 // cgroup2Root is where cgroup v2 is mounted on the project's machines
-// (SPEC §9); tests make their cgroups below it.
+// (docs/KERNEL.md); tests make their cgroups below it.
 const cgroup2Root = "/sys/fs/cgroup/unified"
 
 func init() {

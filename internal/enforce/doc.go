@@ -11,7 +11,7 @@
 //     format, merge, union, subtract) the mechanisms share.
 //
 // Facts about ip_local_reserved_ports, measured on kernel 6.18 in a fresh
-// network namespace (see SPEC §9; the tests re-check the first four):
+// network namespace (see docs/KERNEL.md; the tests re-check the first four):
 //
 //   - A new namespace starts with an empty list; reading it gives "\n".
 //   - The kernel serves the text only at offset 0: a second read() returns

@@ -13,7 +13,7 @@ import (
 // Hold binds a placeholder socket on port for proto (6 = TCP, 17 = UDP)
 // and returns its descriptor, which the caller owns and must close with
 // Unhold. The socket is AF_INET6 bound to [::]:port with IPV6_V6ONLY=0
-// and neither SO_REUSEADDR nor SO_REUSEPORT (SPEC §9): while it lives,
+// and neither SO_REUSEADDR nor SO_REUSEPORT (docs/KERNEL.md): while it lives,
 // every other explicit bind of port, v4 or v6, fails with EADDRINUSE and
 // the kernel's automatic assignment skips it. Where IPv6 is unavailable
 // it falls back to AF_INET 0.0.0.0:port.

@@ -20,7 +20,7 @@ const (
 	// MaxReservedPortsWrite is the longest text, newline included, that
 	// one write() to ip_local_reserved_ports takes whole. A longer write
 	// returns a short count with the list cut at a comma, and a second
-	// write would replace the list with the rest (SPEC §9; measured on
+	// write would replace the list with the rest (docs/KERNEL.md; measured on
 	// kernel 6.18: 4095 bytes taken, 4096 cut to 4092).
 	MaxReservedPortsWrite = 4095
 

@@ -14,7 +14,7 @@ import (
 // Conn is a connected SOCK_SEQPACKET socket driven by blocking system
 // calls: a goroutine waiting in Recv sleeps in the kernel and its thread
 // runs again as soon as a datagram arrives, with no trip through the Go
-// runtime's network poller (SPEC §9: 14 µs a round trip, against 58 µs
+// runtime's network poller (docs/KERNEL.md: 14 µs a round trip, against 58 µs
 // for a server parked in the poller). Send and Recv may run at once from
 // two goroutines. Shutdown wakes every call blocked on the socket; Close
 // must come only after Send and Recv have returned, since the

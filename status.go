@@ -51,6 +51,9 @@ type KernelListStatus struct {
 	Writable bool   `json:"writable"`
 	Bytes    int    `json:"bytes"`     // the list's length now, newline included (0 if not writable)
 	MaxBytes int    `json:"max_bytes"` // what one write takes
+	// Foreign lists the list's ranges ("a-b" or "p") that portres did
+	// not add: other software's exclusions, kept as they are.
+	Foreign []string `json:"foreign,omitempty"`
 }
 
 // DynamicRange is a protocol's dynamic port range, where wildcard

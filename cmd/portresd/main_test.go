@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,11 +16,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	testutil.Helpers["portresd"] = func(args []string) int {
-		os.Args = append([]string{"portresd"}, args...)
-		main()
-		return 0
-	}
+	testutil.Helpers["portresd"] = run
 	testutil.Main(m)
 }
 
@@ -151,8 +148,11 @@ func TestBadArguments(t *testing.T) {
 	for args, want := range map[string]string{
 		"stray":                   "unexpected arguments",
 		"--sweep\x1f-1s":          "--sweep must be positive",
-		"--socket-mode\x1f0":      "--socket-mode must be",
-		"--socket-mode\x1f070000": "--socket-mode must be",
+		"--socket-mode\x1f0":      "must be permission bits",
+		"--socket-mode\x1f070000": "must be permission bits",
+		"--socket-mode\x1f999":    "not an octal mode",
+		"--log-format\x1fxml":     "--log-format must be text or json",
+		"-sweep\x1f1s":            "unknown shorthand flag",
 	} {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), "PORTRES_TEST_HELPER=portresd", "PORTRES_TEST_HELPER_ARGS="+args)
@@ -176,4 +176,56 @@ func TestHelpListsLimits(t *testing.T) {
 			t.Errorf("portresd -h does not say %q:\n%s", want, out)
 		}
 	}
+}
+
+// TestVersionAndHelpStyle: --version prints the build's version; the
+// help shows GNU-style long flags and the socket mode in octal.
+func TestVersionAndHelpStyle(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PORTRES_TEST_HELPER=portresd", "PORTRES_TEST_HELPER_ARGS=--version")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "portresd ") {
+		t.Errorf("portresd --version: %v %q", err, out)
+	}
+	cmd = exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PORTRES_TEST_HELPER=portresd", "PORTRES_TEST_HELPER_ARGS=--help")
+	out, _ = cmd.CombinedOutput()
+	for _, want := range []string{"--socket-mode mode", "(default 0666)", "--log-format", "--uninstall-guard", "ip_local_reserved_ports"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("portresd --help does not say %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestNotifyReady: started with $NOTIFY_SOCKET (systemd Type=notify),
+// portresd says READY=1 once its socket accepts, and STOPPING=1 when it
+// is told to stop.
+func TestNotifyReady(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := testutil.Dir(t)
+	nsock := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: nsock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	env := []string{"PORTRES_SOCKET=" + filepath.Join(dir, "s.sock"), "PORTRES_STATE=" + filepath.Join(dir, "state.db"), "NOTIFY_SOCKET=" + nsock}
+	p := testutil.StartHelper(t, "portresd", env, "--enforce", "hold")
+	buf := make([]byte, 4096)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := conn.Read(buf)
+	if err != nil || !strings.HasPrefix(string(buf[:n]), "READY=1\n") {
+		t.Fatalf("notification: %q, %v; want READY=1 first", buf[:n], err)
+	}
+	if c, err := portres.Dial(context.Background(), filepath.Join(dir, "s.sock")); err != nil {
+		t.Errorf("READY=1 sent before the socket accepts: %v", err)
+	} else {
+		c.Close()
+	}
+	p.Cmd.Process.Signal(syscall.SIGTERM)
+	n, err = conn.Read(buf)
+	if err != nil || string(buf[:n]) != "STOPPING=1" {
+		t.Errorf("notification at SIGTERM: %q, %v; want STOPPING=1", buf[:n], err)
+	}
+	p.Wait()
 }

@@ -316,6 +316,9 @@ func (b *Broker) release(s *session, req *wire.Request) *wire.Response {
 	b.mu.Unlock()
 	b.unlist(rv, "release")
 	blk := rv.block()
+	if b.debug {
+		b.log.Debug("released", "proto", rv.proto, "block", blk.String(), "pid", s.peer.pid, "uid", s.peer.uid)
+	}
 	return &wire.Response{Token: req.Token, Proto: uint8(rv.proto), Start: blk.Start, Count: blk.Count}
 }
 

@@ -141,7 +141,7 @@ func New(cfg Config) (_ *Broker, err error) {
 	b.log.Info("portresd listening", "socket", cfg.Socket, "state", cfg.State,
 		"dynamic_tcp", b.dynString(portres.TCP), "dynamic_udp", b.dynString(portres.UDP),
 		"kernel_exclusion", b.sysctl != nil, "enforce", b.mode(), "enforce_why", b.why, "admin_group", cfg.AdminGroup,
-		"unprivileged_port_start", b.privStart.Load(), "user_ports", b.cfg.Limits.UserPorts,
+		"metrics", b.MetricsAddr(), "unprivileged_port_start", b.privStart.Load(), "user_ports", b.cfg.Limits.UserPorts,
 		"user_reservations", b.cfg.Limits.UserReservations, "user_connections", b.cfg.Limits.UserConnections,
 		"fd_limit", b.fdLimit, "fd_reserve", b.cfg.Limits.FDReserve, "list_reserve", b.cfg.Limits.ListReserve)
 	return b, nil
@@ -155,6 +155,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer b.Close()
+	// The socket accepts from here on (connections wait in its backlog
+	// until Serve takes them): tell a service manager so.
+	if err := notify(fmt.Sprintf("READY=1\nSTATUS=serving on %s, enforcing with %s\nMAINPID=%d", b.cfg.Socket, b.mode(), os.Getpid())); err != nil {
+		b.log.Warn("cannot tell the service manager the broker is ready", "NOTIFY_SOCKET", os.Getenv("NOTIFY_SOCKET"), "err", err)
+	}
+	context.AfterFunc(ctx, func() { notify("STOPPING=1") })
 	return b.Serve(ctx)
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/portres/portres"
@@ -68,6 +69,15 @@ func newMetrics(b *Broker) *metrics {
 	}, func() float64 { return float64(b.rlog.Dropped()) })
 	m.reg.MustRegister(m.requests, m.latency, m.sweeps, m.refused, m.reads, listWrites, logDropped, stateCollector{b},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every operation's series exist from the start (a rate over a
+	// series that appears with its first request misses that request).
+	for op := wire.Op(1); op.Valid(); op++ {
+		if op == wire.OpCancel {
+			continue // answered by nothing
+		}
+		m.requests.WithLabelValues(op.String(), portres.NO_ERROR.Name())
+		m.latency.WithLabelValues(op.String())
+	}
 	return m
 }
 
@@ -137,7 +147,8 @@ var (
 	descHolders      = prometheus.NewDesc("portres_placeholder_sockets", "Placeholder sockets held (hold mode).", nil, nil)
 	descSessions     = prometheus.NewDesc("portres_clients", "Connected clients.", nil, nil)
 	descExclusion    = prometheus.NewDesc("portres_kernel_exclusion", "1 if persistent and delegated blocks are excluded through ip_local_reserved_ports.", nil, nil)
-	descMode         = prometheus.NewDesc("portres_enforcement", "The enforcement mode in force (value 1).", []string{"mode"}, nil)
+	descMode         = prometheus.NewDesc("portres_enforcement_info", "The enforcement mode in force and the one asked for (value 1).", []string{"mode", "requested"}, nil)
+	descBuild        = prometheus.NewDesc("portres_build_info", "portresd's version and the Go version it was built with (value 1).", []string{"version", "goversion"}, nil)
 	descLimit        = prometheus.NewDesc("portres_limit", "The broker's per-user limits and reserves (-1: none), by the flag that sets them.", []string{"flag"}, nil)
 	descUsers        = prometheus.NewDesc("portres_users", "Uids holding connections or reservations.", nil, nil)
 )
@@ -146,7 +157,7 @@ var (
 type stateCollector struct{ b *Broker }
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descReservations, descPorts, descBound, descHolders, descSessions, descExclusion, descMode, descLimit, descUsers} {
+	for _, d := range []*prometheus.Desc{descReservations, descPorts, descBound, descHolders, descSessions, descExclusion, descMode, descBuild, descLimit, descUsers} {
 		ch <- d
 	}
 }
@@ -190,7 +201,8 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descHolders, prometheus.GaugeValue, float64(holders))
 	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(sessions))
 	ch <- prometheus.MustNewConstMetric(descExclusion, prometheus.GaugeValue, boolFloat(b.sysctl != nil && b.sysctlOK.Load()))
-	ch <- prometheus.MustNewConstMetric(descMode, prometheus.GaugeValue, 1, b.mode())
+	ch <- prometheus.MustNewConstMetric(descMode, prometheus.GaugeValue, 1, b.mode(), b.cfg.Enforce)
+	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, Version(), runtime.Version())
 }
 
 func boolFloat(v bool) float64 {

@@ -48,7 +48,9 @@ func TestMetrics(t *testing.T) {
 		`portres_requests_total{code="WSAEADDRINUSE",op="acquire"} 1`,
 		`portres_requests_total{code="NO_ERROR",op="bind"} 1`,
 		`portres_request_duration_seconds_count{op="acquire"} 2`,
-		`portres_enforcement{mode="hold"} 1`,
+		`portres_enforcement_info{mode="hold",requested="hold"} 1`,
+		`portres_build_info{goversion="go`,
+		`portres_requests_total{code="NO_ERROR",op="persistent create"} 0`,
 		`portres_clients 1`,
 	} {
 		if !strings.Contains(string(body), want) {

@@ -112,16 +112,20 @@ func (b *Broker) admitLocked(s *session) *wire.Response {
 // for it take well under a millisecond to bind.
 const inlineAcquire = 16
 
-// short reports whether req finishes quickly enough to be served without
-// reading further messages meanwhile (a cancel could not be read until it
-// is done). Large acquires, show and the persistent and dynamic-range
-// changes (which wait for the disk) go to the worker.
+// short reports whether req finishes quickly enough to be served on a
+// request loop's thread, holding up the loop's other sessions (and its
+// own cancels) meanwhile. Large and delegated acquires, show and the
+// persistent and dynamic-range changes (which wait for the disk or the
+// kernel list) go to the session's worker.
 func short(req *wire.Request) bool {
 	switch req.Op {
 	case wire.OpRelease, wire.OpAssociate, wire.OpBind, wire.OpPersistentLookup, wire.OpDynamicShow, wire.OpReclaim:
 		return true
 	case wire.OpAcquire:
-		return req.Count <= inlineAcquire
+		// A delegated block is listed in the kernel list exactly: its
+		// acquire waits for a write of the list, which concurrent ones
+		// share (group commit) from their workers.
+		return req.Count <= inlineAcquire && req.Flags&wire.FlagDelegate == 0
 	}
 	return false
 }

@@ -2,9 +2,9 @@ package broker
 
 import (
 	"encoding/json"
-	"runtime/debug"
 
 	"github.com/portres/portres"
+	"github.com/portres/portres/internal/buildinfo"
 	"github.com/portres/portres/internal/enforce"
 	"github.com/portres/portres/internal/wire"
 )
@@ -24,6 +24,9 @@ func (b *Broker) status() *wire.Response {
 	if b.sysctl != nil {
 		if list, err := b.sysctl.Read(); err == nil {
 			st.KernelList.Bytes = enforce.ListLen(list)
+			for _, r := range enforce.SubtractRanges(list, b.sysctl.Added()) {
+				st.KernelList.Foreign = append(st.KernelList.Foreign, r.String())
+			}
 		}
 	}
 	b.mu.Lock()
@@ -63,21 +66,4 @@ func (b *Broker) status() *wire.Response {
 
 // Version is portresd's module version and VCS revision, from the build
 // information ("(devel)" for a build outside a module release).
-func Version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			v += " " + s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				v += " (modified)"
-			}
-		}
-	}
-	return v
-}
+func Version() string { return buildinfo.Version() }

@@ -12,12 +12,15 @@ import (
 func acquireCmd(e *env) *cobra.Command {
 	var proto string
 	var start, count uint16
+	var untilEOF bool
 	cmd := &cobra.Command{
-		Use:   "acquire --proto tcp|udp [--start N] --count N",
-		Short: "Reserve a block of ports and hold it until interrupted or stdin closes",
+		Use:   "acquire --proto tcp|udp [--start N] --count N [--until-stdin-closes]",
+		Short: "Reserve a block of ports and hold it until interrupted",
 		Long: `acquire reserves count ports (a specific block from --start, or a block the
 broker places in the dynamic range when --start is 0), prints it, and holds
-it until interrupted or until its standard input closes; then releases it.`,
+it until it gets SIGINT or SIGTERM (or, with --until-stdin-closes, until its
+standard input closes); then releases it. It keeps the block across a
+restart of the broker and says so on stderr.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p, err := protoFlag(proto)
@@ -38,7 +41,7 @@ it until interrupted or until its standard input closes; then releases it.`,
 			if e.json {
 				e.printJSON(toJSON(r))
 			} else {
-				fmt.Fprintf(e.stdout, "Acquired %s %d-%d (%d ports), token %s\n", r.Proto(), r.Start(), r.End(), r.Count(), tokenString(r.Token()))
+				fmt.Fprintf(e.stdout, "Acquired %s (%s), token %s\n", block(r.Proto(), r.Start(), r.Count()), ports(r.Count()), tokenString(r.Token()))
 			}
 			wctx, cancel := context.WithCancel(ctx)
 			defer cancel()
@@ -49,7 +52,11 @@ it until interrupted or until its standard input closes; then releases it.`,
 				case <-wctx.Done():
 				}
 			}()
-			waitStdinOrDone(wctx, e.stdin)
+			if untilEOF {
+				waitStdinOrDone(wctx, e.stdin)
+			} else {
+				<-wctx.Done()
+			}
 			select {
 			case err := <-lost:
 				return err
@@ -58,9 +65,10 @@ it until interrupted or until its standard input closes; then releases it.`,
 			return r.Release(context.Background())
 		},
 	}
-	cmd.Flags().StringVar(&proto, "proto", "", "tcp or udp")
-	cmd.Flags().Uint16Var(&start, "start", 0, "first port (0: the broker chooses in the dynamic range)")
-	cmd.Flags().Uint16Var(&count, "count", 0, "number of ports")
+	protoFlagDef(cmd, &proto, "tcp or udp")
+	portFlag(cmd.Flags(), &start, "start", "first port (0: the broker chooses in the dynamic range)")
+	countFlag(cmd.Flags(), &count, "count", "number of ports")
+	cmd.Flags().BoolVar(&untilEOF, "until-stdin-closes", false, "also release when standard input closes (for a script that holds the block while a pipe is open)")
 	cmd.MarkFlagRequired("count")
 	return cmd
 }

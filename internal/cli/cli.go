@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/portres/portres"
+	"github.com/portres/portres/internal/buildinfo"
 	"github.com/spf13/cobra"
 )
 
@@ -35,6 +36,26 @@ type exitError int
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
+// codeError is an error printed as usual but ending the command with the
+// exit status code (portres run: 126 and 127, as env and timeout use).
+type codeError struct {
+	code int
+	err  error
+}
+
+func (e codeError) Error() string { return e.err.Error() }
+func (e codeError) Unwrap() error { return e.err }
+
+// errorJSON is how an error reads with --json, on stderr.
+type errorJSON struct {
+	Error struct {
+		Op      string `json:"op,omitempty"`
+		Code    uint32 `json:"code,omitempty"` // the Winsock or Win32 number, for broker errors
+		Name    string `json:"name,omitempty"` // its name: WSAEADDRINUSE, ...
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
 // Main runs the portres command line and returns the process exit status.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
@@ -47,9 +68,23 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	defer stop()
 	err := root.ExecuteContext(ctx)
 	var ee exitError
+	status := 1
+	if ce := (codeError{}); errors.As(err, &ce) {
+		status = ce.code
+	}
 	switch {
 	case errors.As(err, &ee):
 		return int(ee)
+	case err != nil && e.json:
+		var out errorJSON
+		out.Error.Message = err.Error()
+		var pe *portres.Error
+		if errors.As(err, &pe) {
+			out.Error.Op, out.Error.Code, out.Error.Name = pe.Op, uint32(pe.Code), pe.Code.Name()
+		}
+		js, _ := json.Marshal(out)
+		stderr.Write(append(jsonTermSafe(js), '\n'))
+		return status
 	case err != nil:
 		msg := err.Error()
 		// A broker's message may quote another process's command line
@@ -64,7 +99,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			msg = "portres: " + msg
 		}
 		fmt.Fprintln(stderr, msg)
-		return 1
+		return status
 	}
 	return e.exit
 }
@@ -75,9 +110,11 @@ func newRoot(e *env) *cobra.Command {
 		Short: "Windows-style TCP/UDP port reservations for Linux",
 		Long: `portres talks to the portresd broker: reserve blocks of TCP or UDP ports,
 hand them to programs, and see who holds what.`,
+		Version:       buildinfo.Version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("portres {{.Version}}\n")
 	root.PersistentFlags().StringVar(&e.socket, "socket", "", "broker socket (default $PORTRES_SOCKET, else /run/portres/portres.sock or $XDG_RUNTIME_DIR/portres.sock)")
 	root.PersistentFlags().BoolVar(&e.json, "json", false, "print JSON (stable, documented in the README)")
 	root.AddCommand(acquireCmd(e), runCmd(e), showCmd(e), statusCmd(e), persistentCmd(e), dynamicPortCmd(e))

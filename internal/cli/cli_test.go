@@ -27,6 +27,66 @@ func init() {
 	testutil.Helpers["bindports"] = helperBindPorts
 	testutil.Helpers["hold"] = helperHold
 	testutil.Helpers["holdargv"] = helperHoldArgv
+	testutil.Helpers["cli"] = func(args []string) int { return Main(args, os.Stdin, os.Stdout, os.Stderr) }
+}
+
+// TestAcquireHoldsUntilSignal: in the background of a script (stdin at
+// end of file) acquire keeps its block; SIGTERM releases it and exits 0.
+func TestAcquireHoldsUntilSignal(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	p := testutil.StartHelper(t, "cli", nil, "--socket", b.Config.Socket, "acquire", "--proto", "tcp", "--start", "38200", "--count", "1")
+	if l := p.Line(10 * time.Second); !strings.HasPrefix(l, "Acquired tcp 38200 (1 port), token 0x") {
+		t.Fatalf("acquire printed %q", l)
+	}
+	p.Stdin.Close() // stdin at end of file, as with `portres acquire ... &` in a script
+	time.Sleep(200 * time.Millisecond)
+	c := b.Dial(t)
+	if infos, _ := c.Show(context.Background()); len(infos) != 1 {
+		t.Fatalf("after stdin closed: %+v; want the block still held", infos)
+	}
+	p.Cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.Wait(); code != 0 {
+		t.Errorf("acquire exited %d after SIGTERM, want 0", code)
+	}
+	if infos, _ := c.Show(context.Background()); len(infos) != 0 {
+		t.Errorf("after SIGTERM: %+v; want the block released", infos)
+	}
+}
+
+// TestCLIRoughEdges: clear messages for bad numbers, singular "port",
+// run without a command exits 127, --json errors are JSON, --version.
+func TestCLIRoughEdges(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"acquire", "--proto", "tcp", "--count", "70000"}, 1, `"70000" is not a number of ports (0-65535)`},
+		{[]string{"acquire", "--proto", "tcp", "--count", "abc"}, 1, `"abc" is not a number of ports (0-65535)`},
+		{[]string{"acquire", "--proto", "tcp", "--start", "-1", "--count", "1"}, 1, `"-1" is not a port (0-65535)`},
+		{[]string{"run", "--tcp", "1"}, 127, "no command to run"},
+		{[]string{"run", "--tcp", "1", "--", "/nonexistent/cmd"}, 127, "/nonexistent/cmd"},
+		{[]string{"--json", "acquire", "--proto", "tcp", "--start", "65535", "--count", "2"}, 1, `{"error":{"op":"acquire","code":10022,"name":"WSAEINVAL","message":`},
+	} {
+		code, _, errs := run(t, b, c.args...)
+		if code != c.code || !strings.Contains(errs, c.want) {
+			t.Errorf("portres %v: exit %d, stderr %q; want %d and %q", c.args, code, errs, c.code, c.want)
+		}
+	}
+	if code, out, _ := run(t, b, "persistent", "add", "--proto", "tcp", "--start", "38300", "--count", "1"); code != 0 || !strings.HasPrefix(out, "Persistent tcp 38300 (1 port), token 0x") {
+		t.Errorf("persistent add of one port: %d %q", code, out)
+	}
+	if code, out, _ := run(t, nil, "--version"); code != 0 || !strings.HasPrefix(out, "portres ") {
+		t.Errorf("--version: %d %q", code, out)
+	}
+	if code, out, _ := run(t, b, "dynamicport", "show", "--proto", "tcp", "--json"); code != 0 || !strings.Contains(out, `"proto": "tcp",
+    "start": `) || strings.Index(out, `"count"`) > strings.Index(out, `"end"`) {
+		t.Errorf("dynamicport show --json keys out of the documented order: %q", out)
+	}
+	if code, out, _ := run(t, nil, "__complete", "acquire", "--proto", ""); code != 0 || !strings.Contains(out, "tcp\nudp\n") {
+		t.Errorf("--proto completion: %d %q", code, out)
+	}
 }
 
 // holderArgv0 marks helperHoldArgv re-executed with its chosen argv.
@@ -132,7 +192,7 @@ func TestAcquireHoldsUntilStdinCloses(t *testing.T) {
 	outR, outW := io.Pipe()
 	done := make(chan int)
 	go func() {
-		done <- Main([]string{"--socket", b.Config.Socket, "acquire", "--proto", "udp", "--start", "38000", "--count", "4", "--json"}, stdinR, outW, io.Discard)
+		done <- Main([]string{"--socket", b.Config.Socket, "acquire", "--proto", "udp", "--start", "38000", "--count", "4", "--json", "--until-stdin-closes"}, stdinR, outW, io.Discard)
 		outW.Close()
 	}()
 	var got reservationJSON
@@ -364,9 +424,16 @@ func TestShowEscapesCommand(t *testing.T) {
 	if len(lines) != 2 || !strings.HasPrefix(lines[1], "tcp ") || strings.Contains(out, "\npersistent") {
 		t.Errorf("show printed %d lines, want the header and one row:\n%s", len(lines), out)
 	}
-	if !strings.Contains(out, fmt.Sprintf("pid %d (%s)", holder.Cmd.Process.Pid, termSafe(want))) ||
-		!strings.Contains(out, `\x1b[2J\x1b]0;pwned\x07 x\ntcp\t1\t2`) || !strings.Contains(out, `\u202egnp.exe \u009b31m`) {
-		t.Errorf("show does not print the escaped command line %s:\n%s", termSafe(want), out)
+	if !strings.Contains(out, fmt.Sprintf("pid %d \"portres-test-holder \\x1b[2J\\x1b]0;pwned\\a x\\ntc\\u2026\"", holder.Cmd.Process.Pid)) {
+		t.Errorf("show does not print the command line quoted and cut to %d characters:\n%s", commandColumn, out)
+	}
+	code, out, _ = run(t, b, "show", "--wide")
+	if c := rawControl(out); c != "" || code != 0 {
+		t.Errorf("show --wide printed a raw %s (exit %d):\n%q", c, code, out)
+	}
+	if !strings.Contains(out, fmt.Sprintf("pid %d %s", holder.Cmd.Process.Pid, strconv.QuoteToASCII(want))) ||
+		!strings.Contains(out, `\x1b[2J\x1b]0;pwned\a x\ntcp\t1\t2`) || !strings.Contains(out, `\u202egnp.exe \u009b31m`) {
+		t.Errorf("show --wide does not print the whole command line quoted %s:\n%s", strconv.QuoteToASCII(want), out)
 	}
 
 	code, out, errs = run(t, b, "show", "--json")
@@ -536,5 +603,33 @@ func TestAcquireAcrossRestart(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "portres acquire: the broker restarted; tcp 38100-38101 is no longer reserved: ") {
 		t.Errorf("stderr %q does not say the block was lost", stderr.String())
+	}
+}
+
+// TestShowFilterAndForeign: --proto keeps one protocol's rows; ranges of
+// the kernel list that portres did not add show as such.
+func TestShowFilterAndForeign(t *testing.T) {
+	testutil.RequireRoot(t)
+	if err := os.WriteFile(testutil.ReservedPortsPath, []byte("1234,2000-2010"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := testbroker.Start(t, nil)
+	c := b.Dial(t)
+	ctx := context.Background()
+	if _, err := c.Acquire(ctx, portres.TCP, 38400, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Acquire(ctx, portres.UDP, 38500, 1); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := run(t, b, "show", "--proto", "udp")
+	if code != 0 || !strings.Contains(out, "udp       38500") || strings.Contains(out, "38400") {
+		t.Errorf("show --proto udp: %d\n%s", code, out)
+	}
+	code, out, _ = run(t, b, "show")
+	for _, want := range []string{"tcp+udp   1234   1234   1      excluded", "tcp+udp   2000   2010   11     excluded  not portres"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("show does not list %q:\n%s", want, out)
+		}
 	}
 }

@@ -32,14 +32,14 @@ func dynamicPortCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			var out []map[string]any
+			var out []rangeJSON
 			for _, p := range protos {
 				start, num, err := c.DynamicPortRange(cmd.Context(), p)
 				if err != nil {
 					return err
 				}
 				if e.json {
-					out = append(out, map[string]any{"proto": p.String(), "start": start, "count": num, "end": int(start) + int(num) - 1})
+					out = append(out, rangeJSON{Proto: p.String(), Start: start, Count: num, End: int(start) + int(num) - 1})
 					continue
 				}
 				fmt.Fprintf(e.stdout, "Protocol %s Dynamic Port Range\n---------------------------------\nStart Port      : %d\nNumber of Ports : %d\n\n", p, start, num)
@@ -50,7 +50,7 @@ func dynamicPortCmd(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	show.Flags().StringVar(&proto, "proto", "", "tcp or udp")
+	protoFlagDef(show, &proto, "tcp or udp")
 	var setProto string
 	var start, num uint16
 	set := &cobra.Command{
@@ -68,15 +68,24 @@ func dynamicPortCmd(e *env) *cobra.Command {
 				return err
 			}
 			if e.json {
-				return e.printJSON(map[string]any{"proto": p.String(), "start": start, "count": num, "end": int(start) + int(num) - 1})
+				return e.printJSON(rangeJSON{Proto: p.String(), Start: start, Count: num, End: int(start) + int(num) - 1})
 			}
-			fmt.Fprintf(e.stdout, "Dynamic %s port range set to %d-%d (%d ports).\n", p, start, int(start)+int(num)-1, num)
+			fmt.Fprintf(e.stdout, "Dynamic %s port range set to %d-%d (%s).\n", p, start, int(start)+int(num)-1, ports(num))
 			return nil
 		},
 	}
-	set.Flags().StringVar(&setProto, "proto", "", "tcp or udp")
-	set.Flags().Uint16Var(&start, "start", 0, "first port (>= 1025)")
-	set.Flags().Uint16Var(&num, "num", 0, "number of ports (>= 255)")
+	protoFlagDef(set, &setProto, "tcp or udp")
+	portFlag(set.Flags(), &start, "start", "first port (>= 1025)")
+	countFlag(set.Flags(), &num, "num", "number of ports (>= 255)")
 	cmd.AddCommand(show, set)
 	return cmd
+}
+
+// rangeJSON is a dynamic port range in --json output, keys in the order
+// the README documents.
+type rangeJSON struct {
+	Proto string `json:"proto"`
+	Start uint16 `json:"start"`
+	Count uint16 `json:"count"`
+	End   int    `json:"end"`
 }

@@ -38,7 +38,7 @@ func persistentCmd(e *env) *cobra.Command {
 							ps = append(ps, i)
 						}
 					}
-					return e.printInfos(ps)
+					return e.printInfos(ps, nil, false)
 				})
 			},
 		},
@@ -71,17 +71,17 @@ func blockCmd(e *env, verb, short string, do func(*portres.Client, *cobra.Comman
 			case r == nil && e.json:
 				return e.printJSON(map[string]any{"deleted": reservationJSON{Proto: p.String(), Start: start, End: start + count - 1, Count: count}})
 			case r == nil:
-				fmt.Fprintf(e.stdout, "Deleted persistent %s %d-%d.\n", p, start, start+count-1)
+				fmt.Fprintf(e.stdout, "Deleted persistent %s.\n", block(p, start, count))
 			case e.json:
 				return e.printJSON(toJSON(r))
 			default:
-				fmt.Fprintf(e.stdout, "Persistent %s %d-%d (%d ports), token %s\n", r.Proto(), r.Start(), r.End(), r.Count(), tokenString(r.Token()))
+				fmt.Fprintf(e.stdout, "Persistent %s (%s), token %s\n", block(r.Proto(), r.Start(), r.Count()), ports(r.Count()), tokenString(r.Token()))
 			}
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&proto, "proto", "", "tcp or udp")
-	cmd.Flags().Uint16Var(&start, "start", 0, "first port")
-	cmd.Flags().Uint16Var(&count, "count", 0, "number of ports")
+	protoFlagDef(cmd, &proto, "tcp or udp")
+	portFlag(cmd.Flags(), &start, "start", "first port")
+	countFlag(cmd.Flags(), &count, "count", "number of ports")
 	return cmd
 }

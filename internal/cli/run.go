@@ -31,8 +31,11 @@ runs, the kernel never hands the ports out by automatic assignment (bind to
 port 0, connect) wherever the broker may write ip_local_reserved_ports
 (run warns on stderr when it cannot); explicit binds by other programs are
 not prevented (see the README).`,
-		Args: cobra.MinimumNArgs(1),
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return codeError{127, errors.New("portres run: no command to run: give it after the flags, as in portres run --tcp 1 -- CMD [ARGS...]")}
+			}
 			if tcp == 0 && udp == 0 {
 				return errors.New("nothing to reserve: give --tcp N and/or --udp M")
 			}
@@ -75,8 +78,8 @@ not prevented (see the README).`,
 			return exitError(status)
 		},
 	}
-	cmd.Flags().Uint16Var(&tcp, "tcp", 0, "number of TCP ports")
-	cmd.Flags().Uint16Var(&udp, "udp", 0, "number of UDP ports")
+	countFlag(cmd.Flags(), &tcp, "tcp", "number of TCP ports")
+	countFlag(cmd.Flags(), &udp, "udp", "number of UDP ports")
 	return cmd
 }
 
@@ -118,7 +121,12 @@ func runChild(e *env, args, envv []string) (int, error) {
 	signal.Notify(sigs, forwarded...)
 	defer signal.Stop(sigs)
 	if err := child.Start(); err != nil {
-		return 0, fmt.Errorf("run %s: %w", args[0], err)
+		// As env(1) and timeout(1) say it: 127 not found, 126 not runnable.
+		code := 126
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			code = 127
+		}
+		return 0, codeError{code, fmt.Errorf("portres run: %s: %w", args[0], err)}
 	}
 	done := make(chan struct{})
 	go func() {

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -10,21 +12,50 @@ import (
 )
 
 func showCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:   "show",
+	var proto string
+	var wide bool
+	cmd := &cobra.Command{
+		Use:   "show [--proto tcp|udp] [--wide]",
 		Short: "List every reservation: protocol, range, kind, owner, bound ports",
-		Args:  cobra.NoArgs,
+		Long: `show lists every reservation, runtime and persistent, with its owner and
+bound ports, and the ranges of the kernel's reserved-port list that other
+software put there (portres never removes those). Owners' command lines
+are quoted and cut to 40 characters unless --wide.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var want portres.Proto
+			if proto != "" {
+				p, err := portres.ParseProto(proto)
+				if err != nil {
+					return err
+				}
+				want = p
+			}
 			return e.withClient(cmd, func(c *portres.Client) error {
 				infos, err := c.Show(cmd.Context())
 				if err != nil {
 					return err
 				}
-				return e.printInfos(infos)
+				if want != 0 {
+					infos = slices.DeleteFunc(infos, func(i portres.Info) bool { return i.Proto != want })
+				}
+				var foreign []string
+				if !e.json {
+					if st, err := c.Status(cmd.Context()); err == nil {
+						foreign = st.KernelList.Foreign
+					}
+				}
+				return e.printInfos(infos, foreign, wide)
 			})
 		},
 	}
+	protoFlagDef(cmd, &proto, "only tcp or only udp reservations")
+	cmd.Flags().BoolVar(&wide, "wide", false, "print owners' command lines whole")
+	return cmd
 }
+
+// commandColumn is how long a command line may be in show's table.
+const commandColumn = 40
 
 // infoJSON is the stable JSON form of one reservation in show. Command is
 // the owner's command line exactly, escaped as JSON requires (printJSON
@@ -46,7 +77,9 @@ type infoJSON struct {
 	Token     string   `json:"token,omitempty"`
 }
 
-func (e *env) printInfos(infos []portres.Info) error {
+// printInfos prints infos (and, as text, the kernel list's foreign
+// ranges).
+func (e *env) printInfos(infos []portres.Info, foreign []string, wide bool) error {
 	if e.json {
 		out := make([]infoJSON, 0, len(infos))
 		for _, i := range infos {
@@ -56,7 +89,7 @@ func (e *env) printInfos(infos []portres.Info) error {
 		}
 		return e.printJSON(out)
 	}
-	if len(infos) == 0 {
+	if len(infos) == 0 && len(foreign) == 0 {
 		fmt.Fprintln(e.stdout, "No reservations.")
 		return nil
 	}
@@ -65,8 +98,13 @@ func (e *env) printInfos(infos []portres.Info) error {
 	for _, i := range infos {
 		owner := fmt.Sprintf("uid %d", i.UID)
 		if i.Kind == portres.Runtime {
-			// The command line is another process's: escape it.
-			owner = fmt.Sprintf("pid %d (%s)", i.PID, termSafe(i.Command))
+			// The command line is another process's: quote it, which
+			// escapes anything a terminal could act on too.
+			cmdline := i.Command
+			if r := []rune(cmdline); !wide && len(r) > commandColumn {
+				cmdline = string(r[:commandColumn-1]) + "…"
+			}
+			owner = fmt.Sprintf("pid %d %s", i.PID, strconv.QuoteToASCII(cmdline))
 		}
 		kind := i.Kind.String()
 		if i.Delegated {
@@ -76,6 +114,15 @@ func (e *env) printInfos(infos []portres.Info) error {
 			kind += "+"
 		}
 		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\t%s\t%s\n", i.Proto, i.Start, i.Start+i.Count-1, i.Count, kind, owner, compactPorts(i.Bound))
+	}
+	for _, r := range foreign {
+		lo, hi, _ := strings.Cut(r, "-")
+		if hi == "" {
+			hi = lo
+		}
+		n, _ := strconv.Atoi(hi)
+		m, _ := strconv.Atoi(lo)
+		fmt.Fprintf(w, "tcp+udp\t%s\t%s\t%d\texcluded\tnot portres (ip_local_reserved_ports)\t-\n", lo, hi, n-m+1)
 	}
 	if err := w.Flush(); err != nil {
 		return err

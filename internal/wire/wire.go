@@ -40,6 +40,9 @@ const (
 var opNames = [...]string{"", "acquire", "release", "associate", "bind", "show", "cancel",
 	"persistent create", "persistent delete", "persistent lookup", "dynamicport show", "dynamicport set", "status", "reclaim"}
 
+// Valid reports whether o is an operation this version knows.
+func (o Op) Valid() bool { return o > 0 && o < opMax }
+
 // String returns the operation's name as used in error messages.
 func (o Op) String() string {
 	if o > 0 && o < opMax {

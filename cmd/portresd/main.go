@@ -15,6 +15,7 @@ import (
 
 	"github.com/portres/portres/internal/broker"
 	"github.com/spf13/cobra"
+	"github.com/spf13/cobra/doc"
 )
 
 func main() {
@@ -45,7 +46,7 @@ type usageError struct{ error }
 func command() *cobra.Command {
 	var cfg broker.Config
 	var debug, uninstall bool
-	var logFormat string
+	var logFormat, manDir string
 	mode := octalMode(0o666)
 	cmd := &cobra.Command{
 		Use:   "portresd",
@@ -84,6 +85,11 @@ and raises its own RLIMIT_NOFILE to the hard limit. portresd
 				return usageError{fmt.Errorf("--log-format must be text or json, got %q", logFormat)}
 			}
 			cfg.SocketMode = os.FileMode(mode)
+			if manDir != "" {
+				cmd.DisableAutoGenTag = true
+				hdr := &doc.GenManHeader{Title: "PORTRESD", Section: "8", Source: "portresd " + cmd.Version, Manual: "portres manual"}
+				return doc.GenManTree(cmd, hdr, manDir)
+			}
 			if uninstall {
 				return uninstallGuard(cfg)
 			}
@@ -129,6 +135,8 @@ and raises its own RLIMIT_NOFILE to the hard limit. portresd
 	f.StringVar(&logFormat, "log-format", "text", "log format on stderr: text or json")
 	f.BoolVar(&debug, "debug", false, "log every client connection, acquire and release")
 	f.BoolVar(&uninstall, "uninstall-guard", false, "remove the pinned bpf guard (portresd must not be running) and exit")
+	f.StringVar(&manDir, "gen-man", "", "write portresd's man page into this directory and exit (for packaging)")
+	f.MarkHidden("gen-man")
 	return cmd
 }
 

@@ -123,6 +123,7 @@ and raises its own RLIMIT_NOFILE to the hard limit. portresd
 	f.StringVar(&cfg.ReservedPorts, "reserved-ports", "", "path of net.ipv4.ip_local_reserved_ports, or - to disable kernel exclusion")
 	f.StringVar(&cfg.Runtime, "runtime-state", "", "file recording runtime reservations so a restarted portresd restores them (live restore), or - for none (default: the socket path plus .runtime)")
 	f.DurationVar(&cfg.RestoreGrace, "restore-grace", broker.DefaultRestoreGrace, "how long restored runtime reservations wait for their owners to reclaim them after a restart")
+	f.StringVar(&cfg.Portserver, "portserver", "", "Unix socket (an abstract one if it starts with @) where the portserver protocol of Google's portpicker is answered, or - for none (default @portres for root, @portres-UID for another user)")
 	f.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics on this TCP address at /metrics (e.g. 127.0.0.1:9750)")
 	f.DurationVar(&cfg.Sweep, "sweep", time.Second, "how often bound ports are re-checked")
 	f.BoolVar(&cfg.RepairState, "repair-state", false, "open a state database whose meta page is damaged by accepting its last intact transaction (later commits are lost); without it such a database is refused")

@@ -60,20 +60,27 @@ func (b *Broker) busyPorts(proto portres.Proto, lo, hi uint16, fresh bool) *enfo
 
 // acquire reserves a runtime block for s and binds its placeholders.
 func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wire.Response {
+	return b.acquireFor(ctx, s, s.peer, s.admin, req)
+}
+
+// acquireFor reserves a runtime block owned by owner (admin: root or the
+// admin group), ending with the session s, or, with s nil, with owner's
+// process (the portserver's blocks).
+func (b *Broker) acquireFor(ctx context.Context, s *session, owner *peer, admin bool, req *wire.Request) *wire.Response {
 	proto, bad := checkBlock(req, false)
 	if bad != nil {
 		return bad
 	}
-	if req.Start != 0 && b.privileged(req.Start) && !b.mayBindPrivileged(s.peer) {
+	if req.Start != 0 && b.privileged(req.Start) && !b.mayBindPrivileged(owner) {
 		return errf(portres.WSAEACCES, "%s ports below %d (net.ipv4.ip_unprivileged_port_start) need CAP_NET_BIND_SERVICE or the admin group; uid %d (%s) has neither",
-			proto, b.privStart.Load(), s.peer.uid, s.peer)
+			proto, b.privStart.Load(), owner.uid, owner)
 	}
 	delegate := req.Flags&wire.FlagDelegate != 0
 	want := pool.Block{Start: req.Start, Count: req.Count}
 	from := uint16(0)
 	var busy *enforce.PortSet // the dynamic range's ports in use, once a placement met one
 	for attempt := 0; ; attempt++ {
-		rv := &resv{proto: proto, kind: wire.KindRuntime, owner: s.peer, sess: s, admin: s.admin,
+		rv := &resv{proto: proto, kind: wire.KindRuntime, owner: owner, sess: s, admin: admin, pidOwned: s == nil,
 			delegated: delegate, guarded: b.guard != nil && !delegate, pending: true, created: time.Now()}
 		if resp := b.place(rv, want, from, busy); resp != nil {
 			return resp
@@ -112,7 +119,7 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 				resp.Flags |= wire.NotExcluded
 			}
 			if b.debug {
-				b.log.Debug("acquired", "proto", proto, "block", blk.String(), "delegated", delegate, "pid", s.peer.pid, "uid", s.peer.uid)
+				b.log.Debug("acquired", "proto", proto, "block", blk.String(), "delegated", delegate, "pid", owner.pid, "uid", owner.uid)
 			}
 			return resp
 		}
@@ -208,7 +215,11 @@ func (b *Broker) place(rv *resv, want pool.Block, from uint16, busy *enforce.Por
 		b.refundLocked(rv)
 		return b.poolError(rv.proto, want, err)
 	}
-	rv.sess.resvs[rv] = struct{}{}
+	if rv.sess != nil {
+		rv.sess.resvs[rv] = struct{}{}
+	} else if rv.pidOwned {
+		b.pidOwned[rv] = struct{}{}
+	}
 	if rv.holds() {
 		rv.holders = make([]int32, r.Block.Count)
 		for i := range rv.holders {
@@ -284,6 +295,7 @@ func (b *Broker) removeLocked(rv *resv) {
 		delete(rv.sess.resvs, rv)
 	}
 	delete(b.orphans, rv)
+	delete(b.pidOwned, rv)
 	b.refundLocked(rv)
 	if rv.admitted {
 		b.exclMu.Lock()

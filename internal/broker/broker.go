@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/user"
 	"runtime"
@@ -28,7 +29,8 @@ type Broker struct {
 	cfg         Config
 	log         *slog.Logger
 	ln          *fdpass.Listener
-	sock        fileID // the socket listen created: the only file removeSocket unlinks
+	psln        *net.UnixListener // the portserver's socket; nil when off
+	sock        fileID            // the socket listen created: the only file removeSocket unlinks
 	lock        *os.File
 	netns       uint64 // inode of the broker's network namespace
 	netnsCookie uint64 // its cookie (SO_NETNS_COOKIE; 0 before kernel 5.14)
@@ -73,6 +75,7 @@ type Broker struct {
 	bound    map[portres.Proto]span // covers every port bound since the last sweep began (and what it saw bound)
 	users    map[uint32]*usage      // per-uid use, for the per-user limits
 	orphans  map[*resv]struct{}     // restored runtime reservations waiting for their owner
+	pidOwned map[*resv]struct{}     // the portserver's reservations, ending with their owner's process
 	closed   bool
 
 	wg        sync.WaitGroup
@@ -90,7 +93,7 @@ func New(cfg Config) (_ *Broker, err error) {
 	cfg.Defaults()
 	b := &Broker{cfg: cfg, log: cfg.Logger, adminGID: -1, stop: make(chan struct{}),
 		pools: map[portres.Proto]*pool.Pool{}, byToken: map[pool.Token]*resv{}, sessions: map[*session]struct{}{},
-		users: map[uint32]*usage{}, bound: map[portres.Proto]span{}, orphans: map[*resv]struct{}{}}
+		users: map[uint32]*usage{}, bound: map[portres.Proto]span{}, orphans: map[*resv]struct{}{}, pidOwned: map[*resv]struct{}{}}
 	b.rlog = newLogLimiter(b.log)
 	b.debug = b.log.Enabled(context.Background(), slog.LevelDebug)
 	b.fair = newFairQueue(inService)
@@ -131,6 +134,9 @@ func New(cfg Config) (_ *Broker, err error) {
 	if err = b.listen(); err != nil {
 		return nil, err
 	}
+	if b.psln, err = b.listenPortserver(); err != nil {
+		return nil, err
+	}
 	b.openWatchers()
 	b.metrics = newMetrics(b)
 	if cfg.Metrics != "" {
@@ -139,7 +145,7 @@ func New(cfg Config) (_ *Broker, err error) {
 		}
 	}
 	b.log.Info("portresd listening", "socket", cfg.Socket, "state", cfg.State,
-		"dynamic_tcp", b.dynString(portres.TCP), "dynamic_udp", b.dynString(portres.UDP),
+		"portserver", cfg.Portserver, "dynamic_tcp", b.dynString(portres.TCP), "dynamic_udp", b.dynString(portres.UDP),
 		"kernel_exclusion", b.sysctl != nil, "enforce", b.mode(), "enforce_why", b.why, "admin_group", cfg.AdminGroup,
 		"metrics", b.MetricsAddr(), "unprivileged_port_start", b.privStart.Load(), "user_ports", b.cfg.Limits.UserPorts,
 		"user_reservations", b.cfg.Limits.UserReservations, "user_connections", b.cfg.Limits.UserConnections,
@@ -195,6 +201,10 @@ func (b *Broker) Serve(ctx context.Context) error {
 			go b.watchClosed(proto, w)
 		}
 	}
+	if b.psln != nil {
+		b.wg.Add(1)
+		go b.servePortserver(b.psln)
+	}
 	b.mu.Unlock()
 	go b.sweeper()
 	go func() {
@@ -247,6 +257,9 @@ func (b *Broker) Close() error {
 	if b.ln != nil {
 		b.ln.Shutdown()
 	}
+	if b.psln != nil {
+		b.psln.Close() // ends servePortserver
+	}
 	if accepting != nil {
 		<-accepting // Serve's Accept returned: the listener may be closed
 	}
@@ -282,6 +295,9 @@ func (b *Broker) closeResources() {
 	if b.ln != nil {
 		b.ln.Close() // already closed by Close; not when New fails late
 		b.removeSocket()
+	}
+	if b.psln != nil {
+		b.psln.Close()
 	}
 	if b.store != nil {
 		b.store.Close()

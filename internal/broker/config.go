@@ -70,6 +70,11 @@ type Config struct {
 	// client does so by itself) before they are released (default 30s).
 	// Blocks whose owner exited are released at once.
 	RestoreGrace time.Duration
+	// Portserver is where the broker answers Google's portserver
+	// protocol (portpicker with $PORTSERVER_ADDRESS): a Unix socket path,
+	// or an abstract name starting with '@' (default: DefaultPortserver,
+	// "@portres" for root); "-" turns it off.
+	Portserver string
 	// Limits are the per-user limits and the budgets kept for admins.
 	Limits Limits
 	// UnprivilegedPortStart is the path of
@@ -181,6 +186,9 @@ func (c *Config) Defaults() {
 	}
 	if c.Runtime == "" {
 		c.Runtime = c.Socket + ".runtime"
+	}
+	if c.Portserver == "" {
+		c.Portserver = DefaultPortserver()
 	}
 	if c.RestoreGrace == 0 {
 		c.RestoreGrace = DefaultRestoreGrace

@@ -52,6 +52,9 @@ func serveDaemonLevel(level slog.Level, cfg broker.Config, logFile string) int {
 	if cfg.Enforce == "" {
 		cfg.Enforce = broker.EnforceHold
 	}
+	if cfg.Portserver == "" {
+		cfg.Portserver = "-"
+	}
 	lf, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		fmt.Println("error", err)

@@ -90,7 +90,7 @@ func (b *Broker) restoreOne(slot store.RuntimeSlot, rec store.RuntimeRecord, dea
 	delegated := rec.Flags&store.RuntimeDelegated != 0
 	rv := &resv{proto: proto, kind: wire.KindRuntime, owner: owner, admin: rec.Flags&store.RuntimeAdmin != 0,
 		delegated: delegated, guarded: b.guard != nil && !delegated, created: time.Unix(0, rec.Created),
-		slot: slot, orphaned: deadline}
+		slot: slot, orphaned: deadline, pidOwned: rec.Flags&store.RuntimePidOwned != 0}
 	if _, taken := b.byToken[pool.Token(rec.Token)]; taken {
 		return nil, "its token is taken"
 	}
@@ -100,7 +100,12 @@ func (b *Broker) restoreOne(slot store.RuntimeSlot, rec store.RuntimeRecord, dea
 	}
 	rv.r = r
 	b.byToken[r.Token] = rv
-	b.orphans[rv] = struct{}{}
+	if rv.pidOwned {
+		rv.orphaned = time.Time{} // its owner is its process: nothing to reclaim
+		b.pidOwned[rv] = struct{}{}
+	} else {
+		b.orphans[rv] = struct{}{}
+	}
 	// Charged whatever the limits say now: it was within them when taken.
 	u := b.userLocked(owner.uid)
 	u.resvs++
@@ -199,6 +204,9 @@ func (b *Broker) record(rv *resv) {
 	}
 	if rv.admin {
 		rec.Flags |= store.RuntimeAdmin
+	}
+	if rv.pidOwned {
+		rec.Flags |= store.RuntimePidOwned
 	}
 	if rv.excluded() && !rv.admitted {
 		rec.Flags |= store.RuntimeNotExcluded

@@ -29,6 +29,7 @@ type resv struct {
 	lastTake  uint64            // b.takeSeq when a port of rv was last marked bound
 	slot      store.RuntimeSlot // runtime: where the runtime file records it; 0: not recorded
 	orphaned  time.Time         // runtime, restored after a restart: when it is released unless reclaimed; zero once held by a session
+	pidOwned  bool              // runtime, handed out by the portserver: ends when its owner's process exits, not with a session
 	uid       uint32            // persistent: creator
 	created   time.Time
 }

@@ -28,6 +28,7 @@ func (b *Broker) sweeper() {
 		case <-t.C:
 			b.readPrivStart()
 			b.expireOrphans()
+			b.expirePidOwned()
 			b.flushRuntime()
 			if b.listDirty.Swap(false) {
 				b.applySysctlLogged("lazy removal")

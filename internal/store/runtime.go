@@ -55,6 +55,7 @@ const (
 	RuntimeDelegated   uint8 = 1 << iota // handed to another process (portres run)
 	RuntimeAdmin                         // the owner is root or in the admin group
 	RuntimeNotExcluded                   // not in ip_local_reserved_ports when acquired
+	RuntimePidOwned                      // the portserver's: ends with its owner's process, not a connection
 )
 
 // RuntimeRecord is one runtime reservation as the runtime file keeps it.

@@ -37,7 +37,10 @@ func Start(t testing.TB, mod func(*broker.Config)) *Broker {
 		State:   filepath.Join(dir, "state.db"),
 		Sweep:   50 * time.Millisecond,
 		BPFPin:  testutil.BPFPin(t),
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// Off: brokers of one test binary share a network namespace,
+		// where an abstract name is taken once (tests that want it say).
+		Portserver: "-",
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if testing.Verbose() {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

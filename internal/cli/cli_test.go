@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/broker"
 	"github.com/portres/portres/internal/testbroker"
@@ -630,6 +633,149 @@ func TestShowFilterAndForeign(t *testing.T) {
 	for _, want := range []string{"tcp+udp   1234   1234   1      excluded", "tcp+udp   2000   2010   11     excluded  not portres"} {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("show does not list %q:\n%s", want, out)
+		}
+	}
+}
+
+func init() { testutil.Helpers["activated-server"] = helperActivatedServer }
+
+// helperActivatedServer is a socket-activated server built on
+// go-systemd's activation package, as real ones are: it takes the TCP
+// listeners passed with LISTEN_FDS and answers each connection with the
+// listener's name and port, and prints "serving NAME:PORT ...".
+func helperActivatedServer([]string) int {
+	lns, err := activation.ListenersWithNames()
+	if err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	var desc []string
+	for name, ls := range lns {
+		for _, ln := range ls {
+			desc = append(desc, fmt.Sprintf("%s:%d", name, ln.Addr().(*net.TCPAddr).Port))
+			go func(ln net.Listener, name string) {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					fmt.Fprintf(c, "%s %s\n", name, ln.Addr())
+					c.Close()
+				}
+			}(ln, name)
+		}
+	}
+	sort.Strings(desc)
+	fmt.Println("serving " + strings.Join(desc, " "))
+	select {}
+}
+
+// TestRunSocketActivation: run --listen passes sockets bound through the
+// broker to a socket-activated server, which serves on them; they are
+// the reservation's, shown bound, and released when the server ends.
+func TestRunSocketActivation(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	p := testutil.StartHelper(t, "cli", []string{"PORTRES_TEST_HELPER_NEXT=activated-server"},
+		"--socket", b.Config.Socket, "run", "--listen", "tcp:2", "--", "sh", "-c", `PORTRES_TEST_HELPER=$PORTRES_TEST_HELPER_NEXT exec "$0"`, os.Args[0])
+	line := p.Line(10 * time.Second)
+	f := strings.Fields(line)
+	if len(f) != 3 || f[0] != "serving" {
+		t.Fatalf("server printed %q", line)
+	}
+	c := b.Dial(t)
+	infos, err := c.Show(context.Background())
+	if err != nil || len(infos) != 1 || infos[0].Count != 2 || len(infos[0].Bound) != 2 || infos[0].Delegated {
+		t.Fatalf("show while serving: %+v %v; want one runtime block of 2 ports, both bound", infos, err)
+	}
+	for _, nameport := range f[1:] {
+		name, port, _ := strings.Cut(nameport, ":")
+		if name != "tcp-"+port {
+			t.Errorf("LISTEN_FDNAMES gave %q for port %s", name, port)
+		}
+		conn, err := net.DialTimeout("tcp", "127.0.0.1:"+port, 2*time.Second)
+		if err != nil {
+			t.Fatalf("dial the activated server on %s: %v", port, err)
+		}
+		reply, _ := bufio.NewReader(conn).ReadString('\n')
+		conn.Close()
+		if !strings.HasPrefix(reply, name+" ") {
+			t.Errorf("server on %s answered %q", port, reply)
+		}
+	}
+	p.Cmd.Process.Signal(syscall.SIGTERM)
+	p.Wait()
+	waitGone(t, c)
+}
+
+// TestRunSupervises: kill -TERM on run reaches the whole of CMD's group
+// (the shell and the server it started); a server CMD leaves behind keeps
+// the reservation until it exits too.
+func TestRunSupervises(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	c := b.Dial(t)
+	// The README's case: sh runs a server; TERM to run must not leave the
+	// server listening on a released port.
+	p := testutil.StartHelper(t, "cli", nil, "--socket", b.Config.Socket, "run", "--tcp", "1", "--",
+		"sh", "-c", `/usr/bin/python3 -m http.server --bind 127.0.0.1 $PORTRES_TCP_PORTS >/dev/null 2>&1 & echo $PORTRES_TCP_PORTS; wait`)
+	port := strings.TrimSpace(p.Line(10 * time.Second))
+	waitListening(t, port)
+	p.Cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.Wait(); code != 128+int(syscall.SIGTERM) && code != 143 {
+		t.Logf("run exited %d", code)
+	}
+	if conn, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second); err == nil {
+		conn.Close()
+		t.Errorf("the server still listens on %s after TERM to run", port)
+	}
+	waitGone(t, c)
+
+	// CMD exits at once, leaving the server: run keeps the port until
+	// the server is gone as well.
+	p = testutil.StartHelper(t, "cli", nil, "--socket", b.Config.Socket, "run", "--tcp", "1", "--",
+		"sh", "-c", `/usr/bin/python3 -m http.server --bind 127.0.0.1 $PORTRES_TCP_PORTS >/dev/null 2>&1 & echo $PORTRES_TCP_PORTS $!`)
+	var pyPID int
+	if _, err := fmt.Sscan(p.Line(10*time.Second), &port, &pyPID); err != nil {
+		t.Fatal(err)
+	}
+	waitListening(t, port)
+	time.Sleep(200 * time.Millisecond)
+	if infos, _ := c.Show(context.Background()); len(infos) != 1 {
+		t.Fatalf("CMD exited, its server runs: show %+v; want the port still reserved", infos)
+	}
+	if p.Cmd.ProcessState != nil {
+		t.Fatal("run exited while CMD's server runs")
+	}
+	syscall.Kill(pyPID, syscall.SIGTERM)
+	if code := p.Wait(); code != 0 {
+		t.Errorf("run exited %d, want CMD's own 0", code)
+	}
+	waitGone(t, c)
+}
+
+// waitListening waits until something listens on 127.0.0.1:port.
+func waitListening(t *testing.T, port string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if conn, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second); err == nil {
+			conn.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on %s", port)
+		}
+	}
+}
+
+// waitGone waits until the broker holds no reservation.
+func waitGone(t *testing.T, c *portres.Client) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if infos, err := c.Show(context.Background()); err == nil && len(infos) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			infos, _ := c.Show(context.Background())
+			t.Fatalf("reservations left: %+v", infos)
 		}
 	}
 }

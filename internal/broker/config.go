@@ -75,6 +75,14 @@ type Config struct {
 	// or an abstract name starting with '@' (default: DefaultPortserver,
 	// "@portres" for root); "-" turns it off.
 	Portserver string
+	// Dynamic, if set (lo, hi), is the dynamic range of both protocols,
+	// in place of the kernel's ip_local_port_range (a range set with
+	// dynamicport set still wins). portrestest's brokers place ports
+	// outside the kernel's automatic assignment with it.
+	Dynamic [2]uint16
+	// IdleExit, if set, ends the broker once it has had no client and no
+	// runtime reservation for that long (portrestest's brokers).
+	IdleExit time.Duration
 	// Limits are the per-user limits and the budgets kept for admins.
 	Limits Limits
 	// UnprivilegedPortStart is the path of

@@ -21,6 +21,9 @@ import (
 // line.
 func (b *Broker) loadState() error {
 	lo, hi := b.kernelPortRange()
+	if d := b.cfg.Dynamic; d[0] != 0 && d[1] >= d[0] {
+		lo, hi = d[0], d[1]
+	}
 	for _, proto := range []portres.Proto{portres.TCP, portres.UDP} {
 		plo, phi := lo, hi
 		if slo, shi, ok, err := b.store.DynamicRange(uint8(proto)); err != nil {

@@ -21,11 +21,24 @@ func (b *Broker) sweeper() {
 	defer b.wg.Done()
 	t := time.NewTicker(b.cfg.Sweep)
 	defer t.Stop()
+	idleSince := time.Now()
 	for {
 		select {
 		case <-b.stop:
 			return
 		case <-t.C:
+			if b.cfg.IdleExit > 0 {
+				b.mu.Lock()
+				busy := len(b.sessions) > 0 || len(b.orphans) > 0 || len(b.pidOwned) > 0
+				b.mu.Unlock()
+				if busy {
+					idleSince = time.Now()
+				} else if time.Since(idleSince) >= b.cfg.IdleExit {
+					b.log.Info("idle: no client and no runtime reservation", "for", time.Since(idleSince).Round(time.Millisecond))
+					b.ln.Shutdown() // Serve returns; Run closes the broker
+					return
+				}
+			}
 			b.readPrivStart()
 			b.expireOrphans()
 			b.expirePidOwned()

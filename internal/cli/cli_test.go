@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -777,5 +779,62 @@ func waitGone(t *testing.T, c *portres.Client) {
 			infos, _ := c.Show(context.Background())
 			t.Fatalf("reservations left: %+v", infos)
 		}
+	}
+}
+
+// TestRunCtrlCOnce: on a terminal, Ctrl-C reaches CMD once: run puts
+// CMD's group in the terminal's foreground instead of passing SIGINT on
+// itself.
+func TestRunCtrlCOnce(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	defer ptmx.Close()
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pts.Close()
+	log := filepath.Join(t.TempDir(), "ints")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PORTRES_TEST_HELPER=cli", "PORTRES_TEST_HELPER_ARGS="+strings.Join([]string{
+		"--socket", b.Config.Socket, "run", "--tcp", "1", "--", "sh", "-c",
+		`trap 'echo INT >> ` + log + `; exit 0' INT; echo ready > ` + log + `.ready; while :; do sleep 0.05; done`}, "\x1f"))
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, ptmx)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(log + ".ready"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatal("CMD did not start")
+		}
+	}
+	ptmx.Write([]byte{0x03}) // Ctrl-C
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("run did not end after Ctrl-C")
+	}
+	got, _ := os.ReadFile(log)
+	if string(got) != "INT\n" {
+		t.Errorf("CMD saw %q, want SIGINT once", got)
 	}
 }

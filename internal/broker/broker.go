@@ -81,7 +81,8 @@ type Broker struct {
 	wg        sync.WaitGroup
 	stop      chan struct{}
 	accepting chan struct{} // closed when Serve's accept loop ends; nil until Serve runs
-	loops     []*loop       // read the sessions' requests; started by Serve
+	loops     []*loop       // read the sessions' requests; made by New, started by Serve
+	looping   bool          // Serve started the loops, under mu
 	nextLoop  int           // the loop the next session goes to (round robin), under mu
 }
 
@@ -138,6 +139,13 @@ func New(cfg Config) (_ *Broker, err error) {
 		return nil, err
 	}
 	b.openWatchers()
+	for i := 0; i < max(1, runtime.NumCPU()); i++ {
+		l, err := newLoop(b)
+		if err != nil {
+			return nil, fmt.Errorf("portresd: request loop: %w", err)
+		}
+		b.loops = append(b.loops, l)
+	}
 	b.metrics = newMetrics(b)
 	if cfg.Metrics != "" {
 		if err = b.metrics.serve(cfg.Metrics); err != nil {
@@ -177,22 +185,10 @@ func (b *Broker) Serve(ctx context.Context) error {
 		b.mu.Unlock()
 		return nil
 	}
-	var loops []*loop
-	for i := 0; i < max(1, runtime.NumCPU()); i++ {
-		l, err := newLoop(b)
-		if err != nil {
-			b.mu.Unlock()
-			for _, l := range loops {
-				l.stop()
-			}
-			return fmt.Errorf("portresd: request loop: %w", err)
-		}
-		loops = append(loops, l)
-	}
-	b.loops = loops
-	b.wg.Add(1 + len(loops)) // under mu: never concurrent with Close's Wait
+	b.wg.Add(1 + len(b.loops)) // under mu: never concurrent with Close's Wait
 	b.accepting = make(chan struct{})
-	for _, l := range loops {
+	b.looping = true
+	for _, l := range b.loops {
 		go l.run()
 	}
 	for i, proto := range []portres.Proto{portres.TCP, portres.UDP} {
@@ -267,10 +263,14 @@ func (b *Broker) Close() error {
 		s.conn.Shutdown() // the loops see them end
 	}
 	b.mu.Lock()
-	loops := b.loops
+	looping := b.looping
 	b.mu.Unlock()
-	for _, l := range loops {
-		l.close() // and end whatever they did not see end
+	for _, l := range b.loops {
+		if looping {
+			l.close() // and end whatever they did not see end
+		} else {
+			l.stop() // never started: only its descriptors to close
+		}
 	}
 	b.wg.Wait()
 	b.closeResources()
@@ -282,6 +282,11 @@ func (b *Broker) Close() error {
 func (b *Broker) Addr() string { return b.cfg.Socket }
 
 func (b *Broker) closeResources() {
+	if !b.closed {
+		for _, l := range b.loops {
+			l.stop() // New failed after making them
+		}
+	}
 	for _, w := range b.watchers {
 		if w != nil {
 			w.Close() // again after Close: harmless

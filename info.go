@@ -1,6 +1,10 @@
 package portres
 
-import "github.com/portres/portres/internal/wire"
+import (
+	"fmt"
+
+	"github.com/portres/portres/internal/wire"
+)
 
 // Kind tells runtime reservations from persistent ones.
 type Kind uint8
@@ -58,4 +62,41 @@ func (p *Proto) UnmarshalText(b []byte) error {
 	}
 	*p = v
 	return nil
+}
+
+// ShowEntry is one reservation in the stable JSON form of `portres show
+// --json` and of portresd's /api/v1/reservations: tokens are strings
+// ("0x…", 16 hex digits) because 64-bit numbers do not survive every JSON
+// reader, and appear only where Info has one.
+type ShowEntry struct {
+	Proto     string   `json:"proto"`
+	Kind      string   `json:"kind"`
+	Start     uint16   `json:"start"`
+	End       uint16   `json:"end"`
+	Count     uint16   `json:"count"`
+	PID       int32    `json:"pid,omitempty"`
+	UID       uint32   `json:"uid"`
+	Command   string   `json:"command,omitempty"`
+	Delegated bool     `json:"delegated"`
+	Restored  bool     `json:"restored,omitempty"`
+	Bound     []uint16 `json:"bound"`
+	Token     string   `json:"token,omitempty"`
+}
+
+// ShowEntries turns infos into their JSON form.
+func ShowEntries(infos []Info) []ShowEntry {
+	out := make([]ShowEntry, 0, len(infos))
+	for _, i := range infos {
+		e := ShowEntry{Proto: i.Proto.String(), Kind: i.Kind.String(), Start: i.Start,
+			End: i.Start + i.Count - 1, Count: i.Count, PID: i.PID, UID: i.UID, Command: i.Command,
+			Delegated: i.Delegated, Restored: i.Restored, Bound: i.Bound}
+		if e.Bound == nil {
+			e.Bound = []uint16{}
+		}
+		if i.Token != 0 {
+			e.Token = fmt.Sprintf("%#016x", i.Token)
+		}
+		out = append(out, e)
+	}
+	return out
 }

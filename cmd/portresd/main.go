@@ -125,6 +125,8 @@ and raises its own RLIMIT_NOFILE to the hard limit. portresd
 	f.DurationVar(&cfg.RestoreGrace, "restore-grace", broker.DefaultRestoreGrace, "how long restored runtime reservations wait for their owners to reclaim them after a restart")
 	f.StringVar(&cfg.Portserver, "portserver", "", "Unix socket (an abstract one if it starts with @) where the portserver protocol of Google's portpicker is answered, or - for none (default @portres for root, @portres-UID for another user)")
 	f.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics on this TCP address at /metrics (e.g. 127.0.0.1:9750)")
+	f.StringVar(&cfg.HTTP, "http", "", "serve the port map at /, the JSON API at /api/v1/ and the metrics at /metrics on this address: a loopback host:port or unix:PATH (off by default)")
+	f.BoolVar(&cfg.HTTPPublic, "http-public", false, "let --http listen on a non-loopback address (the pages show every user's command lines)")
 	f.DurationVar(&cfg.Sweep, "sweep", time.Second, "how often bound ports are re-checked")
 	f.BoolVar(&cfg.RepairState, "repair-state", false, "open a state database whose meta page is damaged by accepting its last intact transaction (later commits are lost); without it such a database is refused")
 	f.IntVar(&cfg.Limits.UserPorts, "user-ports", broker.DefaultUserPorts, "most ports one uid may hold in runtime and delegated reservations (root and --group exempt; -1: no limit)")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/user"
 	"runtime"
@@ -21,6 +22,7 @@ import (
 	"github.com/portres/portres/internal/pool"
 	"github.com/portres/portres/internal/sockdiag"
 	"github.com/portres/portres/internal/store"
+	"github.com/portres/portres/internal/web"
 	"golang.org/x/sys/unix"
 )
 
@@ -147,10 +149,8 @@ func New(cfg Config) (_ *Broker, err error) {
 		b.loops = append(b.loops, l)
 	}
 	b.metrics = newMetrics(b)
-	if cfg.Metrics != "" {
-		if err = b.metrics.serve(cfg.Metrics); err != nil {
-			return nil, err
-		}
+	if err = b.serveHTTP(); err != nil {
+		return nil, err
 	}
 	b.log.Info("portresd listening", "socket", cfg.Socket, "state", cfg.State,
 		"portserver", cfg.Portserver, "dynamic_tcp", b.dynString(portres.TCP), "dynamic_udp", b.dynString(portres.UDP),
@@ -451,3 +451,29 @@ func (b *Broker) mode() string {
 // Enforcement is the mode in force: EnforceHold, or EnforceBPF when the
 // eBPF bind guard loaded.
 func (b *Broker) Enforcement() string { return b.mode() }
+
+// serveHTTP starts the HTTP server of --metrics (/metrics only) or of
+// --http (the port map, the JSON API and /metrics).
+func (b *Broker) serveHTTP() error {
+	addr, pages := b.cfg.Metrics, http.Handler(nil)
+	if b.cfg.HTTP != "" {
+		if addr != "" && addr != b.cfg.HTTP {
+			return fmt.Errorf("portresd: --metrics %s and --http %s: the pages serve /metrics too; give one address", addr, b.cfg.HTTP)
+		}
+		addr, pages = b.cfg.HTTP, web.Handler(b)
+	}
+	if addr == "" {
+		return nil
+	}
+	var ln net.Listener
+	var err error
+	if pages != nil {
+		ln, err = httpListen(addr, b.cfg.HTTPPublic)
+	} else {
+		ln, err = net.Listen("tcp", addr)
+	}
+	if err != nil {
+		return fmt.Errorf("portresd: HTTP listener: %w", err)
+	}
+	return b.metrics.serve(ln, pages)
+}

@@ -56,6 +56,12 @@ type Config struct {
 	// Metrics is a TCP address ("127.0.0.1:9750") to serve Prometheus
 	// metrics on at /metrics; empty: none.
 	Metrics string
+	// HTTP is an address ("127.0.0.1:9750", or "unix:PATH") to serve the
+	// port map at /, the JSON API at /api/v1/ and the metrics at
+	// /metrics on; empty: none. A TCP address must be a loopback one
+	// unless HTTPPublic: the pages show every user's command lines.
+	HTTP       string
+	HTTPPublic bool
 	// Sweep is how often bound ports are re-probed so that a port whose
 	// socket the client closed gets its placeholder back.
 	Sweep time.Duration

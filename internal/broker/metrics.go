@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"fmt"
 	"net"
 	"net/http"
 	"runtime"
@@ -111,14 +110,14 @@ func (m *metrics) observeRefused(code uint32) {
 	}
 }
 
-// serve starts the /metrics endpoint on addr ("host:port").
-func (m *metrics) serve(addr string) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("portresd: metrics listener: %w", err)
-	}
+// serve starts the /metrics endpoint on ln, and pages (the port map and
+// the JSON API) at / if pages is not nil.
+func (m *metrics) serve(ln net.Listener, pages http.Handler) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	if pages != nil {
+		mux.Handle("/", pages)
+	}
 	m.ln = ln
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go m.srv.Serve(ln) // returns http.ErrServerClosed when close shuts it

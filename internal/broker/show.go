@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"github.com/portres/portres/internal/enforce"
 	"github.com/portres/portres/internal/wire"
 )
 
@@ -11,11 +12,31 @@ import (
 // first, so "bound" is current, and reads the state a chunk at a time
 // (walk), never holding the lock over all of it.
 func (b *Broker) show(s *session) []*wire.Response {
-	t := b.sweep(true)
-	admin := b.mayAdmin(s.peer)
 	var out []*wire.Response
 	cur := &wire.Response{}
 	size := wire.ResponseSize(cur)
+	b.entries(s.peer, b.mayAdmin(s.peer), nil, func(e wire.Entry) {
+		if n := wire.EntrySize(&e); len(cur.Entries) > 0 && size+n > wire.MaxMessage {
+			cur.Flags |= wire.More
+			out = append(out, cur)
+			cur, size = &wire.Response{}, wire.ResponseSize(cur)
+		}
+		cur.Entries = append(cur.Entries, e)
+		size += wire.EntrySize(&e)
+	})
+	return append(out, cur)
+}
+
+// entries calls fn for every reservation, in protocol and port order,
+// after a sweep (so bound ports are current). Tokens are included only
+// where asker (nil: nobody) may use them: its own runtime reservations,
+// and persistent ones if admin. If inUse is not nil it receives the
+// sweep's read of the socket tables (nil entries if it failed).
+func (b *Broker) entries(asker *peer, admin bool, inUse *[2]*enforce.PortSet, fn func(wire.Entry)) {
+	t := b.sweep(true)
+	if inUse != nil && t != nil {
+		inUse[0], inUse[1] = t.ports[6], t.ports[17]
+	}
 	b.walk(func(rv *resv) {
 		if rv.pending {
 			return
@@ -34,23 +55,16 @@ func (b *Broker) show(s *session) []*wire.Response {
 			if !rv.orphaned.IsZero() {
 				e.Flags |= wire.EntryRestored
 			}
-			if rv.owner.same(s.peer) {
+			if asker != nil && rv.owner.same(asker) {
 				e.Flags |= wire.EntryMine
 				e.Token = uint64(rv.r.Token)
 			}
 		case wire.KindPersistent:
 			e.UID = rv.uid
-			if admin {
+			if asker != nil && admin {
 				e.Token = uint64(rv.r.Token)
 			}
 		}
-		if n := wire.EntrySize(&e); len(cur.Entries) > 0 && size+n > wire.MaxMessage {
-			cur.Flags |= wire.More
-			out = append(out, cur)
-			cur, size = &wire.Response{}, wire.ResponseSize(cur)
-		}
-		cur.Entries = append(cur.Entries, e)
-		size += wire.EntrySize(&e)
+		fn(e)
 	})
-	return append(out, cur)
 }

@@ -12,6 +12,15 @@ import (
 // status answers OpStatus: the broker's state as JSON (portres.Status).
 // Counts are read a chunk at a time (walk).
 func (b *Broker) status() *wire.Response {
+	data, err := json.Marshal(b.statusValue())
+	if err != nil {
+		return errf(portres.WSAEINVAL, "status: %v", err)
+	}
+	return &wire.Response{Msg: string(data)}
+}
+
+// statusValue is the broker's status (portres.Status).
+func (b *Broker) statusValue() portres.Status {
 	lim := b.cfg.Limits
 	st := portres.Status{
 		Version:               Version(),
@@ -57,11 +66,7 @@ func (b *Broker) status() *wire.Response {
 			}
 		}
 	})
-	data, err := json.Marshal(st)
-	if err != nil {
-		return errf(portres.WSAEINVAL, "status: %v", err)
-	}
-	return &wire.Response{Msg: string(data)}
+	return st
 }
 
 // Version is portresd's module version and VCS revision, from the build

@@ -62,32 +62,13 @@ const commandColumn = 40
 // also escapes DEL, C1 and format characters as \uXXXX); a command line
 // that is not valid UTF-8 cannot be exact in JSON: encoding/json replaces
 // each invalid byte with U+FFFD.
-type infoJSON struct {
-	Proto     string   `json:"proto"`
-	Kind      string   `json:"kind"`
-	Start     uint16   `json:"start"`
-	End       uint16   `json:"end"`
-	Count     uint16   `json:"count"`
-	PID       int32    `json:"pid,omitempty"`
-	UID       uint32   `json:"uid"`
-	Command   string   `json:"command,omitempty"`
-	Delegated bool     `json:"delegated"`
-	Restored  bool     `json:"restored,omitempty"`
-	Bound     []uint16 `json:"bound"`
-	Token     string   `json:"token,omitempty"`
-}
+type infoJSON = portres.ShowEntry
 
 // printInfos prints infos (and, as text, the kernel list's foreign
 // ranges).
 func (e *env) printInfos(infos []portres.Info, foreign []string, wide bool) error {
 	if e.json {
-		out := make([]infoJSON, 0, len(infos))
-		for _, i := range infos {
-			out = append(out, infoJSON{Proto: i.Proto.String(), Kind: i.Kind.String(), Start: i.Start,
-				End: i.Start + i.Count - 1, Count: i.Count, PID: i.PID, UID: i.UID, Command: i.Command,
-				Delegated: i.Delegated, Restored: i.Restored, Bound: i.Bound, Token: tokenString(i.Token)})
-		}
-		return e.printJSON(out)
+		return e.printJSON(portres.ShowEntries(infos))
 	}
 	if len(infos) == 0 && len(foreign) == 0 {
 		fmt.Fprintln(e.stdout, "No reservations.")

@@ -22,12 +22,12 @@ type Broker struct {
 	Config broker.Config
 }
 
-// Start starts a broker in this process with its socket and state
-// in a fresh directory, a 50 ms sweep and placeholder enforcement (tests
-// of the other modes say so in mod); mod may change the config first.
-// The broker is closed, and ip_local_reserved_ports emptied, when the
-// test ends. It skips the test unless running as root in a private netns.
-func Start(t testing.TB, mod func(*broker.Config)) *Broker {
+// Config is the configuration Start uses: socket and state in a fresh
+// directory, a 50 ms sweep and placeholder enforcement (tests of the
+// other modes say so in mod); mod may change it. Tests of a broker that
+// must fail to start give it to broker.New themselves. It skips the test
+// unless running as root in a private netns.
+func Config(t testing.TB, mod func(*broker.Config)) broker.Config {
 	t.Helper()
 	testutil.RequireRoot(t)
 	dir := testutil.Dir(t)
@@ -48,6 +48,15 @@ func Start(t testing.TB, mod func(*broker.Config)) *Broker {
 	if mod != nil {
 		mod(&cfg)
 	}
+	return cfg
+}
+
+// Start starts a broker in this process configured as Config says.
+// The broker is closed, and ip_local_reserved_ports emptied, when the
+// test ends.
+func Start(t testing.TB, mod func(*broker.Config)) *Broker {
+	t.Helper()
+	cfg := Config(t, mod)
 	b, err := broker.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -98,3 +98,18 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	}
 	return &st, nil
 }
+
+// ForeignRanges parses Foreign: each range as {first, last} port.
+func (k KernelListStatus) ForeignRanges() [][2]uint16 {
+	var out [][2]uint16
+	for _, f := range k.Foreign {
+		var lo, hi uint16
+		if n, _ := fmt.Sscanf(f, "%d-%d", &lo, &hi); n == 1 {
+			hi = lo
+		}
+		if lo != 0 && hi >= lo {
+			out = append(out, [2]uint16{lo, hi})
+		}
+	}
+	return out
+}

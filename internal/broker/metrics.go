@@ -119,7 +119,10 @@ func (m *metrics) serve(ln net.Listener, pages http.Handler) error {
 		mux.Handle("/", pages)
 	}
 	m.ln = ln
-	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// No WriteTimeout: event streams last; each of their writes has a
+	// deadline of its own (package web).
+	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
 	go m.srv.Serve(ln) // returns http.ErrServerClosed when close shuts it
 	return nil
 }

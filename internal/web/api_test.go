@@ -218,3 +218,57 @@ func TestHTTPAddresses(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestEventStreamsAreCapped: past web.MaxStreams open event streams the
+// next is refused (503) rather than costing the broker more; a closed
+// stream frees its slot.
+func TestEventStreamsAreCapped(t *testing.T) {
+	b := testbroker.Start(t, func(c *broker.Config) { c.HTTP = "127.0.0.1:0" })
+	url := "http://" + b.MetricsAddr() + "/api/v1/events"
+	hc := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 0, MaxIdleConnsPerHost: web.MaxStreams + 2}}
+	open := func() (*http.Response, context.CancelFunc) {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, cancel
+	}
+	var cancels []context.CancelFunc
+	defer func() {
+		for _, c := range cancels {
+			c()
+		}
+	}()
+	for i := 0; i < web.MaxStreams; i++ {
+		resp, cancel := open()
+		cancels = append(cancels, cancel)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("stream %d: %s", i, resp.Status)
+		}
+		// The first event proves the handler holds its slot.
+		if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, cancel := open()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("stream %d: %s, want 503", web.MaxStreams+1, resp.Status)
+	}
+	resp.Body.Close()
+	cancel()
+	cancels[0]()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, cancel := open()
+		ok := resp.StatusCode == http.StatusOK
+		cancels = append(cancels, cancel)
+		if ok {
+			break
+		}
+		resp.Body.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("a closed stream did not free its slot")
+		}
+	}
+}

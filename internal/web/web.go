@@ -46,7 +46,7 @@ type Source interface {
 // /api/v1/reservations, /api/v1/status, /api/v1/map and /api/v1/events
 // (the map as server-sent events, once a second when it changed).
 func Handler(src Source) http.Handler {
-	h := &handler{src: src, subs: map[chan []byte]struct{}{}}
+	h := &handler{src: src, subs: map[chan []byte]struct{}{}, streams: make(chan struct{}, MaxStreams)}
 	mux := http.NewServeMux()
 	sub, _ := fs.Sub(static, "static")
 	files := http.FileServerFS(sub)
@@ -74,13 +74,42 @@ func secure(h http.Handler) http.Handler {
 	})
 }
 
+// MaxStreams is how many event streams may be open at once; more are
+// answered 503.
+const MaxStreams = 64
+
+// snapshotAge is how long one snapshot serves every request: however
+// many requests come, the broker sweeps for them at most four times a
+// second.
+const snapshotAge = 250 * time.Millisecond
+
+// writeWait bounds each write to an event stream, so a reader that stops
+// reading does not hold its goroutine for ever.
+const writeWait = 10 * time.Second
+
 type handler struct {
-	src Source
+	src     Source
+	streams chan struct{} // a slot per open event stream
+
+	snapMu   sync.Mutex
+	snap     Snapshot
+	snapTime time.Time
 
 	mu    sync.Mutex
 	subs  map[chan []byte]struct{}
 	last  []byte        // the map last sent to subscribers
 	stopc chan struct{} // ends publish; nil while nobody listens
+}
+
+// snapshot is the source's snapshot, shared by the requests of the same
+// quarter second.
+func (h *handler) snapshot() Snapshot {
+	h.snapMu.Lock()
+	defer h.snapMu.Unlock()
+	if h.snapTime.IsZero() || time.Since(h.snapTime) >= snapshotAge {
+		h.snap, h.snapTime = h.src.Snapshot(), time.Now()
+	}
+	return h.snap
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -90,15 +119,15 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 func (h *handler) reservations(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, portres.ShowEntries(infos(h.src.Snapshot().Entries)))
+	writeJSON(w, portres.ShowEntries(infos(h.snapshot().Entries)))
 }
 
 func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, h.src.Snapshot().Status)
+	writeJSON(w, h.snapshot().Status)
 }
 
 func (h *handler) portMap(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, mapOf(h.src.Snapshot()))
+	writeJSON(w, mapOf(h.snapshot()))
 }
 
 // PortMap is what the page draws (/api/v1/map).
@@ -122,14 +151,8 @@ func mapOf(s Snapshot) PortMap {
 	m := PortMap{Time: time.Now().UTC(), Version: s.Status.Version, Enforcement: s.Status.Enforcement.Mode,
 		Blocks: portres.ShowEntries(infos(s.Entries))}
 	var excluded []Range
-	for _, f := range s.Status.KernelList.Foreign {
-		var lo, hi uint16
-		if n, _ := fmt.Sscanf(f, "%d-%d", &lo, &hi); n == 1 {
-			hi = lo
-		}
-		if lo != 0 {
-			excluded = append(excluded, Range{lo, hi})
-		}
+	for _, r := range s.Status.KernelList.ForeignRanges() {
+		excluded = append(excluded, Range(r))
 	}
 	for i, proto := range []portres.Proto{portres.TCP, portres.UDP} {
 		pm := ProtoMap{Proto: proto.String(), InUse: s.InUse[i], Excluded: excluded}
@@ -163,15 +186,19 @@ func infos(es []wire.Entry) []portres.Info {
 // events streams the map to a browser (server-sent events): at once,
 // then whenever it changed, checked once a second while anyone listens.
 func (h *handler) events(w http.ResponseWriter, r *http.Request) {
-	fl, ok := w.(http.Flusher)
-	if !ok {
-		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+	select {
+	case h.streams <- struct{}{}:
+		defer func() { <-h.streams }()
+	default:
+		http.Error(w, fmt.Sprintf("%d event streams are open already", MaxStreams), http.StatusServiceUnavailable)
 		return
 	}
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Time{}) // the server's ReadTimeout is for requests, not for a stream
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	ch := make(chan []byte, 1)
-	first, _ := json.Marshal(mapOf(h.src.Snapshot()))
+	first, _ := json.Marshal(mapOf(h.snapshot()))
 	ch <- first
 	h.subscribe(ch)
 	defer h.unsubscribe(ch)
@@ -180,8 +207,13 @@ func (h *handler) events(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case data := <-ch:
-			fmt.Fprintf(w, "event: map\ndata: %s\n\n", data)
-			fl.Flush()
+			rc.SetWriteDeadline(time.Now().Add(writeWait))
+			if _, err := fmt.Fprintf(w, "event: map\ndata: %s\n\n", data); err != nil {
+				return
+			}
+			if rc.Flush() != nil {
+				return
+			}
 		}
 	}
 }
@@ -218,7 +250,7 @@ func (h *handler) publish(stop chan struct{}) {
 			return
 		case <-t.C:
 		}
-		m := mapOf(h.src.Snapshot())
+		m := mapOf(h.snapshot())
 		stamp := m.Time
 		m.Time = time.Time{}
 		cmp, _ := json.Marshal(m)

@@ -117,7 +117,7 @@ hand them to programs, and see who holds what.`,
 	root.SetVersionTemplate("portres {{.Version}}\n")
 	root.PersistentFlags().StringVar(&e.socket, "socket", "", "broker socket (default $PORTRES_SOCKET, else /run/portres/portres.sock or $XDG_RUNTIME_DIR/portres.sock)")
 	root.PersistentFlags().BoolVar(&e.json, "json", false, "print JSON (stable, documented in the README)")
-	root.AddCommand(acquireCmd(e), runCmd(e), showCmd(e), statusCmd(e), persistentCmd(e), dynamicPortCmd(e))
+	root.AddCommand(acquireCmd(e), runCmd(e), showCmd(e), topCmd(e), statusCmd(e), persistentCmd(e), dynamicPortCmd(e))
 	for _, c := range extraCommands {
 		root.AddCommand(c(e))
 	}

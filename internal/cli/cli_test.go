@@ -164,7 +164,7 @@ func run(t *testing.T, b *testbroker.Broker, args ...string) (code int, stdout, 
 }
 
 func TestHelp(t *testing.T) {
-	for _, args := range [][]string{{"--help"}, {"acquire", "--help"}, {"run", "--help"}, {"show", "--help"},
+	for _, args := range [][]string{{"--help"}, {"acquire", "--help"}, {"run", "--help"}, {"show", "--help"}, {"top", "--help"},
 		{"persistent", "--help"}, {"persistent", "add", "--help"}, {"persistent", "delete", "--help"},
 		{"persistent", "lookup", "--help"}, {"persistent", "show", "--help"},
 		{"dynamicport", "--help"}, {"dynamicport", "show", "--help"}, {"dynamicport", "set", "--help"}} {
@@ -787,23 +787,7 @@ func waitGone(t *testing.T, c *portres.Client) {
 // itself.
 func TestRunCtrlCOnce(t *testing.T) {
 	b := testbroker.Start(t, nil)
-	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
-	}
-	defer ptmx.Close()
-	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pts.Close()
+	ptmx, pts := openPTY(t, nil)
 	log := filepath.Join(t.TempDir(), "ints")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "PORTRES_TEST_HELPER=cli", "PORTRES_TEST_HELPER_ARGS="+strings.Join([]string{
@@ -837,4 +821,33 @@ func TestRunCtrlCOnce(t *testing.T) {
 	if string(got) != "INT\n" {
 		t.Errorf("CMD saw %q, want SIGINT once", got)
 	}
+}
+
+// openPTY opens a pseudo-terminal of size ws (nil: the default), both
+// ends closed when the test ends; it skips the test if there is none.
+func openPTY(t *testing.T, ws *unix.Winsize) (ptmx, pts *os.File) {
+	t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	t.Cleanup(func() { ptmx.Close() })
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ws != nil {
+		if err := unix.IoctlSetWinsize(int(ptmx.Fd()), unix.TIOCSWINSZ, ws); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pts, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pts.Close() })
+	return ptmx, pts
 }

@@ -6,21 +6,45 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/portres/portres"
 	"github.com/spf13/cobra"
 )
 
 func showCmd(e *env) *cobra.Command {
+	return showOrTop(e, false)
+}
+
+// topCmd is show --watch under the name people type for a live view.
+func topCmd(e *env) *cobra.Command {
+	return showOrTop(e, true)
+}
+
+func showOrTop(e *env, top bool) *cobra.Command {
 	var proto string
-	var wide bool
+	var wide, watch bool
+	var interval time.Duration
 	cmd := &cobra.Command{
-		Use:   "show [--proto tcp|udp] [--wide]",
+		Use:   "show [--proto tcp|udp] [--wide] [--watch [--interval D]]",
 		Short: "List every reservation: protocol, range, kind, owner, bound ports",
 		Long: `show lists every reservation, runtime and persistent, with its owner and
 bound ports, and the ranges of the kernel's reserved-port list that other
 software put there (portres never removes those). Owners' command lines
-are quoted and cut to 40 characters unless --wide.`,
+are quoted and cut to 40 characters unless --wide.
+
+With --watch it follows the broker until Ctrl-C: on a terminal it draws a
+map of each protocol's 65,536 ports (the dynamic range, reservations by
+kind, bound ports, other software's exclusions, sockets outside portres)
+above the table and redraws it in place every --interval; on a pipe it
+prints the view again each time it changes; with --json it prints one
+JSON array (show --json's entries) per line each time they change.
+Others' sockets are read from this host's socket tables (run it in the
+broker's network namespace).`,
+		Example: `  portres show
+  portres show --proto udp --wide
+  portres show --watch
+  portres show --watch --json | jq -c 'map(select(.kind == "runtime"))'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var want portres.Proto
@@ -32,6 +56,9 @@ are quoted and cut to 40 characters unless --wide.`,
 				want = p
 			}
 			return e.withClient(cmd, func(c *portres.Client) error {
+				if watch || top {
+					return e.watch(cmd.Context(), c, want, wide, interval)
+				}
 				infos, err := c.Show(cmd.Context())
 				if err != nil {
 					return err
@@ -49,8 +76,17 @@ are quoted and cut to 40 characters unless --wide.`,
 			})
 		},
 	}
+	if top {
+		cmd.Use = "top [--proto tcp|udp] [--wide] [--interval D]"
+		cmd.Short = "Follow the port map and the reservations live (show --watch)"
+		cmd.Long = "top is show --watch: " + cmd.Long[strings.Index(cmd.Long, "it follows"):]
+		cmd.Example = "  portres top\n  portres top --proto tcp --interval 2s"
+	} else {
+		cmd.Flags().BoolVarP(&watch, "watch", "w", false, "follow the broker until Ctrl-C (see above)")
+	}
 	protoFlagDef(cmd, &proto, "only tcp or only udp reservations")
 	cmd.Flags().BoolVar(&wide, "wide", false, "print owners' command lines whole")
+	cmd.Flags().DurationVar(&interval, "interval", time.Second, "how often to look when watching (at least 100ms)")
 	return cmd
 }
 

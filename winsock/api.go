@@ -98,9 +98,11 @@ func (s *Socket) SetNonblocking(nonblocking bool) error {
 // Checked before anything is sent, in this order: WSAENOTSOCK for a
 // closed Socket; WSAEINVAL for any other control code; WSAENOTSOCK for a
 // descriptor that is not a socket; WSAEOPNOTSUPP for a socket that is
-// neither TCP nor UDP; WSAEFAULT for a nil in; WSAEINVAL for a short in,
-// a short out (ACQUIRE, with bytesReturned 0), a non-empty out (RELEASE,
-// ASSOCIATE) or INVALID_PORT_RESERVATION_TOKEN; WSAEFAULT for a
+// neither TCP nor UDP; WSAEFAULT for a nil in or one shorter than the
+// structure (cbInBuffer too small, as WSAIoctl's reference says);
+// WSAEINVAL for a short out (ACQUIRE, with bytesReturned 0, as the
+// IOCTL's page says), a non-empty out (RELEASE, ASSOCIATE: cbOutBuffer
+// must be 0) or INVALID_PORT_RESERVATION_TOKEN; WSAEFAULT for a
 // completion routine without ov; WSAEINVAL for an ov still pending.
 //
 // On Windows the system's WSAIoctl applies its own checks, and an

@@ -36,6 +36,19 @@
 // operation has started, as Windows returns SOCKET_ERROR with
 // WSAGetLastError() == WSA_IO_PENDING.
 //
+// # Buffers
+//
+// WSAIoctl checks its buffers as the documents say, before anything
+// else happens:
+//
+//	input buffer nil, or shorter than the structure     WSAEFAULT (10014)
+//	  (INET_PORT_RANGE 4 bytes, INET_PORT_RESERVATION_TOKEN 8: "the
+//	  cbInBuffer parameter is too small", WSAIoctl's reference)
+//	SIO_ACQUIRE_PORT_RESERVATION, output buffer under   WSAEINVAL (10022),
+//	  16 bytes (the IOCTL's page)                         bytesReturned 0
+//	SIO_RELEASE/ASSOCIATE_PORT_RESERVATION, output      WSAEINVAL (10022)
+//	  buffer not empty ("cbOutBuffer must be zero")
+//
 // # Linux
 //
 // On Linux the port pool belongs to the portresd broker. A Socket is a

@@ -59,24 +59,29 @@ func (s *Socket) prepare(name string, o *op, code uint32, in, out []byte) (ioctl
 	if err != nil {
 		return nil, err
 	}
+	// The input buffer: WSAIoctl's reference answers WSAEFAULT when
+	// lpvInBuffer is not valid or cbInBuffer is too small for the
+	// structure the control code reads.
 	if in == nil {
-		return nil, newError(name, WSAEFAULT, "no input buffer")
+		return nil, newError(name, WSAEFAULT, "no input buffer (lpvInBuffer is NULL)")
 	}
 	if code == SIO_ACQUIRE_PORT_RESERVATION {
 		var r INET_PORT_RANGE
 		if len(in) < SizeofInetPortRange {
-			return nil, newError(name, WSAEINVAL, fmt.Sprintf("input buffer of %d bytes, INET_PORT_RANGE needs %d", len(in), SizeofInetPortRange))
+			return nil, newError(name, WSAEFAULT, fmt.Sprintf("input buffer of %d bytes is too small (cbInBuffer): INET_PORT_RANGE needs %d", len(in), SizeofInetPortRange))
 		}
 		r.UnmarshalBinary(in)
+		// The output buffer: the IOCTL's page answers WSAEINVAL, with
+		// *lpcbBytesReturned 0, when it is too small.
 		if len(out) < SizeofInetPortReservationInstance {
-			return nil, newError(name, WSAEINVAL, fmt.Sprintf("output buffer of %d bytes, INET_PORT_RESERVATION_INSTANCE needs %d", len(out), SizeofInetPortReservationInstance))
+			return nil, newError(name, WSAEINVAL, fmt.Sprintf("output buffer of %d bytes is too small (cbOutBuffer): INET_PORT_RESERVATION_INSTANCE needs %d", len(out), SizeofInetPortReservationInstance))
 		}
 		return s.acquire(name, proto, Ntohs(r.StartPort), r.NumberOfPorts, out), nil
 	}
 	var t INET_PORT_RESERVATION_TOKEN
 	switch {
 	case len(in) < SizeofInetPortReservationToken:
-		return nil, newError(name, WSAEINVAL, fmt.Sprintf("input buffer of %d bytes, INET_PORT_RESERVATION_TOKEN needs %d", len(in), SizeofInetPortReservationToken))
+		return nil, newError(name, WSAEFAULT, fmt.Sprintf("input buffer of %d bytes is too small (cbInBuffer): INET_PORT_RESERVATION_TOKEN needs %d", len(in), SizeofInetPortReservationToken))
 	case len(out) != 0:
 		return nil, newError(name, WSAEINVAL, fmt.Sprintf("output buffer of %d bytes, cbOutBuffer must be 0", len(out)))
 	}

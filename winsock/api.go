@@ -88,7 +88,9 @@ func (s *Socket) SetNonblocking(nonblocking bool) error {
 //     reservation or a port in use.
 //   - SIO_RELEASE_PORT_RESERVATION, SIO_ASSOCIATE_PORT_RESERVATION: in is
 //     an INET_PORT_RESERVATION_TOKEN (8 bytes or more), out must be
-//     empty; they return 0 bytes, having no output. WSAEINVAL for an
+//     empty; they return 0 bytes: bytesReturned is the size of the data
+//     stored in the output buffer, and they have none (see the package
+//     documentation, Buffers). WSAEINVAL for an
 //     unknown token, WSAEACCES for a runtime token of another process or
 //     a persistent token this process may not consume; ASSOCIATE of a
 //     bound socket, or of a reservation of the other protocol, is

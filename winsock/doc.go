@@ -49,6 +49,15 @@
 //	SIO_RELEASE/ASSOCIATE_PORT_RESERVATION, output      WSAEINVAL (10022)
 //	  buffer not empty ("cbOutBuffer must be zero")
 //
+// lpcbBytesReturned (WSAIoctl's bytesReturned, the bytes of
+// WSAGetOverlappedResult and of a completion routine) is 16 after
+// SIO_ACQUIRE_PORT_RESERVATION and 0 after SIO_RELEASE_PORT_RESERVATION
+// and SIO_ASSOCIATE_PORT_RESERVATION. The pages define it as the size of
+// the data stored in the output buffer, and these two codes have no
+// output buffer (cbOutBuffer must be 0), so 0 is the only truthful
+// value; the sentence that a successful non-overlapped call cannot
+// return 0 is WSAIoctl's general text, meant for codes that return data.
+//
 // # Linux
 //
 // On Linux the port pool belongs to the portresd broker. A Socket is a

@@ -231,3 +231,73 @@ func TestBrokerUnreachable(t *testing.T) {
 		t.Errorf("error %q does not name the call", err)
 	}
 }
+
+// TestBytesReturned: lpcbBytesReturned is the size of the data stored in
+// the output buffer. ACQUIRE stores the 16-byte
+// INET_PORT_RESERVATION_INSTANCE; RELEASE and ASSOCIATE have no output
+// buffer (cbOutBuffer must be 0), so 0 is the only truthful value, and
+// it is what they report, synchronously, through WSAGetOverlappedResult
+// and to a completion routine.
+func TestBytesReturned(t *testing.T) {
+	broker(t)
+	s := socket(t, AF_INET, SOCK_DGRAM, IPPROTO_UDP)
+	c := socket(t, AF_INET, SOCK_DGRAM, IPPROTO_UDP)
+	out := make([]byte, 16)
+	n, err := s.WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION, rangeBytes(42700, 4), out, nil, nil)
+	if err != nil || n != 16 {
+		t.Fatalf("synchronous ACQUIRE: %d bytes, %v; want 16", n, err)
+	}
+	var inst INET_PORT_RESERVATION_INSTANCE
+	inst.UnmarshalBinary(out)
+	tok := tokenBytes(inst.Token.Token)
+	if n, err := c.WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION, tok, nil, nil, nil); err != nil || n != 0 {
+		t.Errorf("synchronous ASSOCIATE: %d bytes, %v; want 0", n, err)
+	}
+	if n, err := s.WSAIoctl(SIO_RELEASE_PORT_RESERVATION, tok, nil, nil, nil); err != nil || n != 0 {
+		t.Errorf("synchronous RELEASE: %d bytes, %v; want 0", n, err)
+	}
+
+	// Overlapped, with WSAGetOverlappedResult.
+	ov := &Overlapped{}
+	overlapped := func(code uint32, sock *Socket, in, out []byte, want uint32) {
+		t.Helper()
+		if n, err := sock.WSAIoctl(code, in, out, ov, nil); err != WSA_IO_PENDING || n != 0 {
+			t.Fatalf("overlapped %s: %d, %v; want 0, WSA_IO_PENDING", ioctlName(code), n, err)
+		}
+		if n, _, err := WSAGetOverlappedResult(sock, ov, true); err != nil || n != want {
+			t.Errorf("overlapped %s: WSAGetOverlappedResult %d bytes, %v; want %d", ioctlName(code), n, err, want)
+		}
+	}
+	overlapped(SIO_ACQUIRE_PORT_RESERVATION, s, rangeBytes(42710, 4), out, 16)
+	inst.UnmarshalBinary(out)
+	tok = tokenBytes(inst.Token.Token)
+	overlapped(SIO_ASSOCIATE_PORT_RESERVATION, c, tok, nil, 0)
+	overlapped(SIO_RELEASE_PORT_RESERVATION, s, tok, nil, 0)
+
+	// Overlapped, with a completion routine.
+	routine := func(code uint32, in, out []byte, want uint32) {
+		t.Helper()
+		got := make(chan uint32, 1)
+		if _, err := s.WSAIoctl(code, in, out, ov, func(err error, n uint32, _ *Overlapped, _ uint32) {
+			if err != nil {
+				t.Errorf("completion of %s: %v", ioctlName(code), err)
+			}
+			got <- n
+		}); err != WSA_IO_PENDING {
+			t.Fatalf("%s with a completion routine: %v", ioctlName(code), err)
+		}
+		select {
+		case n := <-got:
+			if n != want {
+				t.Errorf("%s: completion routine got %d bytes, want %d", ioctlName(code), n, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: completion routine not called", ioctlName(code))
+		}
+	}
+	routine(SIO_ACQUIRE_PORT_RESERVATION, rangeBytes(42720, 4), out, 16)
+	inst.UnmarshalBinary(out)
+	tok = tokenBytes(inst.Token.Token)
+	routine(SIO_ASSOCIATE_PORT_RESERVATION, tok, nil, 0)
+	routine(SIO_RELEASE_PORT_RESERVATION, tok, nil, 0)
+}

@@ -124,9 +124,21 @@ func (r *Reservation) Release(ctx context.Context) error {
 	return err
 }
 
-// Release ends the runtime reservation token and returns its block.
+// Release ends the runtime reservation token, whatever its protocol, and
+// returns its block.
 func (c *Client) Release(ctx context.Context, token uint64) (*Reservation, error) {
-	resp, err := c.one(ctx, &wire.Request{Op: wire.OpRelease, Token: token})
+	return c.ReleaseProto(ctx, 0, token)
+}
+
+// ReleaseProto ends the runtime reservation token only if it is a
+// reservation of proto, as SIO_RELEASE_PORT_RESERVATION on a TCP or UDP
+// socket does: a reservation of the other protocol is refused with
+// WSAEINVAL and stays held (the broker checks and releases in one step).
+// proto 0 releases either protocol, like Release. Returns the released
+// block; WSAEINVAL for an unknown token, WSAEACCES for another process's
+// token.
+func (c *Client) ReleaseProto(ctx context.Context, proto Proto, token uint64) (*Reservation, error) {
+	resp, err := c.one(ctx, &wire.Request{Op: wire.OpRelease, Proto: uint8(proto), Token: token})
 	if err != nil {
 		return nil, err
 	}

@@ -92,9 +92,11 @@ func (s *Socket) SetNonblocking(nonblocking bool) error {
 //     stored in the output buffer, and they have none (see the package
 //     documentation, Buffers). WSAEINVAL for an
 //     unknown token, WSAEACCES for a runtime token of another process or
-//     a persistent token this process may not consume; ASSOCIATE of a
-//     bound socket, or of a reservation of the other protocol, is
-//     WSAEINVAL.
+//     a persistent token this process may not consume. Both reach only
+//     the socket's protocol, as each protocol's port pool is its own on
+//     Windows: RELEASE or ASSOCIATE of a UDP reservation on a TCP socket
+//     (or the reverse) is WSAEINVAL and changes nothing. ASSOCIATE of a
+//     bound socket is WSAEINVAL too.
 //   - SIO_FLUSH: no buffers; cancels what is pending on the socket.
 //
 // Checked before anything is sent, in this order: WSAENOTSOCK for a

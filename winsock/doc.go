@@ -71,6 +71,12 @@
 // the same process. The broker is found at portres.DefaultSocketPath
 // ($PORTRES_SOCKET) unless SetBrokerSocket names another.
 //
+// RELEASE and ASSOCIATE reach only the socket's protocol, as on Windows,
+// where each protocol's stack owns its own port pool: a TCP socket can
+// neither release nor consume a UDP reservation (WSAEINVAL, nothing
+// changes). For RELEASE the broker checks the protocol and releases in
+// one step (portres.Client.ReleaseProto).
+//
 // Address families are the platform's numbers: AF_INET is 2 everywhere,
 // AF_INET6 is 10 on Linux and 23 on Windows.
 //

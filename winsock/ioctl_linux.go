@@ -90,7 +90,7 @@ func (s *Socket) prepare(name string, o *op, code uint32, in, out []byte) (ioctl
 		return nil, newError(name, WSAEINVAL, "INVALID_PORT_RESERVATION_TOKEN")
 	}
 	if code == SIO_RELEASE_PORT_RESERVATION {
-		return s.release(name, t.Token), nil
+		return s.release(name, proto, t.Token), nil
 	}
 	sa, err := unix.Getsockname(s.sys.fd)
 	if err != nil {
@@ -184,14 +184,18 @@ func (s *Socket) ownClient(ctx context.Context, name string) (*portres.Client, e
 	return nc, nil
 }
 
-// release ends the runtime reservation token of this process.
-func (s *Socket) release(name string, token uint64) ioctlFunc {
+// release ends the runtime reservation token of this process if it is
+// of the socket's protocol proto: on Windows each protocol's stack owns
+// its own port pool, and the IOCTL reaches only its socket's. The broker
+// checks the protocol and releases in one step (WSAEINVAL, nothing
+// released, for a reservation of the other protocol).
+func (s *Socket) release(name string, proto portres.Proto, token uint64) ioctlFunc {
 	return func(ctx context.Context) (uint32, error) {
 		c, isShared, err := s.clientFor(ctx)
 		if err != nil {
 			return 0, brokerError(name, err)
 		}
-		if _, err := c.Release(ctx, token); err != nil {
+		if _, err := c.ReleaseProto(ctx, proto, token); err != nil {
 			if isShared {
 				forgetShared(c, err)
 			}

@@ -301,3 +301,41 @@ func TestBytesReturned(t *testing.T) {
 	routine(SIO_ASSOCIATE_PORT_RESERVATION, tok, nil, 0)
 	routine(SIO_RELEASE_PORT_RESERVATION, tok, nil, 0)
 }
+
+// TestReleaseChecksProtocol: SIO_RELEASE_PORT_RESERVATION reaches only
+// its socket's protocol, as ASSOCIATE does: on a TCP socket it refuses a
+// UDP reservation with WSAEINVAL and releases nothing; on a UDP socket
+// (IPv4 or IPv6) it releases it.
+func TestReleaseChecksProtocol(t *testing.T) {
+	b := broker(t)
+	udpSock := socket(t, AF_INET, SOCK_DGRAM, IPPROTO_UDP)
+	inst := acquire(t, udpSock, 42800, 3)
+	tok := tokenBytes(inst.Token.Token)
+	for _, af := range []int{AF_INET, AF_INET6} {
+		tcpSock := socket(t, af, SOCK_STREAM, IPPROTO_TCP)
+		n, err := tcpSock.WSAIoctl(SIO_RELEASE_PORT_RESERVATION, tok, nil, nil, nil)
+		wantCode(t, "RELEASE of a UDP reservation on a TCP socket", err, WSAEINVAL)
+		if n != 0 {
+			t.Errorf("bytesReturned = %d", n)
+		}
+		if err != nil && !strings.Contains(err.Error(), "a tcp socket cannot release the udp reservation 42800-42802") {
+			t.Errorf("the error does not say what was refused: %v", err)
+		}
+		if infos := show(t, b); len(infos) != 1 || infos[0].Token != inst.Token.Token || infos[0].Proto != portres.UDP {
+			t.Fatalf("after the refused RELEASE the broker lists %+v, want the UDP block intact", infos)
+		}
+	}
+	// Still held: ASSOCIATE and bind on a UDP socket work.
+	c := socket(t, AF_INET6, SOCK_DGRAM, IPPROTO_UDP)
+	if _, err := c.WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION, tok, nil, nil, nil); err != nil {
+		t.Fatalf("ASSOCIATE after the refused RELEASE: %v", err)
+	}
+	if err := c.Bind(netip.AddrPort{}); err != nil {
+		t.Fatalf("bind after the refused RELEASE: %v", err)
+	}
+	// The same protocol releases it, from another UDP socket too.
+	if n, err := c.WSAIoctl(SIO_RELEASE_PORT_RESERVATION, tok, nil, nil, nil); err != nil || n != 0 {
+		t.Fatalf("RELEASE on a UDP socket: %d, %v", n, err)
+	}
+	waitEmpty(t, b)
+}

@@ -311,13 +311,27 @@ func (b *Broker) removeLocked(rv *resv) {
 	}
 }
 
-// release ends a runtime reservation of the calling process.
+// release ends a runtime reservation of the calling process. req.Proto
+// 0 releases a reservation of either protocol; TCP or UDP releases only
+// a reservation of that protocol (a Winsock RELEASE issued on a socket
+// reaches only its protocol's pool): any other protocol is refused with
+// WSAEINVAL and nothing is released. The check is made under the same
+// lock as the release, so it costs no extra round trip and no other
+// request sees the reservation half-checked.
 func (b *Broker) release(s *session, req *wire.Request) *wire.Response {
+	want := portres.Proto(req.Proto)
+	if want != 0 && want != portres.TCP && want != portres.UDP {
+		return errf(portres.WSAEINVAL, "release of reservation %#x: protocol %d is neither 0 (any), tcp (6) nor udp (17)", req.Token, req.Proto)
+	}
 	b.mu.Lock()
 	rv, resp := b.ownedLocked(s, req.Token, "release")
 	if resp != nil {
 		b.mu.Unlock()
 		return resp
+	}
+	if want != 0 && rv.proto != want {
+		b.mu.Unlock()
+		return rv.errf(portres.WSAEINVAL, "a %s socket cannot release the %s; nothing was released", want, rv.describe())
 	}
 	if rv.kind == wire.KindPersistent {
 		b.mu.Unlock()

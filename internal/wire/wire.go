@@ -21,19 +21,35 @@ type Op uint8
 
 // Operations. Each comment lists the request fields used and the answer.
 const (
-	OpAcquire          Op = 1 + iota // Proto, Start (0 = wildcard), Count, Flags → Token, Start, Count
-	OpRelease                        // Token
-	OpAssociate                      // Token → Proto, Start, Count (checks the caller may consume it)
-	OpBind                           // Token, Addr, Port (0 = any), one fd → Port
-	OpShow                           // → Entries (several datagrams, More)
-	OpCancel                         // Target: cancels the in-flight request with that ID
-	OpPersistentCreate               // Proto, Start, Count → Token
-	OpPersistentDelete               // Proto, Start, Count
-	OpPersistentLookup               // Proto, Start, Count → Token
-	OpDynamicShow                    // Proto → Start, Count
-	OpDynamicSet                     // Proto, Start, Count
-	OpStatus                         // → Msg: the broker's status as JSON (portres.Status)
-	OpReclaim                        // Token → Proto, Start, Count, Flags: takes back a runtime reservation restored after a broker restart
+	OpAcquire Op = 1 + iota // Proto, Start (0 = wildcard), Count, Flags → Token, Start, Count
+	// OpRelease: Token, Proto → Proto, Start, Count of the released
+	// block. Ends the runtime reservation Token. Proto 0 releases it
+	// whatever its protocol (portres.Client.Release sends 0). Proto 6
+	// (TCP) or 17 (UDP) releases it only if the reservation is of that
+	// protocol, as SIO_RELEASE_PORT_RESERVATION issued on a TCP or UDP
+	// socket reaches only its own protocol's port pool: if it is of the
+	// other protocol the broker answers WSAEINVAL (10022), with the
+	// reservation's Proto, Start and Count in the answer, and releases
+	// nothing. Any other Proto value is answered WSAEINVAL and releases
+	// nothing. The checks, in this order, each answering with nothing
+	// released: Proto is 0, 6 or 17 (WSAEINVAL); Token names a
+	// reservation (WSAEINVAL); the caller may use it: a runtime one of
+	// its own process, a persistent one only if it may consume
+	// persistent reservations (WSAEACCES); its protocol is Proto when
+	// Proto is not 0 (WSAEINVAL); it is a runtime reservation (WSAEINVAL
+	// for a persistent one).
+	OpRelease
+	OpAssociate        // Token → Proto, Start, Count (checks the caller may consume it)
+	OpBind             // Token, Addr, Port (0 = any), one fd → Port
+	OpShow             // → Entries (several datagrams, More)
+	OpCancel           // Target: cancels the in-flight request with that ID
+	OpPersistentCreate // Proto, Start, Count → Token
+	OpPersistentDelete // Proto, Start, Count
+	OpPersistentLookup // Proto, Start, Count → Token
+	OpDynamicShow      // Proto → Start, Count
+	OpDynamicSet       // Proto, Start, Count
+	OpStatus           // → Msg: the broker's status as JSON (portres.Status)
+	OpReclaim          // Token → Proto, Start, Count, Flags: takes back a runtime reservation restored after a broker restart
 	opMax
 )
 

@@ -17,6 +17,7 @@
 //	SOCKET                               *Socket
 //	WSAIoctl                             (*Socket).WSAIoctl
 //	bind, getsockname, closesocket       (*Socket).Bind, Getsockname, Close
+//	bind with a C sockaddr and namelen   (*Socket).BindSockaddr
 //	ioctlsocket(FIONBIO)                 (*Socket).SetNonblocking
 //	WSAOVERLAPPED                        Overlapped
 //	LPWSAOVERLAPPED_COMPLETION_ROUTINE   CompletionRoutine

@@ -339,3 +339,54 @@ func TestReleaseChecksProtocol(t *testing.T) {
 	}
 	waitEmpty(t, b)
 }
+
+// sockaddrIn is a sockaddr_in as C lays it out, with any family.
+func sockaddrIn(family int, ip [4]byte, port uint16) []byte {
+	b := make([]byte, SizeofSockaddrIn)
+	hostOrder.PutUint16(b, uint16(family))
+	b[2], b[3] = byte(port>>8), byte(port)
+	copy(b[4:], ip[:])
+	return b
+}
+
+// TestBindSockaddr: bind with a C socket address, by Windows' rules:
+// shorter than a sockaddr_in, shorter than a sockaddr_in6 for AF_INET6
+// (the documentation's sample passes a sockaddr_in for any family), or
+// of another family than the socket's: WSAEFAULT. A good one binds, from
+// the associated reservation if there is one.
+func TestBindSockaddr(t *testing.T) {
+	broker(t)
+	s := socket(t, AF_INET, SOCK_DGRAM, IPPROTO_UDP)
+	inst := acquire(t, s, 42900, 2)
+	v6 := socket(t, AF_INET6, SOCK_DGRAM, IPPROTO_UDP)
+	wantCode(t, "sockaddr_in of AF_INET6 on an IPv6 socket", v6.BindSockaddr(sockaddrIn(AF_INET6, [4]byte{}, 0)), WSAEFAULT)
+	wantCode(t, "sockaddr_in of AF_INET on an IPv6 socket", v6.BindSockaddr(sockaddrIn(AF_INET, [4]byte{}, 0)), WSAEFAULT)
+	wantCode(t, "15 bytes", s.BindSockaddr(sockaddrIn(AF_INET, [4]byte{}, 0)[:15]), WSAEFAULT)
+	wantCode(t, "nil", s.BindSockaddr(nil), WSAEFAULT)
+	if err := v6.BindSockaddr(sockaddrIn(AF_INET6, [4]byte{}, 0)); err == nil || !strings.Contains(err.Error(), "too short for its family AF_INET6") {
+		t.Errorf("the error does not say why: %v", err)
+	}
+	if _, err := s.WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION, tokenBytes(inst.Token.Token), nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BindSockaddr(sockaddrIn(AF_INET, [4]byte{127, 0, 0, 1}, 0)); err != nil {
+		t.Fatalf("sockaddr_in, 127.0.0.1 port 0, associated: %v", err)
+	}
+	if a, _ := s.Getsockname(); a.Addr() != netip.MustParseAddr("127.0.0.1") || a.Port() < 42900 || a.Port() > 42901 {
+		t.Errorf("bound to %v, want 127.0.0.1 and a port of 42900-42901", a)
+	}
+	// A sockaddr_in6 (28 bytes) on the IPv6 socket: ::1, port 42950.
+	name := make([]byte, SizeofSockaddrIn6)
+	hostOrder.PutUint16(name, AF_INET6)
+	name[2], name[3] = 42950>>8, 42950&0xff
+	name[23] = 1
+	if err := v6.BindSockaddr(name); err != nil {
+		t.Fatalf("sockaddr_in6 [::1]:42950: %v", err)
+	}
+	if a, _ := v6.Getsockname(); a != netip.MustParseAddrPort("[::1]:42950") {
+		t.Errorf("bound to %v, want [::1]:42950", a)
+	}
+	closed := socket(t, AF_INET, SOCK_DGRAM, IPPROTO_UDP)
+	closed.Close()
+	wantCode(t, "closed socket", closed.BindSockaddr(sockaddrIn(AF_INET, [4]byte{}, 0)), WSAENOTSOCK)
+}

@@ -150,6 +150,20 @@ func (s *Socket) clientFor(ctx context.Context) (c *portres.Client, isShared boo
 	return c, true, err
 }
 
+// family returns the socket's address family.
+func (s *Socket) family(name string) (int, error) {
+	o, err := s.begin(name)
+	if err != nil {
+		return 0, err
+	}
+	defer s.end(o)
+	family, err := unix.GetsockoptInt(s.sys.fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return 0, sysError(name, "getsockopt", err)
+	}
+	return family, nil
+}
+
 func (s *Socket) bind(addr netip.AddrPort) error {
 	const name = "bind"
 	o, err := s.begin(name)

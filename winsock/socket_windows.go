@@ -112,6 +112,22 @@ func familyOf(h windows.Handle) (int, error) {
 	return int(info.AddressFamily), nil
 }
 
+// family returns the socket's address family.
+func (s *Socket) family(name string) (int, error) {
+	h, err := s.handle(name)
+	if err != nil {
+		return 0, err
+	}
+	if s.sys.family != 0 {
+		return s.sys.family, nil
+	}
+	family, err := familyOf(h)
+	if err != nil {
+		return 0, sysError(name, "getsockopt", err)
+	}
+	return family, nil
+}
+
 func (s *Socket) bind(addr netip.AddrPort) error {
 	const name = "bind"
 	h, err := s.handle(name)

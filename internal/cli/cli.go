@@ -60,6 +60,12 @@ type errorJSON struct {
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := newRoot(e)
+	if cmd, _, err := root.Find(args); err == nil && cmd.DisableFlagParsing && cmd.Name() == "sample" {
+		// Flags before "sample" are portres's (--socket), parsed on the
+		// way down; everything after it is the C program's argv, "-1"
+		// and "-h" included (sample parses no flags).
+		root.TraverseChildren = true
+	}
 	root.SetArgs(args)
 	root.SetIn(stdin)
 	root.SetOut(stdout)

@@ -1,10 +1,10 @@
 package cli
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math"
-	"net/netip"
 	"strings"
 
 	"github.com/portres/portres/winsock"
@@ -18,18 +18,33 @@ func sampleCmd(e *env) *cobra.Command {
 		Use:   "sample <addressfamily> <type> <protocol> <StartingPort> <NumberOfPorts>",
 		Short: "Run the sample program of the SIO_ACQUIRE_PORT_RESERVATION documentation",
 		Long: `sample is the C sample of Microsoft's SIO_ACQUIRE_PORT_RESERVATION page,
-ported call for call onto the winsock package: it opens a socket, acquires
-a runtime reservation of NumberOfPorts ports from StartingPort (0: the
-broker places the block in the dynamic range), opens a second socket,
-associates it with the reservation, binds it to port 0 and prints the port
-it got, then releases the reservation and closes both sockets. It prints
-what the C program prints, with the Winsock error numbers, and exits 1
-where it returns 1.
+ported call for call onto the winsock package, doing exactly what the
+published code does: it opens a socket, acquires on it a runtime
+reservation of NumberOfPorts ports from StartingPort (0: the block is
+placed in the dynamic range), opens a second socket, associates the FIRST
+socket with the reservation, binds it to a sockaddr_in of the given family
+(INADDR_ANY, port 0) and prints the port it got, releases the reservation
+and closes both sockets (the second one unused). It prints what the
+compiled C program prints, byte for byte (with the Winsock error numbers),
+and exits 1 where it returns 1. As in C, a sockaddr_in is too short for
+AF_INET6: with family 10 (23 on Windows) the bind fails with 10014
+(WSAEFAULT).
+
+Every argument after "sample" is the program's, as in C: "-1" is a number
+and -h or --help are arguments (the wrong number of them prints the
+program's usage and exits 1); "portres help sample" prints this help.
+Global flags (--socket) go before "sample".
+
+On Windows it calls the system's Winsock (ws2_32.dll) instead of
+portresd (on Linux it talks to portresd through the winsock package).
 
 The numbers are the platform's: AF_INET=2, AF_INET6=10 (23 on Windows),
 SOCK_STREAM=1, SOCK_DGRAM=2, IPPROTO_TCP=6, IPPROTO_UDP=17.`,
-		Example: "  portres sample 2 2 17 5000 20\n  portres sample 10 1 6 0 5",
+		Example: "  portres sample 2 2 17 5000 20\n  portres sample 2 1 6 0 5\n  portres --socket /tmp/portres.sock sample 2 2 17 0 20",
 		Args:    cobra.ArbitraryArgs,
+		// Everything after "sample" is argv of the C program, flags
+		// included: "-1" is a number, "-h" an argument.
+		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			winsock.SetBrokerSocket(e.socket)
 			if status := sample(e.stdout, cmd.CommandPath(), args); status != 0 {
@@ -38,17 +53,16 @@ SOCK_STREAM=1, SOCK_DGRAM=2, IPPROTO_TCP=6, IPPROTO_UDP=17.`,
 			return nil
 		},
 	}
-	// Flags end at the first argument, so "-1" is a number, as in C.
-	cmd.Flags().SetInterspersed(false)
 	return cmd
 }
 
 // sample is wmain of the C sample; argv0 is the program name it prints.
-// It keeps the sample's intent where the published code slips: the
-// second socket, not the first, is associated and bound.
+// It does what the published code does, slips included: it associates
+// and binds the first socket, sock, and closes the second, sockRes,
+// unused; it binds a sockaddr_in whatever the family.
 func sample(w io.Writer, argv0 string, args []string) int {
 	wprintf := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
-	code := func(err error) uint32 { return uint32(winsock.ErrorCode(err)) }
+	WSAGetLastError := func(err error) uint32 { return uint32(winsock.ErrorCode(err)) }
 
 	// Validate the parameters
 	if len(args) != 5 {
@@ -57,7 +71,7 @@ func sample(w io.Writer, argv0 string, args []string) int {
 		wprintf("and then acquires a runtime port reservation for the protocol specified\n")
 		wprintf("%s example usage\n", argv0)
 		wprintf("   %s 2 2 17 5000 20\n", argv0)
-		wprintf("   where AF_INET=2 SOCK_DGRAM=2 IPPROTO_UDP=17 StartPort=5000 NumPorts=20\n")
+		wprintf("   where AF_INET=2 SOCK_DGRAM=2 IPPROTO_UDP=17 StartPort=5000 NumPorts=20") // no newline, as in C
 		return 1
 	}
 	iFamily, iType, iProtocol := wtoi(args[0]), wtoi(args[1]), wtoi(args[2])
@@ -76,14 +90,14 @@ func sample(w io.Writer, argv0 string, args []string) int {
 
 	// Initialize Winsock
 	if err := winsock.WSAStartup(); err != nil {
-		wprintf("WSAStartup failed with error = %d\n", code(err))
+		wprintf("WSAStartup failed with error = %d\n", WSAGetLastError(err))
 		return 1
 	}
 	defer winsock.WSACleanup()
 
 	sock, err := winsock.NewSocket(iFamily, iType, iProtocol)
 	if err != nil {
-		wprintf("socket function failed with error = %d\n", code(err))
+		wprintf("socket function failed with error = %d\n", WSAGetLastError(err))
 		return 1
 	}
 	wprintf("socket function succeeded\n")
@@ -91,7 +105,7 @@ func sample(w io.Writer, argv0 string, args []string) int {
 	out := make([]byte, winsock.SizeofInetPortReservationInstance)
 	bytesReturned, err := sock.WSAIoctl(winsock.SIO_ACQUIRE_PORT_RESERVATION, in, out, nil, nil)
 	if err != nil {
-		wprintf("WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION) failed with error = %d\n", code(err))
+		wprintf("WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION) failed with error = %d\n", WSAGetLastError(err))
 		sock.Close()
 		return 1
 	}
@@ -104,51 +118,51 @@ func sample(w io.Writer, argv0 string, args []string) int {
 
 	sockRes, err := winsock.NewSocket(iFamily, iType, iProtocol)
 	if err != nil {
-		wprintf("socket function for second socket failed with error = %d\n", code(err))
+		wprintf("socket function for second socket failed with error = %d\n", WSAGetLastError(err))
 		sock.Close()
 		return 1
 	}
 	wprintf("socket function for second socket succeeded\n")
-	sampleBind(wprintf, code, sockRes, token)
+
+	// The published code associates and binds sock, not sockRes.
+	bytesReturned, err = sock.WSAIoctl(winsock.SIO_ASSOCIATE_PORT_RESERVATION, token, nil, nil, nil)
+	if err != nil {
+		wprintf("WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION) failed with error = %d\n", WSAGetLastError(err))
+	} else {
+		wprintf("WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION) succeeded, bytesReturned = %d\n", bytesReturned)
+
+		// sockaddr_in service: sin_family = iFamily, INADDR_ANY, port 0;
+		// sizeof (service) is 16 bytes whatever the family.
+		service := make([]byte, winsock.SizeofSockaddrIn)
+		binary.NativeEndian.PutUint16(service, uint16(iFamily))
+		if err := sock.BindSockaddr(service); err != nil {
+			wprintf("bind failed with error = %d\n", WSAGetLastError(err))
+		} else {
+			wprintf("bind succeeded\n")
+			sockName, err := sock.Getsockname()
+			if err != nil {
+				wprintf("getsockname failed with error = %d\n", WSAGetLastError(err))
+			} else {
+				wprintf("getsockname succeeded\n")
+				wprintf("Port number allocated = %d\n", sockName.Port())
+			}
+		}
+	}
 
 	// comment out this block of code if you don't want to delete the reservation just created
 	bytesReturned, err = sock.WSAIoctl(winsock.SIO_RELEASE_PORT_RESERVATION, token, nil, nil, nil)
 	if err != nil {
-		wprintf("WSAIoctl(SIO_RELEASE_PORT_RESERVATION) failed with error = %d\n", code(err))
+		wprintf("WSAIoctl(SIO_RELEASE_PORT_RESERVATION) failed with error = %d\n", WSAGetLastError(err))
 	} else {
 		wprintf("WSAIoctl(SIO_RELEASE_PORT_RESERVATION) succeeded, bytesReturned = %d\n", bytesReturned)
 	}
 	if err := sockRes.Close(); err != nil {
-		wprintf("closesocket for second socket failed with error = %d\n", code(err))
+		wprintf("closesocket for second socket failed with error = %d\n", WSAGetLastError(err))
 	}
 	if err := sock.Close(); err != nil {
-		wprintf("closesocket for first socket failed with error = %d\n", code(err))
+		wprintf("closesocket for first socket failed with error = %d\n", WSAGetLastError(err))
 	}
 	return 0
-}
-
-// sampleBind associates sockRes with the reservation token, binds it to
-// the family's wildcard address and port 0, and prints the port.
-func sampleBind(wprintf func(string, ...any), code func(error) uint32, sockRes *winsock.Socket, token []byte) {
-	bytesReturned, err := sockRes.WSAIoctl(winsock.SIO_ASSOCIATE_PORT_RESERVATION, token, nil, nil, nil)
-	if err != nil {
-		wprintf("WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION) failed with error = %d\n", code(err))
-		return
-	}
-	wprintf("WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION) succeeded, bytesReturned = %d\n", bytesReturned)
-	// INADDR_ANY (in6addr_any for AF_INET6), port 0
-	if err := sockRes.Bind(netip.AddrPort{}); err != nil {
-		wprintf("bind failed with error = %d\n", code(err))
-		return
-	}
-	wprintf("bind succeeded\n")
-	sockName, err := sockRes.Getsockname()
-	if err != nil {
-		wprintf("getsockname failed with error = %d\n", code(err))
-		return
-	}
-	wprintf("getsockname succeeded\n")
-	wprintf("Port number allocated = %d\n", sockName.Port())
 }
 
 // wtoi is _wtoi: leading white space, an optional sign, then decimal

@@ -86,6 +86,13 @@ func TestSampleValidation(t *testing.T) {
 		{name: "start_out_of_range", args: []string{"2", "2", "17", "70000", "20"}, exit: 1},
 		{name: "start_out_of_range", args: []string{"2", "2", "17", "-5", "20"}, exit: 1},
 		{name: "negative_count", args: []string{"2", "2", "17", "5000", "-1"}, exit: 1},
+		// Every argument is the C program's: -h and --help are arguments
+		// (argc != 6: the usage), -1 is a number (socket(-1, ...) fails).
+		{name: "usage", args: []string{"-h"}, exit: 1},
+		{name: "usage", args: []string{"--help"}, exit: 1},
+		{name: "usage", args: []string{"--socket", "/nonexistent", "2", "2", "17", "5000", "20"}, exit: 1},
+		{name: "bad_family", args: []string{"-1", "2", "17", "5000", "20"}, exit: 1},
+		{name: "bad_family", args: []string{"--5", "2", "17", "5000", "20"}, exit: 1},
 	} {
 		t.Run(c.name, func(t *testing.T) { runSampleCase(t, "", c) })
 	}
@@ -136,13 +143,34 @@ func TestSampleConflict(t *testing.T) {
 	}
 }
 
+// TestSampleHelp: `portres help sample` prints the command's help; after
+// "sample", -h and --help are the C program's arguments (its usage, exit
+// 1, as TestSampleValidation checks).
 func TestSampleHelp(t *testing.T) {
 	var stdout bytes.Buffer
-	if code := Main([]string{"sample", "--help"}, strings.NewReader(""), &stdout, &stdout); code != 0 {
+	if code := Main([]string{"help", "sample"}, strings.NewReader(""), &stdout, &stdout); code != 0 {
 		t.Fatalf("exit status %d: %s", code, stdout.String())
 	}
-	if !strings.Contains(stdout.String(), "sample <addressfamily> <type> <protocol> <StartingPort> <NumberOfPorts>") {
-		t.Errorf("help:\n%s", stdout.String())
+	for _, want := range []string{"sample <addressfamily> <type> <protocol> <StartingPort> <NumberOfPorts>", "associates the FIRST", "byte for byte", "On Windows it calls the system's Winsock"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("help does not say %q:\n%s", want, stdout.String())
+		}
+	}
+}
+
+// TestSampleUsageBytes: the usage is the C text byte for byte, its last
+// line without a newline (the C format string has none).
+func TestSampleUsageBytes(t *testing.T) {
+	var stdout bytes.Buffer
+	Main([]string{"sample"}, strings.NewReader(""), &stdout, &stdout)
+	want := "usage: portres sample <addressfamily> <type> <protocol> <StartingPort> <NumberOfPorts>\n" +
+		"Opens a socket for the specified family, type, & protocol\n" +
+		"and then acquires a runtime port reservation for the protocol specified\n" +
+		"portres sample example usage\n" +
+		"   portres sample 2 2 17 5000 20\n" +
+		"   where AF_INET=2 SOCK_DGRAM=2 IPPROTO_UDP=17 StartPort=5000 NumPorts=20"
+	if got := stdout.String(); got != want {
+		t.Errorf("usage:\n%q\nwant\n%q", got, want)
 	}
 }
 

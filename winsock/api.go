@@ -14,13 +14,29 @@ type Socket struct {
 
 // NewSocket opens a socket like socket(af, typ, protocol), with the
 // platform's numbers (AF_INET6 is 10 on Linux, 23 on Windows). The socket
-// is close-on-exec, and overlapped-capable on Windows.
-func NewSocket(af, typ, protocol int) (*Socket, error) { return newSocket(af, typ, protocol) }
+// is close-on-exec and, as socket() makes them on Windows, overlapped:
+// it is WSASocket(af, typ, protocol, WSA_FLAG_OVERLAPPED).
+func NewSocket(af, typ, protocol int) (*Socket, error) {
+	return newSocket(af, typ, protocol, WSA_FLAG_OVERLAPPED)
+}
+
+// WSASocket opens a socket like WSASocket(af, typ, protocol, NULL, 0,
+// flags). Without WSA_FLAG_OVERLAPPED in flags the socket is not
+// overlapped: WSAIoctl ignores its Overlapped and completion routine and
+// runs synchronously, as the documents say of such sockets. The socket
+// is close-on-exec whatever the flags (WSA_FLAG_NO_HANDLE_INHERIT). On
+// Linux the other WSA_FLAG_ values are not supported (WSAEINVAL); on
+// Windows they go to the system.
+func WSASocket(af, typ, protocol int, flags uint32) (*Socket, error) {
+	return newSocket(af, typ, protocol, flags)
+}
 
 // FromFD makes a Socket of an existing descriptor (a Linux file
 // descriptor or a Windows SOCKET), which the Socket then owns: Close
 // closes it. It is not checked here: WSAIoctl on something that is not a
-// socket fails with WSAENOTSOCK, as on Windows.
+// socket fails with WSAENOTSOCK, as on Windows. On Windows the Socket is
+// overlapped if the handle was made so (asked of the system); a Linux
+// descriptor has no such attribute and the Socket is overlapped.
 func FromFD(fd uintptr) *Socket { return fromFD(fd) }
 
 // Fd returns the descriptor, valid until Close, for use with the
@@ -73,8 +89,11 @@ func (s *Socket) SetNonblocking(nonblocking bool) error {
 // cbOutBuffer.
 //
 // With ov and completion nil the call is synchronous, and blocks even in
-// non-blocking mode (these control codes do not support it). With ov set
-// it returns (0, WSA_IO_PENDING) once the operation has started; the
+// non-blocking mode (these control codes do not support it). So it is on
+// a socket made without WSA_FLAG_OVERLAPPED (WSASocket): ov and
+// completion are ignored there, as the documents say. With ov set, on an
+// overlapped socket, it returns (0, WSA_IO_PENDING) once the operation
+// has started; the
 // result is then delivered by completion (called on another goroutine)
 // if given, else by signalling ov.Event, and in both cases by
 // WSAGetOverlappedResult. Close, CancelIo and SIO_FLUSH abort pending
@@ -115,6 +134,12 @@ func (s *Socket) WSAIoctl(code uint32, in, out []byte, ov *Overlapped, completio
 	if s == nil {
 		return 0, newError(ioctlName(code), WSAENOTSOCK, "nil Socket")
 	}
+	if !s.overlapped() {
+		// "If the socket s was created without the overlapped attribute,
+		// the lpOverlapped parameter is ignored" (and the completion
+		// routine with it): the call is synchronous.
+		ov, completion = nil, nil
+	}
 	return s.wsaIoctl(code, in, out, ov, completion)
 }
 
@@ -138,7 +163,9 @@ type Overlapped struct {
 // WSAGetOverlappedResult returns the result of the overlapped operation
 // ov started on s: bytes stored in the output buffer, flags (0) and the
 // operation's error. If the operation is still pending it waits for it
-// if wait is true, else fails with WSA_IO_INCOMPLETE.
+// if wait is true, else fails with WSA_IO_INCOMPLETE. After Close it
+// still answers: an operation the close aborted reports
+// WSA_OPERATION_ABORTED, on Linux and on Windows alike.
 func WSAGetOverlappedResult(s *Socket, ov *Overlapped, wait bool) (bytes uint32, flags uint32, err error) {
 	if s == nil {
 		return 0, 0, newError("WSAGetOverlappedResult", WSAENOTSOCK, "nil Socket")

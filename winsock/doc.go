@@ -13,7 +13,8 @@
 //	INET_PORT_RANGE                      INET_PORT_RANGE (4 bytes)
 //	INET_PORT_RESERVATION_TOKEN          INET_PORT_RESERVATION_TOKEN (8 bytes)
 //	INET_PORT_RESERVATION_INSTANCE       INET_PORT_RESERVATION_INSTANCE (16 bytes)
-//	socket / WSASocket                   NewSocket
+//	socket                               NewSocket (an overlapped socket)
+//	WSASocket, WSA_FLAG_OVERLAPPED       WSASocket
 //	SOCKET                               *Socket
 //	WSAIoctl                             (*Socket).WSAIoctl
 //	bind, getsockname, closesocket       (*Socket).Bind, Getsockname, Close
@@ -84,7 +85,22 @@
 // # Windows
 //
 // On Windows every call goes to the system's Winsock (ws2_32.dll) through
-// golang.org/x/sys/windows, with the same Go signatures. Completion
-// routines are emulated there by a goroutine that waits for the result,
-// since Go code never sits in the alertable wait Windows delivers them in.
+// golang.org/x/sys/windows, with the same Go signatures. Each overlapped
+// operation gets an event of its own, which a goroutine waits on; it
+// records the result, closes the event (the operation is done, nobody
+// else waits on it), then sets Overlapped.Event or calls the completion
+// routine (Go code never sits in the alertable wait Windows delivers
+// routines in). WSAGetOverlappedResult answers from that record, so it
+// answers after Close as on Linux: WSA_OPERATION_ABORTED for what the
+// close aborted, where the system would only say WSAENOTSOCK.
+//
+// # Overlapped and non-overlapped sockets
+//
+// NewSocket makes overlapped sockets, as socket() does on Windows;
+// WSASocket makes one only with WSA_FLAG_OVERLAPPED. On a socket without
+// the overlapped attribute WSAIoctl ignores the Overlapped and the
+// completion routine and runs synchronously, as the documents say ("if
+// the socket s was created without the overlapped attribute, the
+// lpOverlapped parameter is ignored"), on both platforms. FromFD asks
+// Windows whether the handle is overlapped; a Linux descriptor is.
 package winsock

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // bigStart and bigCount make an ACQUIRE that stays pending for a while:
@@ -209,6 +211,102 @@ func TestCloseAbortsSynchronousCall(t *testing.T) {
 	wantCode(t, "synchronous ACQUIRE across closesocket", err, WSA_OPERATION_ABORTED)
 	if !errors.Is(err, errClosed) && !stringsContains(err.Error(), errClosed.Error()) {
 		t.Errorf("error %q does not say the socket was closed", err)
+	}
+	waitEmpty(t, b, bigPorts...)
+}
+
+// TestNonOverlappedSocket: on a socket made without WSA_FLAG_OVERLAPPED
+// the Overlapped and the completion routine are ignored, as the
+// documents say: WSAIoctl runs synchronously and returns its result, the
+// routine is never called, the event never set, and the Overlapped has
+// no operation (WSAGetOverlappedResult: WSAEINVAL). A completion routine
+// without an Overlapped is ignored too, not WSAEFAULT.
+func TestNonOverlappedSocket(t *testing.T) {
+	checkFDs(t)
+	b := broker(t)
+	s, err := WSASocket(AF_INET, SOCK_DGRAM, IPPROTO_UDP, WSA_FLAG_NO_HANDLE_INHERIT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ev, _ := WSACreateEvent()
+	defer ev.Close()
+	ov := &Overlapped{Event: ev}
+	called := make(chan struct{}, 4)
+	routine := func(error, uint32, *Overlapped, uint32) { called <- struct{}{} }
+	out := make([]byte, 16)
+	n, err := s.WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION, rangeBytes(43300, 2), out, ov, routine)
+	if err != nil || n != 16 {
+		t.Fatalf("ACQUIRE with an Overlapped on a non-overlapped socket: %d, %v; want 16, nil (synchronous)", n, err)
+	}
+	if infos := show(t, b); len(infos) != 1 || infos[0].Start != 43300 {
+		t.Fatalf("the broker lists %+v right after the call returned", infos)
+	}
+	var inst INET_PORT_RESERVATION_INSTANCE
+	inst.UnmarshalBinary(out)
+	n, err = s.WSAIoctl(SIO_RELEASE_PORT_RESERVATION, tokenBytes(inst.Token.Token), nil, nil, routine)
+	if err != nil || n != 0 {
+		t.Fatalf("RELEASE with a routine and no Overlapped on a non-overlapped socket: %d, %v; want 0, nil", n, err)
+	}
+	waitEmpty(t, b)
+	select {
+	case <-called:
+		t.Error("the completion routine was called for a non-overlapped socket")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if ok, _ := ev.Wait(0); ok {
+		t.Error("the Overlapped's event was set for a non-overlapped socket")
+	}
+	_, _, err = WSAGetOverlappedResult(s, ov, false)
+	wantCode(t, "WSAGetOverlappedResult of an ignored Overlapped", err, WSAEINVAL)
+	// Errors are returned at once too.
+	_, err = s.WSAIoctl(SIO_RELEASE_PORT_RESERVATION, tokenBytes(inst.Token.Token), nil, ov, nil)
+	wantCode(t, "second RELEASE, synchronous", err, WSAEINVAL)
+
+	// WSA_FLAG_OVERLAPPED makes an overlapped socket, as NewSocket does.
+	o, err := WSASocket(AF_INET, SOCK_DGRAM, IPPROTO_UDP, WSA_FLAG_OVERLAPPED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if _, err := o.WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION, rangeBytes(43300, 2), out, ov, nil); err != WSA_IO_PENDING {
+		t.Fatalf("ACQUIRE on an overlapped socket: %v, want WSA_IO_PENDING", err)
+	}
+	if n, _, err := WSAGetOverlappedResult(o, ov, true); err != nil || n != 16 {
+		t.Fatalf("result: %d, %v", n, err)
+	}
+	if fl, _ := unix.FcntlInt(s.Fd(), unix.F_GETFD, 0); fl&unix.FD_CLOEXEC == 0 {
+		t.Error("a WSASocket socket is not close-on-exec")
+	}
+	_, err = WSASocket(AF_INET, SOCK_DGRAM, IPPROTO_UDP, WSA_FLAG_OVERLAPPED|0x100)
+	wantCode(t, "WSA_FLAG_REGISTERED_IO on Linux", err, WSAEINVAL)
+}
+
+// TestResultAfterClose: WSAGetOverlappedResult still answers after
+// closesocket, with or without waiting: what the close aborted is
+// WSA_OPERATION_ABORTED (the Windows backend answers the same), what
+// had completed keeps its result.
+func TestResultAfterClose(t *testing.T) {
+	b := broker(t)
+	s := socket(t, AF_INET, SOCK_STREAM, IPPROTO_TCP)
+	done := &Overlapped{}
+	if _, err := s.WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION, rangeBytes(43400, 2), make([]byte, 16), done, nil); err != WSA_IO_PENDING {
+		t.Fatal(err)
+	}
+	if _, _, err := WSAGetOverlappedResult(s, done, true); err != nil {
+		t.Fatal(err)
+	}
+	aborted := &Overlapped{}
+	startBig(t, s, aborted, nil)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, wait := range []bool{true, false} {
+		n, _, err := WSAGetOverlappedResult(s, aborted, wait)
+		wantAborted(t, n, err)
+		if n, _, err := WSAGetOverlappedResult(s, done, wait); err != nil || n != 16 {
+			t.Errorf("completed ACQUIRE after closesocket (wait %t): %d, %v; want 16, nil", wait, n, err)
+		}
 	}
 	waitEmpty(t, b, bigPorts...)
 }

@@ -7,23 +7,30 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-// statusPending is the Internal field of an OVERLAPPED whose operation
-// is still in progress (STATUS_PENDING).
-const statusPending = 0x103
-
-// sysOverlapped is the WSAOVERLAPPED the system fills in, plus what must
-// stay alive while it does.
+// sysOverlapped is the WSAOVERLAPPED the system fills in, plus the Go
+// side of the operation, as on Linux: its result once it completed.
+//
+// Each operation gets an event of its own in hEvent, which only the
+// operation's waiter (a goroutine) waits on and which the waiter closes
+// once the operation is done: no handle is left behind, and no other
+// code can wait on it after it is closed. The program's Overlapped.Event,
+// if any, is set by the waiter when the result is recorded.
 type sysOverlapped struct {
-	mu       sync.Mutex
-	wov      windows.Overlapped
-	sock     *Socket
-	started  bool
-	ownEvent windows.Handle // hEvent when Event is nil or a completion routine is used
-	in, out  []byte         // the buffers the system may still use
+	mu      sync.Mutex
+	wov     windows.Overlapped
+	sock    *Socket
+	started bool
+	pending bool
+	done    chan struct{} // closed when the operation completes
+	bytes   uint32
+	flags   uint32
+	err     error
+	in, out []byte // the buffers the system may still use
 }
 
-// wsaIoctl calls Winsock's WSAIoctl; completion routines are emulated by
-// a goroutine that waits for the result.
+// wsaIoctl calls Winsock's WSAIoctl. An overlapped call gets a waiter
+// goroutine (see sysOverlapped) that records the result and delivers it
+// to the event or the completion routine.
 func (s *Socket) wsaIoctl(code uint32, in, out []byte, ov *Overlapped, completion CompletionRoutine) (uint32, error) {
 	name := ioctlName(code)
 	h, err := s.handle(name)
@@ -33,24 +40,29 @@ func (s *Socket) wsaIoctl(code uint32, in, out []byte, ov *Overlapped, completio
 	if ov == nil && completion != nil {
 		return 0, newError(name, WSAEFAULT, "a completion routine needs an Overlapped")
 	}
-	var wov *windows.Overlapped
-	if ov != nil {
-		if wov, err = ov.start(name, s, in, out, completion == nil); err != nil {
-			return 0, err
-		}
-	}
 	var n uint32
-	err = windows.WSAIoctl(h, code, bufPtr(in), uint32(len(in)), bufPtr(out), uint32(len(out)), &n, wov, 0)
-	if ov != nil && (err == nil || err == windows.ERROR_IO_PENDING) {
-		if completion != nil {
-			go ov.notify(name, h, completion)
+	if ov == nil {
+		if err := windows.WSAIoctl(h, code, bufPtr(in), uint32(len(in)), bufPtr(out), uint32(len(out)), &n, nil, 0); err != nil {
+			return 0, sysError(name, "WSAIoctl", err)
 		}
-		if err != nil {
-			return 0, WSA_IO_PENDING
-		}
+		return n, nil
 	}
+	ev, err := ov.start(name, s, in, out, completion == nil)
 	if err != nil {
-		return 0, sysError(name, "WSAIoctl", err)
+		return 0, err
+	}
+	err = windows.WSAIoctl(h, code, bufPtr(in), uint32(len(in)), bufPtr(out), uint32(len(out)), &n, &ov.sys.wov, 0)
+	if err != nil && err != windows.ERROR_IO_PENDING {
+		// Not started: no completion will be signalled.
+		werr := sysError(name, "WSAIoctl", err)
+		ov.fail(ev, werr)
+		return 0, werr
+	}
+	// Started, or done at once: the system signals ev either way, and
+	// the completion routine is called either way, as Windows queues it.
+	go ov.wait(name, s, ev, completion)
+	if err != nil {
+		return 0, WSA_IO_PENDING
 	}
 	return n, nil
 }
@@ -62,59 +74,116 @@ func bufPtr(b []byte) *byte {
 	return &b[0]
 }
 
-// start prepares ov's WSAOVERLAPPED for a new operation.
-func (ov *Overlapped) start(name string, s *Socket, in, out []byte, useEvent bool) (*windows.Overlapped, error) {
+// start prepares ov's WSAOVERLAPPED for a new operation on s, with an
+// event of its own, which it returns.
+func (ov *Overlapped) start(name string, s *Socket, in, out []byte, useEvent bool) (windows.Handle, error) {
 	ov.sys.mu.Lock()
 	defer ov.sys.mu.Unlock()
-	if ov.sys.started && ov.sys.wov.Internal == statusPending {
-		return nil, newError(name, WSAEINVAL, "the Overlapped is in use by a pending operation")
+	if ov.sys.pending {
+		return 0, newError(name, WSAEINVAL, "the Overlapped is in use by a pending operation")
 	}
-	ev := ov.sys.ownEvent
+	ev, err := windows.CreateEvent(nil, 1, 0, nil)
+	if err != nil {
+		return 0, sysError(name, "CreateEvent", err)
+	}
 	if useEvent && ov.Event != nil {
-		ev = ov.Event.sys.h
-	} else if ev == 0 {
-		h, err := windows.CreateEvent(nil, 1, 0, nil)
-		if err != nil {
-			return nil, sysError(name, "CreateEvent", err)
-		}
-		ov.sys.ownEvent, ev = h, h
+		ov.Event.Reset()
 	}
 	ov.sys.wov = windows.Overlapped{HEvent: ev}
-	ov.sys.sock, ov.sys.started, ov.sys.in, ov.sys.out = s, true, in, out
-	return &ov.sys.wov, nil
+	ov.sys.sock, ov.sys.started, ov.sys.pending = s, true, true
+	ov.sys.done = make(chan struct{})
+	ov.sys.bytes, ov.sys.flags, ov.sys.err = 0, 0, nil
+	ov.sys.in, ov.sys.out = in, out
+	return ev, nil
 }
 
-// notify waits for the operation and calls the completion routine.
-func (ov *Overlapped) notify(name string, h windows.Handle, completion CompletionRoutine) {
-	var n, flags uint32
-	var err error
-	if e := windows.WSAGetOverlappedResult(h, &ov.sys.wov, &n, true, &flags); e != nil {
-		err = sysError(name, "WSAGetOverlappedResult", e)
+// wait waits for the operation to complete, records its result, closes
+// its event and tells the program.
+func (ov *Overlapped) wait(name string, s *Socket, ev windows.Handle, completion CompletionRoutine) {
+	windows.WaitForSingleObject(ev, windows.INFINITE)
+	n, flags, err := s.overlappedResult(name, &ov.sys.wov)
+	windows.CloseHandle(ev) // the system is done with it, and nobody else waits on it
+	ov.complete(n, flags, err, completion)
+}
+
+// overlappedResult fetches the result of the completed operation wov.
+// While the socket is open the system says (WSAGetOverlappedResult,
+// which does not block now), under s.sys.mu so that closesocket cannot
+// run meanwhile. Once it is closed its handle may already name another
+// object, so the status the system wrote in the OVERLAPPED decides: the
+// operation succeeded, or the close aborted it (WSA_OPERATION_ABORTED,
+// what Linux reports too).
+func (s *Socket) overlappedResult(name string, wov *windows.Overlapped) (uint32, uint32, error) {
+	s.sys.mu.Lock()
+	defer s.sys.mu.Unlock()
+	if !s.sys.closed {
+		var n, flags uint32
+		if err := windows.WSAGetOverlappedResult(s.sys.h, wov, &n, false, &flags); err != nil {
+			return 0, 0, sysError(name, "WSAGetOverlappedResult", err)
+		}
+		return n, flags, nil
 	}
-	completion(err, n, ov, flags)
+	if wov.Internal == 0 { // STATUS_SUCCESS
+		return uint32(wov.InternalHigh), 0, nil
+	}
+	return 0, 0, &Error{Op: name, Code: WSA_OPERATION_ABORTED, Msg: "the socket was closed"}
 }
 
+// complete records the result and tells the program: through the
+// completion routine if there is one, else by setting the event.
+func (ov *Overlapped) complete(n, flags uint32, err error, completion CompletionRoutine) {
+	ov.sys.mu.Lock()
+	ov.sys.bytes, ov.sys.flags, ov.sys.err, ov.sys.pending = n, flags, err, false
+	ov.sys.wov.HEvent = 0 // closed
+	ov.sys.in, ov.sys.out = nil, nil
+	close(ov.sys.done)
+	ev := ov.Event
+	ov.sys.mu.Unlock()
+	if completion != nil {
+		completion(err, n, ov, flags)
+		return
+	}
+	if ev != nil {
+		ev.Set()
+	}
+}
+
+// fail records an operation that did not start: its event is closed and
+// nothing is signalled, as Windows signals nothing then.
+func (ov *Overlapped) fail(ev windows.Handle, err error) {
+	windows.CloseHandle(ev)
+	ov.sys.mu.Lock()
+	ov.sys.err, ov.sys.pending = err, false
+	ov.sys.wov.HEvent = 0
+	ov.sys.in, ov.sys.out = nil, nil
+	close(ov.sys.done)
+	ov.sys.mu.Unlock()
+}
+
+// getOverlappedResult answers from the recorded result, as on Linux: it
+// works after Close too, where the system would only say WSAENOTSOCK.
 func getOverlappedResult(s *Socket, ov *Overlapped, wait bool) (uint32, uint32, error) {
 	const name = "WSAGetOverlappedResult"
-	h, err := s.handle(name)
-	if err != nil {
-		return 0, 0, err
+	ov.sys.mu.Lock()
+	switch {
+	case !ov.sys.started:
+		ov.sys.mu.Unlock()
+		return 0, 0, newError(name, WSAEINVAL, "no operation was started with this Overlapped")
+	case ov.sys.sock != s:
+		ov.sys.mu.Unlock()
+		return 0, 0, newError(name, WSAEINVAL, "the Overlapped's operation is on another socket")
+	}
+	done, pending := ov.sys.done, ov.sys.pending
+	ov.sys.mu.Unlock()
+	if pending {
+		if !wait {
+			return 0, 0, WSA_IO_INCOMPLETE
+		}
+		<-done
 	}
 	ov.sys.mu.Lock()
-	started, sock := ov.sys.started, ov.sys.sock
-	ov.sys.mu.Unlock()
-	if !started || sock != s {
-		return 0, 0, newError(name, WSAEINVAL, "no operation was started on this socket with this Overlapped")
-	}
-	var n, flags uint32
-	err = windows.WSAGetOverlappedResult(h, &ov.sys.wov, &n, wait, &flags)
-	switch {
-	case err == windows.ERROR_IO_INCOMPLETE:
-		return 0, 0, WSA_IO_INCOMPLETE
-	case err != nil:
-		return n, flags, sysError(name, "WSAGetOverlappedResult", err)
-	}
-	return n, flags, nil
+	defer ov.sys.mu.Unlock()
+	return ov.sys.bytes, ov.sys.flags, ov.sys.err
 }
 
 func (s *Socket) cancelIo() error {

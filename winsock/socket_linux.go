@@ -20,8 +20,9 @@ const AF_INET6 = unix.AF_INET6
 // sysSocket is a Socket on Linux: a socket(2) descriptor, the operations
 // in progress on it, and its own broker connection.
 type sysSocket struct {
-	fd    int
-	valid bool // made by newSocket or fromFD; the zero Socket is not
+	fd         int
+	valid      bool // made by newSocket or fromFD; the zero Socket is not
+	nonOverlap bool // made by WSASocket without WSA_FLAG_OVERLAPPED
 
 	mu     sync.Mutex
 	closed bool
@@ -43,17 +44,33 @@ var (
 	errFlushed = errors.New("cancelled by CancelIo or SIO_FLUSH")
 )
 
-func newSocket(af, typ, protocol int) (*Socket, error) {
+// linuxFlags are the WSASocket flags this backend knows: the socket is
+// always close-on-exec, and overlapped only if asked.
+const linuxFlags = WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT
+
+func newSocket(af, typ, protocol int, flags uint32) (*Socket, error) {
+	name := "socket"
+	if flags != WSA_FLAG_OVERLAPPED {
+		name = "WSASocket"
+	}
+	if extra := flags &^ linuxFlags; extra != 0 {
+		return nil, newError(name, WSAEINVAL, fmt.Sprintf("flags %#x are not supported on Linux (only WSA_FLAG_OVERLAPPED and WSA_FLAG_NO_HANDLE_INHERIT)", extra))
+	}
 	fd, err := unix.Socket(af, typ|unix.SOCK_CLOEXEC, protocol)
 	if err != nil {
-		return nil, sysError("socket", "socket", err)
+		return nil, sysError(name, "socket", err)
 	}
-	return fromFD(uintptr(fd)), nil
+	s := fromFD(uintptr(fd))
+	s.sys.nonOverlap = flags&WSA_FLAG_OVERLAPPED == 0
+	return s, nil
 }
 
 func fromFD(fd uintptr) *Socket {
 	return &Socket{sys: sysSocket{fd: int(fd), valid: true, ops: map[*op]struct{}{}}}
 }
+
+// overlapped reports whether the socket has the overlapped attribute.
+func (s *Socket) overlapped() bool { return !s.sys.nonOverlap }
 
 func (s *Socket) fd() uintptr {
 	if !s.sys.valid {

@@ -22,10 +22,14 @@ const (
 
 // sysSocket is a Socket on Windows: a SOCKET handle.
 type sysSocket struct {
-	h      windows.Handle
-	family int // 0 if unknown (FromFD)
-	valid  bool
+	h          windows.Handle
+	family     int // 0 if unknown (FromFD)
+	valid      bool
+	nonOverlap bool // made without WSA_FLAG_OVERLAPPED
 
+	// mu guards closed; it is held across the non-blocking system calls
+	// that use h after an operation completed (waiters fetching its
+	// result), so that closesocket never runs under them.
 	mu     sync.Mutex
 	closed bool
 }
@@ -54,22 +58,45 @@ func cleanup() error {
 // system owns the port pool and it has no effect.
 func SetBrokerSocket(path string) {}
 
-func newSocket(af, typ, protocol int) (*Socket, error) {
+func newSocket(af, typ, protocol int, flags uint32) (*Socket, error) {
+	name := "socket"
+	if flags != WSA_FLAG_OVERLAPPED {
+		name = "WSASocket"
+	}
 	startOnce.Do(func() { startErr = startup() })
 	if startErr != nil {
 		return nil, startErr
 	}
-	h, err := windows.WSASocket(int32(af), int32(typ), int32(protocol), nil, 0,
-		windows.WSA_FLAG_OVERLAPPED|windows.WSA_FLAG_NO_HANDLE_INHERIT)
+	h, err := windows.WSASocket(int32(af), int32(typ), int32(protocol), nil, 0, flags|windows.WSA_FLAG_NO_HANDLE_INHERIT)
 	if err != nil {
-		return nil, sysError("socket", "WSASocket", err)
+		return nil, sysError(name, "WSASocket", err)
 	}
-	return &Socket{sys: sysSocket{h: h, family: af, valid: true}}, nil
+	return &Socket{sys: sysSocket{h: h, family: af, valid: true, nonOverlap: flags&WSA_FLAG_OVERLAPPED == 0}}, nil
 }
 
+// fileModeInformation is FILE_INFORMATION_CLASS FileModeInformation: a
+// ULONG of FILE_* mode flags.
+const fileModeInformation = 16
+
 func fromFD(fd uintptr) *Socket {
-	return &Socket{sys: sysSocket{h: windows.Handle(fd), valid: true}}
+	h := windows.Handle(fd)
+	return &Socket{sys: sysSocket{h: h, valid: true, nonOverlap: synchronousHandle(h)}}
 }
+
+// synchronousHandle reports whether h was opened for synchronous I/O
+// only: a socket made without WSA_FLAG_OVERLAPPED. If the system cannot
+// tell (a handle that is not a file object), h counts as overlapped.
+func synchronousHandle(h windows.Handle) bool {
+	var iosb windows.IO_STATUS_BLOCK
+	var mode uint32
+	if err := windows.NtQueryInformationFile(h, &iosb, (*byte)(unsafe.Pointer(&mode)), uint32(unsafe.Sizeof(mode)), fileModeInformation); err != nil {
+		return false
+	}
+	return mode&(windows.FILE_SYNCHRONOUS_IO_ALERT|windows.FILE_SYNCHRONOUS_IO_NONALERT) != 0
+}
+
+// overlapped reports whether the socket has the overlapped attribute.
+func (s *Socket) overlapped() bool { return !s.sys.nonOverlap }
 
 func (s *Socket) fd() uintptr {
 	if !s.sys.valid {

@@ -38,6 +38,16 @@ const (
 // INVALID_PORT_RESERVATION_TOKEN is the token no reservation has.
 const INVALID_PORT_RESERVATION_TOKEN = 0
 
+// Flags of WSASocket, as in winsock2.h.
+const (
+	// WSA_FLAG_OVERLAPPED makes a socket on which WSAIoctl can run
+	// overlapped; socket() (NewSocket) sets it.
+	WSA_FLAG_OVERLAPPED = 0x01
+	// WSA_FLAG_NO_HANDLE_INHERIT keeps the socket from child processes;
+	// every Socket here is so (close-on-exec), set or not.
+	WSA_FLAG_NO_HANDLE_INHERIT = 0x80
+)
+
 // Socket arguments that are the same number on Linux and Windows.
 // AF_INET6 differs: 10 on Linux, 23 on Windows.
 const (

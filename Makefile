@@ -7,10 +7,17 @@ MANDIR      := $(PREFIX)/share/man
 UNITDIR     ?= /etc/systemd/system
 TMPFILESDIR ?= /etc/tmpfiles.d
 
-.PHONY: build test man install uninstall
+.PHONY: build test man install uninstall lib install-lib
 
 build:
 	go build -o bin/ ./cmd/...
+
+# libportres, the C client and its Winsock layer (libportres/Makefile).
+lib:
+	$(MAKE) -C libportres
+
+install-lib:
+	$(MAKE) -C libportres install PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)
 
 # The README's test command: privileged tests need root (they run in
 # private network namespaces), and skip saying why without it.

@@ -236,9 +236,12 @@ func (s *session) send(r *wire.Response) {
 
 // endSession releases every runtime reservation acquired on s, unless
 // the broker is shutting down with live restore: the next broker restores
-// them then, and their owner reclaims them.
+// them then, and their owner reclaims them. The connection is closed
+// last, so that a client that shut down its side and reads until
+// end-of-file knows its reservations are gone (libportres's closesocket
+// does, for Windows' synchronous release).
 func (b *Broker) endSession(s *session) {
-	s.conn.Close()
+	defer s.conn.Close()
 	b.mu.Lock()
 	delete(b.sessions, s)
 	keep := b.closed && b.runtime != nil

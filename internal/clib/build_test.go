@@ -21,6 +21,9 @@ func (c cleanup) Run() int {
 	if build.dir != "" {
 		os.RemoveAll(build.dir)
 	}
+	for _, b := range sanBuilds {
+		os.RemoveAll(b.dir)
+	}
 	return code
 }
 

@@ -90,8 +90,8 @@ func compileSample(t *testing.T, name string, src []byte, san bool) string {
 	exe := filepath.Join(dir, name)
 	args := []string{"-I" + filepath.Join(srcDir, "winsock", "include"), "-o", exe, cpp}
 	if san {
-		sanLib := sanDir(t)
-		args = append([]string{"-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g"}, args...)
+		sanLib := sanDir(t, "asan")
+		args = append(append(strings.Fields(sanitizers["asan"]), "-g"), args...)
 		args = append(args, filepath.Join(sanLib, "libportres-winsock.a"), filepath.Join(sanLib, "libportres-wmain.a"),
 			filepath.Join(sanLib, "libportres.a"), "-pthread")
 	} else {
@@ -104,25 +104,44 @@ func compileSample(t *testing.T, name string, src []byte, san bool) string {
 	return exe
 }
 
-var sanBuild struct {
+// sanitizers are the builds of the libraries with sanitizers: "asan"
+// (AddressSanitizer and UndefinedBehaviorSanitizer) and "tsan"
+// (ThreadSanitizer), each made once per test binary.
+var sanitizers = map[string]string{
+	"asan": "-fsanitize=address,undefined -fno-sanitize-recover=all",
+	"tsan": "-fsanitize=thread",
+}
+
+var sanBuilds = map[string]*struct {
 	dir string
 	err error
 	out []byte
-}
+}{}
 
-// sanDir builds the libraries with ASan+UBSan once (make check does).
-func sanDir(t *testing.T) string {
+// sanDir builds the libraries with the sanitizer kind and returns where.
+func sanDir(t *testing.T, kind string) string {
 	t.Helper()
-	if sanBuild.dir == "" && sanBuild.err == nil {
-		dir := testutil.Dir(t)
-		sanBuild.out, sanBuild.err = exec.Command("make", "-s", "-C", srcDir, "O="+dir, "CFLAGS=-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all",
-			dir+"/libportres.a", dir+"/libportres-winsock.a", dir+"/libportres-wmain.a").CombinedOutput()
-		sanBuild.dir = dir
+	needCC(t)
+	b := sanBuilds[kind]
+	if b == nil {
+		b = &struct {
+			dir string
+			err error
+			out []byte
+		}{}
+		sanBuilds[kind] = b
+		// Kept until the test binary ends (TestMain removes it), as the
+		// plain build in libDir.
+		if b.dir, b.err = os.MkdirTemp("", "libportres-"+kind+"-"); b.err != nil {
+			t.Fatal(b.err)
+		}
+		b.out, b.err = exec.Command("make", "-s", "-C", srcDir, "O="+b.dir, "CFLAGS=-O1 -g -fno-omit-frame-pointer "+sanitizers[kind],
+			b.dir+"/libportres.a", b.dir+"/libportres-winsock.a", b.dir+"/libportres-wmain.a").CombinedOutput()
 	}
-	if sanBuild.err != nil {
-		t.Fatalf("make (sanitized): %v\n%s", sanBuild.err, sanBuild.out)
+	if b.err != nil {
+		t.Fatalf("make (%s): %v\n%s", kind, b.err, b.out)
 	}
-	return sanBuild.dir
+	return b.dir
 }
 
 var (

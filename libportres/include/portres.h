@@ -113,7 +113,9 @@ int portres_default_socket(char *buf, size_t len);
 int portres_connect(const char *path, portres_client **out, portres_error *err);
 
 /* portres_close closes the connection: the broker releases every runtime
- * reservation acquired on it. NULL is ignored. */
+ * reservation acquired on it, and portres_close returns once it has (it
+ * waits for the broker to close its end, at most 5 s), so the ports are
+ * free when it returns, as after Windows' closesocket. NULL is ignored. */
 void portres_close(portres_client *c);
 
 /* portres_fd is the connection's descriptor (for poll: it becomes

@@ -151,10 +151,36 @@ int portres_connect(const char *path, portres_client **out, portres_error *err)
 	return 0;
 }
 
+/* drain shuts down the sending side of the connection and waits (at
+ * most 5 s) for the broker to close its end, which it does after
+ * releasing the connection's runtime reservations. */
+static void drain(int fd)
+{
+	if (shutdown(fd, SHUT_WR) < 0)
+		return;
+	uint8_t buf[256];
+	for (int waited = 0; waited < 5000;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int n = poll(&p, 1, 100);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return;
+		if (n == 0) {
+			waited += 100;
+			continue;
+		}
+		ssize_t r = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
+			return; /* end-of-file: released */
+	}
+}
+
 void portres_close(portres_client *c)
 {
 	if (!c)
 		return;
+	drain(c->fd);
 	close(c->fd);
 	pthread_mutex_destroy(&c->mu);
 	free(c);

@@ -399,15 +399,15 @@ static int close_socket(struct ws_socket *ws)
 {
 	ws_lock();
 	portres_client *c = ws->own;
-	if (c)
-		shutdown(portres_fd(c), SHUT_RDWR);
+	if (c && ws->busy > 1)
+		shutdown(portres_fd(c), SHUT_RDWR); /* wakes the calls waiting for their answers */
 	while (ws->busy > 1)
 		ws_wait(NULL);
 	ws->own = NULL;
 	if ((size_t)ws->fd < table_len && table[ws->fd] == ws)
 		table[ws->fd] = NULL;
 	ws_unlock();
-	portres_close(c);
+	portres_close(c); /* returns once the broker released the socket's reservations */
 	int rc = close(ws->fd);
 	int e = errno;
 	free(ws);

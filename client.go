@@ -152,8 +152,10 @@ func (c *Client) SetReconnectWait(d time.Duration) {
 }
 
 // Close ends the connection; the broker releases every runtime
-// reservation acquired on it. Pending calls fail with
-// WSA_OPERATION_ABORTED.
+// reservation acquired on it. When no call is in progress Close returns
+// once the broker has released them (it waits for the broker to close
+// its end, at most 5 s), so the ports are free when it returns, as after
+// Windows' closesocket. Pending calls fail with WSA_OPERATION_ABORTED.
 func (c *Client) Close() error {
 	if c.closed.Swap(true) {
 		return nil
@@ -161,9 +163,19 @@ func (c *Client) Close() error {
 	c.mu.Lock()
 	c.stopWatch()
 	clear(c.held)
-	c.conn.Shutdown() // wakes a call waiting for its answer
 	c.mu.Unlock()
-	c.turn <- struct{}{} // no call uses the connection any more
+	select {
+	case c.turn <- struct{}{}: // no call in progress
+		c.mu.Lock()
+		conn := c.conn
+		c.mu.Unlock()
+		conn.Drain(5 * time.Second)
+	default:
+		c.mu.Lock()
+		c.conn.Shutdown() // wakes a call waiting for its answer
+		c.mu.Unlock()
+		c.turn <- struct{}{} // no call uses the connection any more
+	}
 	defer func() { <-c.turn }()
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -94,3 +94,31 @@ func TestExcluded(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestCloseReleasesBeforeReturning: when Close returns, the broker has
+// released the client's reservations (as Windows' closesocket does), so
+// another client takes the same block at once, every time.
+func TestCloseReleasesBeforeReturning(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	ctx := context.Background()
+	other := b.Dial(t)
+	for i := 0; i < 50; i++ {
+		c, err := portres.Dial(ctx, b.Config.Socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Acquire(ctx, portres.TCP, 46000, 50); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		r, err := other.Acquire(ctx, portres.TCP, 46000, 50)
+		if err != nil {
+			t.Fatalf("round %d: the block is still held after Close returned: %v", i, err)
+		}
+		if err := r.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

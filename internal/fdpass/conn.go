@@ -173,6 +173,29 @@ func (c *Conn) Shutdown() error {
 	return unix.Shutdown(c.fd, unix.SHUT_RDWR)
 }
 
+// Drain shuts down the sending side and reads (discarding) until the
+// peer closes its end or d passes: the broker closes a connection only
+// after releasing what was acquired on it, so a client that drains
+// before Close knows its reservations are gone.
+func (c *Conn) Drain(d time.Duration) {
+	c.mu.Lock()
+	if c.done || unix.Shutdown(c.fd, unix.SHUT_WR) != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	buf := make([]byte, 64<<10) // the largest datagram the broker sends
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+		n, fds, err := c.RecvWait(buf, time.Until(deadline))
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		if n == 0 || err != nil && !errors.Is(err, unix.EAGAIN) {
+			return
+		}
+	}
+}
+
 // Close closes the socket. It is safe to call more than once.
 func (c *Conn) Close() error {
 	c.mu.Lock()

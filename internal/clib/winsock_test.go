@@ -55,3 +55,29 @@ func TestWinsockLayer(t *testing.T) {
 		})
 	}
 }
+
+// TestUnprovidedCallsFailToCompile: a Winsock call the layer does not
+// provide is a compile error that says what to use instead, in C and
+// C++, not a link error or a POSIX function of the same name.
+func TestUnprovidedCallsFailToCompile(t *testing.T) {
+	needCC(t)
+	dir := testutil.Dir(t)
+	for _, c := range []struct{ compiler, ext, call, want string }{
+		{"g++", "cpp", "WSARecv(s, 0, 1, 0, 0, 0, 0)", "portres: WSARecv is not provided"},
+		{"cc", "c", "ioctlsocket(s, 0, 0)", "portres: ioctlsocket is not provided; use fcntl(2)"},
+		{"cc", "c", "WSAEventSelect(s, 0, 0)", "portres: WSAEventSelect is not provided"},
+	} {
+		if _, err := exec.LookPath(c.compiler); err != nil {
+			t.Skipf("needs %s: %v", c.compiler, err)
+		}
+		src := filepath.Join(dir, "missing."+c.ext)
+		code := "#include <winsock2.h>\nint f(SOCKET s) { return (int)" + c.call + "; }\n"
+		if err := os.WriteFile(src, []byte(code), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(c.compiler, "-I"+filepath.Join(srcDir, "winsock", "include"), "-c", "-o", filepath.Join(dir, "missing.o"), src).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("%s with %s: %v\n%s\nwant a compile error saying %q", c.compiler, c.call, err, out, c.want)
+		}
+	}
+}

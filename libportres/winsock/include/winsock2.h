@@ -125,6 +125,32 @@ BOOL WSAResetEvent(WSAEVENT hEvent);
 const char *portres_ws_last_message(void);
 DWORD WSAWaitForMultipleEvents(DWORD cEvents, const WSAEVENT *lphEvents, BOOL fWaitAll, DWORD dwTimeout,
 			       BOOL fAlertable);
+
+/* Winsock calls this layer does not provide are declared unavailable, so
+ * that a program using one fails to compile with a message saying what to
+ * do instead, rather than with an undeclared name or, worse, a POSIX
+ * function of the same name and other semantics. */
+#if defined(__has_attribute)
+#if __has_attribute(unavailable)
+#define _PORTRES_MISSING(msg) __attribute__((unavailable("portres: " msg)))
+#endif
+#endif
+#ifndef _PORTRES_MISSING
+#define _PORTRES_MISSING(msg) __attribute__((error("portres: " msg)))
+#endif
+int WSARecv(SOCKET s, ...) _PORTRES_MISSING("WSARecv is not provided; a SOCKET is a Linux descriptor: use recv(2) or recvmsg(2)");
+int WSARecvFrom(SOCKET s, ...) _PORTRES_MISSING("WSARecvFrom is not provided; use recvfrom(2)");
+int WSASend(SOCKET s, ...) _PORTRES_MISSING("WSASend is not provided; use send(2) or sendmsg(2)");
+int WSASendTo(SOCKET s, ...) _PORTRES_MISSING("WSASendTo is not provided; use sendto(2)");
+SOCKET WSAAccept(SOCKET s, ...) _PORTRES_MISSING("WSAAccept is not provided; use accept4(2)");
+int WSAConnect(SOCKET s, ...) _PORTRES_MISSING("WSAConnect is not provided; use connect(2)");
+int WSAEventSelect(SOCKET s, ...) _PORTRES_MISSING("WSAEventSelect is not provided; use poll(2) or epoll(7)");
+int WSAAsyncSelect(SOCKET s, ...) _PORTRES_MISSING("WSAAsyncSelect is not provided (no window messages on Linux); use poll(2)");
+int WSAPoll(void *fds, ...) _PORTRES_MISSING("WSAPoll is not provided; use poll(2)");
+int ioctlsocket(SOCKET s, ...) _PORTRES_MISSING("ioctlsocket is not provided; use fcntl(2) (FIONBIO: O_NONBLOCK) or ioctl(2)");
+SOCKET WSASocketA(int af, ...) _PORTRES_MISSING("WSASocketA is not provided; use WSASocketW or socket");
+int WSADuplicateSocketW(SOCKET s, ...) _PORTRES_MISSING("WSADuplicateSocketW is not provided; pass the descriptor with SCM_RIGHTS");
+int WSAEnumProtocolsW(int *p, ...) _PORTRES_MISSING("WSAEnumProtocolsW is not provided");
 _PORTRES_END
 
 #define socket portres_ws_socket

@@ -158,6 +158,9 @@ func TestSampleHelp(t *testing.T) {
 			t.Errorf("help does not say %q:\n%s", want, stdout.String())
 		}
 	}
+	if strings.Contains(stdout.String(), "-h, --help") {
+		t.Errorf("help lists a --help flag, which sample does not take:\n%s", stdout.String())
+	}
 }
 
 // TestSampleUsageBytes: the usage is the C text byte for byte, its last

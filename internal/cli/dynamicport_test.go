@@ -61,6 +61,7 @@ func readSysctl(t *testing.T, path string) string {
 // changes nothing, and only admins may. Without --system the sysctl is
 // left alone.
 func TestDynamicPortSetSystem(t *testing.T) {
+	testutil.RequireRoot(t) // before keepSysctl: only root in the test netns may write them back
 	keepSysctl(t, portRangeSysctl)
 	keepSysctl(t, privStartSysctl)
 	b := testbroker.Start(t, nil)

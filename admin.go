@@ -4,6 +4,8 @@ package portres
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 
 	"github.com/portres/portres/internal/wire"
 )
@@ -83,4 +85,41 @@ func (c *Client) DynamicPortRange(ctx context.Context, proto Proto) (start, coun
 func (c *Client) SetDynamicPortRange(ctx context.Context, proto Proto, start, count uint16) error {
 	_, err := c.one(ctx, &wire.Request{Op: wire.OpDynamicSet, Proto: uint8(proto), Start: start, Count: count})
 	return err
+}
+
+// PortRange is a range of ports, both ends included.
+type PortRange struct {
+	Start uint16 `json:"start"`
+	End   uint16 `json:"end"`
+}
+
+// SystemRangeChange is what SetSystemDynamicPortRange changed: the new
+// range, now TCP's, UDP's and the kernel's, and the ranges before.
+type SystemRangeChange struct {
+	Start, Count uint16    // the new range
+	OldKernel    PortRange `json:"kernel"` // net.ipv4.ip_local_port_range before
+	OldTCP       PortRange `json:"tcp"`    // TCP's dynamic range before
+	OldUDP       PortRange `json:"udp"`    // UDP's dynamic range before
+}
+
+// SetSystemDynamicPortRange sets the dynamic range of both protocols and
+// the kernel's ephemeral port range (net.ipv4.ip_local_port_range in the
+// broker's network namespace, one range for TCP and UDP) to count ports
+// from start, as `netsh int ipv4 set dynamicport` does on Windows.
+// SetDynamicPortRange's rules apply (ERROR_INVALID_PARAMETER, and
+// ERROR_ACCESS_DENIED unless root or the admin group); a range the
+// kernel refuses (it must start at or above
+// net.ipv4.ip_unprivileged_port_start) is ERROR_INVALID_PARAMETER, and
+// then nothing changed. Returns the ranges before the change.
+func (c *Client) SetSystemDynamicPortRange(ctx context.Context, start, count uint16) (*SystemRangeChange, error) {
+	resp, err := c.one(ctx, &wire.Request{Op: wire.OpDynamicSet, Flags: wire.FlagSystem, Start: start, Count: count})
+	if err != nil {
+		return nil, err
+	}
+	ch := &SystemRangeChange{Start: resp.Start, Count: resp.Count}
+	if err := json.Unmarshal([]byte(resp.Msg), ch); err != nil {
+		return nil, &Error{Op: wire.OpDynamicSet.String(), Start: start, Count: count, Code: WSAEINVAL,
+			Msg: fmt.Sprintf("the range was set, but the broker's account of the previous ranges is unreadable: %v", err)}
+	}
+	return ch, nil
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package portrestest gives tests ports that no other test, process or
 // parallel test binary can take: listeners bound on reserved ports, and
 // reserved port numbers for servers a test starts itself (a database, an

@@ -93,10 +93,9 @@ func (s *Socket) SetNonblocking(nonblocking bool) error {
 // a socket made without WSA_FLAG_OVERLAPPED (WSASocket): ov and
 // completion are ignored there, as the documents say. With ov set, on an
 // overlapped socket, it returns (0, WSA_IO_PENDING) once the operation
-// has started; the
-// result is then delivered by completion (called on another goroutine)
-// if given, else by signalling ov.Event, and in both cases by
-// WSAGetOverlappedResult. Close, CancelIo and SIO_FLUSH abort pending
+// has started; the result is then delivered by completion (called on
+// another goroutine) if given, else by signalling ov.Event, and in both
+// cases by WSAGetOverlappedResult. Close, CancelIo and SIO_FLUSH abort pending
 // operations with WSA_OPERATION_ABORTED.
 //
 // The codes and their buffers:
@@ -109,9 +108,9 @@ func (s *Socket) SetNonblocking(nonblocking bool) error {
 //     an INET_PORT_RESERVATION_TOKEN (8 bytes or more), out must be
 //     empty; they return 0 bytes: bytesReturned is the size of the data
 //     stored in the output buffer, and they have none (see the package
-//     documentation, Buffers). WSAEINVAL for an
-//     unknown token, WSAEACCES for a runtime token of another process or
-//     a persistent token this process may not consume. Both reach only
+//     documentation, Buffers). WSAEINVAL for an unknown token, WSAEACCES
+//     for a runtime token of another process or a persistent token this
+//     process may not consume. Both reach only
 //     the socket's protocol, as each protocol's port pool is its own on
 //     Windows: RELEASE or ASSOCIATE of a UDP reservation on a TCP socket
 //     (or the reverse) is WSAEINVAL and changes nothing. ASSOCIATE of a

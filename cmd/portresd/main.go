@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command portresd is the portres broker daemon: it owns the host's TCP
 // and UDP port pools and serves clients on a Unix socket. It runs with no
 // flags and no configuration file on embedded defaults.

@@ -1,3 +1,5 @@
+//go:build linux
+
 package broker
 
 import (
@@ -57,6 +59,7 @@ type Broker struct {
 	watched   [2][1024]atomic.Uint64       // TCP, UDP: ports the watchers look up (boundMarks)
 
 	sysctlMu   sync.Mutex   // serializes sysctl writes; taken before mu
+	dynMu      sync.Mutex   // serializes dynamic range changes (store, pools, ip_local_port_range); taken before mu
 	sysctlQMu  sync.Mutex   // guards sysctlNext
 	sysctlNext *sysctlBatch // changes waiting for the next write
 	sweepMu    sync.Mutex   // one sweep at a time; taken before mu

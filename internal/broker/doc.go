@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package broker is the portresd daemon: it owns the host's TCP and UDP
 // port pools, serves clients on a Unix SOCK_SEQPACKET socket, binds their
 // sockets for them, and makes the kernel enforce reservations.

@@ -1,3 +1,5 @@
+//go:build linux
+
 package broker
 
 import (
@@ -136,8 +138,11 @@ func (b *Broker) dynamicShow(req *wire.Request) *wire.Response {
 func (b *Broker) dynamicSet(s *session, req *wire.Request) *wire.Response {
 	proto := portres.Proto(req.Proto)
 	end := int(req.Start) + int(req.Count) - 1
+	system := req.Flags&wire.FlagSystem != 0
 	switch {
-	case proto != portres.TCP && proto != portres.UDP:
+	case system && proto != 0:
+		return errf(portres.ERROR_INVALID_PARAMETER, "the kernel's ephemeral port range (net.ipv4.ip_local_port_range) is one range for tcp and udp: setting it moves both protocols, so the request names none (protocol 0), not %s", proto)
+	case !system && proto != portres.TCP && proto != portres.UDP:
 		return errf(portres.ERROR_INVALID_PARAMETER, "protocol %d is neither tcp (6) nor udp (17)", req.Proto)
 	case req.Start < 1025:
 		return errf(portres.ERROR_INVALID_PARAMETER, "the dynamic range must start at 1025 or above, got %d", req.Start)
@@ -147,6 +152,11 @@ func (b *Broker) dynamicSet(s *session, req *wire.Request) *wire.Response {
 		return errf(portres.ERROR_INVALID_PARAMETER, "the dynamic range %d-%d runs past 65535", req.Start, end)
 	case !b.mayAdmin(s.peer):
 		return errf(portres.ERROR_ACCESS_DENIED, "uid %d may not set the dynamic port range (root or the admin group only)", s.peer.uid)
+	}
+	b.dynMu.Lock()
+	defer b.dynMu.Unlock()
+	if system {
+		return b.dynamicSetSystem(req.Start, uint16(end))
 	}
 	if err := b.store.SetDynamicRange(uint8(proto), req.Start, uint16(end)); err != nil {
 		return errf(portres.WSAEINVAL, "store dynamic range: %v", err)

@@ -123,30 +123,16 @@ hand them to programs, and see who holds what.`,
 	root.SetVersionTemplate("portres {{.Version}}\n")
 	root.PersistentFlags().StringVar(&e.socket, "socket", "", "broker socket (default $PORTRES_SOCKET, else /run/portres/portres.sock or $XDG_RUNTIME_DIR/portres.sock)")
 	root.PersistentFlags().BoolVar(&e.json, "json", false, "print JSON (stable, documented in the README)")
-	root.AddCommand(acquireCmd(e), runCmd(e), showCmd(e), topCmd(e), statusCmd(e), persistentCmd(e), dynamicPortCmd(e))
+	root.Long += platformNote
+	root.AddCommand(platformCommands(e)...)
 	for _, c := range extraCommands {
 		root.AddCommand(c(e))
 	}
 	return root
 }
 
-// extraCommands lets other files add subcommands (sample).
+// extraCommands lets other files add subcommands (sample, gen-man).
 var extraCommands []func(*env) *cobra.Command
-
-// dial connects to the broker named by --socket or the default.
-func (e *env) dial(ctx context.Context) (*portres.Client, error) {
-	return portres.Dial(ctx, e.socket)
-}
-
-// withClient runs f with a broker connection that is closed afterwards.
-func (e *env) withClient(cmd *cobra.Command, f func(*portres.Client) error) error {
-	c, err := e.dial(cmd.Context())
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	return f(c)
-}
 
 // printJSON writes v as indented JSON, with every character a terminal
 // could act on escaped (jsonTermSafe). Strings that are not valid UTF-8
@@ -184,8 +170,4 @@ type reservationJSON struct {
 	End   uint16 `json:"end"`
 	Count uint16 `json:"count"`
 	Token string `json:"token,omitempty"`
-}
-
-func toJSON(r *portres.Reservation) reservationJSON {
-	return reservationJSON{Proto: r.Proto().String(), Start: r.Start(), End: r.End(), Count: r.Count(), Token: tokenString(r.Token())}
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package cli
 
 import (
@@ -850,4 +852,52 @@ func openPTY(t *testing.T, ws *unix.Winsize) (ptmx, pts *os.File) {
 	}
 	t.Cleanup(func() { pts.Close() })
 	return ptmx, pts
+}
+
+// TestPersistentOverWinsock runs persistent add, lookup and delete the way
+// they run on Windows, through the winsock package's iphlpapi functions
+// (here backed by portresd): the same output, text and JSON, and the
+// Win32 codes of the functions as errors naming the block.
+func TestPersistentOverWinsock(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	openPersistent = openWinsockPersistent
+	t.Cleanup(func() { openPersistent = openBrokerPersistent })
+	code, out, errs := run(t, b, "persistent", "add", "--proto", "udp", "--start", "37500", "--count", "4")
+	if code != 0 || !strings.HasPrefix(out, "Persistent udp 37500-37503 (4 ports), token 0x") {
+		t.Fatalf("add: %d %q %q", code, out, errs)
+	}
+	token := strings.TrimSpace(out[strings.LastIndex(out, " "):])
+	infos, err := b.Dial(t).Show(context.Background())
+	if err != nil || len(infos) != 1 || infos[0].Kind != portres.Persistent || fmt.Sprintf("%#016x", infos[0].Token) != token {
+		t.Fatalf("the broker lists %+v, %v; want the persistent block with token %s", infos, err, token)
+	}
+	code, out, _ = run(t, b, "persistent", "lookup", "--proto", "udp", "--start", "37500", "--count", "4", "--json")
+	var r reservationJSON
+	if err := json.Unmarshal([]byte(out), &r); code != 0 || err != nil || r != (reservationJSON{"udp", 37500, 37503, 4, token}) {
+		t.Errorf("lookup --json: %d %v %s", code, err, out)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"persistent", "add", "--proto", "udp", "--start", "37502", "--count", "4"}, "portres: persistent create udp ports 37502-37505: ERROR_SHARING_VIOLATION (32)"},
+		{[]string{"persistent", "lookup", "--proto", "tcp", "--start", "37500", "--count", "4"}, "portres: persistent lookup tcp ports 37500-37503: ERROR_NOT_FOUND (1168)"},
+		{[]string{"persistent", "delete", "--proto", "udp", "--start", "37500", "--count", "3"}, "portres: persistent delete udp ports 37500-37502: ERROR_NOT_FOUND (1168)"},
+		{[]string{"persistent", "add", "--proto", "tcp", "--start", "0", "--count", "4"}, "portres: persistent create tcp ports 0-3: ERROR_INVALID_PARAMETER (87)"},
+	} {
+		if code, _, errs := run(t, b, tc.args...); code != 1 || !strings.HasPrefix(errs, tc.want) {
+			t.Errorf("%v: exit %d, %q; want %q", tc.args, code, errs, tc.want)
+		}
+	}
+	if code, _, errs := run(t, b, "--json", "persistent", "lookup", "--proto", "tcp", "--start", "37500", "--count", "4"); code != 1 ||
+		!strings.Contains(errs, `{"error":{"op":"persistent lookup","code":1168,"name":"ERROR_NOT_FOUND"`) {
+		t.Errorf("--json error: %d %q", code, errs)
+	}
+	code, out, _ = run(t, b, "persistent", "delete", "--proto", "udp", "--start", "37500", "--count", "4")
+	if code != 0 || out != "Deleted persistent udp 37500-37503.\n" {
+		t.Errorf("delete: %d %q", code, out)
+	}
+	if infos, _ := b.Dial(t).Show(context.Background()); len(infos) != 0 {
+		t.Errorf("after delete the broker lists %+v", infos)
+	}
 }

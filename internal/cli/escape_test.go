@@ -1,3 +1,5 @@
+//go:build linux
+
 package cli
 
 import (
@@ -11,6 +13,7 @@ import (
 
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/wire"
+	"github.com/spf13/cobra"
 )
 
 func TestTermSafe(t *testing.T) {
@@ -115,5 +118,17 @@ func TestErrorEscaped(t *testing.T) {
 	want := `tcp 40000 overlaps tcp reservation 40000-40009 of pid 42 (evil\x1b[2J\n tcp 1 2 persistent \u202eexe \xff)` + "\n"
 	if code != 1 || !strings.HasPrefix(errs.String(), "portres: acquire") || !strings.HasSuffix(errs.String(), want) {
 		t.Errorf("exit %d, stderr %q, want it to end with %q", code, errs.String(), want)
+	}
+}
+
+// TestLinuxOnlyStub: where portresd does not run (Windows), the Linux
+// commands answer with what to use instead, exit 1.
+func TestLinuxOnlyStub(t *testing.T) {
+	root := &cobra.Command{Use: "portres", SilenceErrors: true, SilenceUsage: true}
+	root.AddCommand(linuxOnly("acquire"))
+	root.SetArgs([]string{"acquire", "--proto", "tcp", "--count", "1"})
+	err := root.Execute()
+	if err == nil || !strings.HasPrefix(err.Error(), "portres acquire needs Linux and portresd.") || !strings.Contains(err.Error(), "netsh int ipv4 show excludedportrange") {
+		t.Errorf("stub: %v", err)
 	}
 }

@@ -1,81 +1,91 @@
+//go:build linux || windows
+
 package cli
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/portres/portres"
 	"github.com/spf13/cobra"
 )
 
+// persistentAPI is what persistent add, delete and lookup call: portresd
+// on Linux (brokerPersistent), the system's iphlpapi.dll through the
+// winsock package on Windows (winsockPersistent).
+type persistentAPI interface {
+	create(ctx context.Context, p portres.Proto, start, count uint16) (token uint64, err error)
+	remove(ctx context.Context, p portres.Proto, start, count uint16) error
+	lookup(ctx context.Context, p portres.Proto, start, count uint16) (token uint64, err error)
+	Close() error
+}
+
+// openPersistent opens the platform's persistentAPI (set by the
+// platform's file; tests may swap it).
+var openPersistent func(ctx context.Context, e *env) (persistentAPI, error)
+
 func persistentCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "persistent",
 		Short: "Administer persistent reservations (kept across restarts, never handed out automatically)",
+		Long: `persistent administers persistent reservations: blocks of ports kept across
+restarts and reboots, never handed out by the kernel's automatic
+assignment, whose token root and the broker's admin group may consume.
+
+On Windows, add, delete and lookup call the system's API directly
+(Create/Delete/LookupPersistent{Tcp,Udp}PortReservation in iphlpapi.dll,
+which need an administrator for add and delete) instead of portresd;
+show needs portresd (on Windows: netsh int ipv4 show excludedportrange).`,
 	}
 	cmd.AddCommand(
-		blockCmd(e, "add", "Create a persistent reservation (root or the admin group)", func(c *portres.Client, cmd *cobra.Command, p portres.Proto, start, count uint16) (*portres.Reservation, error) {
-			return c.CreatePersistent(cmd.Context(), p, start, count)
+		blockCmd(e, "add", "Create a persistent reservation (root or the admin group)", func(api persistentAPI, ctx context.Context, p portres.Proto, start, count uint16) (uint64, error) {
+			return api.create(ctx, p, start, count)
 		}),
-		blockCmd(e, "delete", "Delete the persistent reservation that is exactly --start/--count", func(c *portres.Client, cmd *cobra.Command, p portres.Proto, start, count uint16) (*portres.Reservation, error) {
-			return nil, c.DeletePersistent(cmd.Context(), p, start, count)
+		blockCmd(e, "delete", "Delete the persistent reservation that is exactly --start/--count", func(api persistentAPI, ctx context.Context, p portres.Proto, start, count uint16) (uint64, error) {
+			return 0, api.remove(ctx, p, start, count)
 		}),
-		blockCmd(e, "lookup", "Print the token of the persistent reservation that is exactly --start/--count", func(c *portres.Client, cmd *cobra.Command, p portres.Proto, start, count uint16) (*portres.Reservation, error) {
-			return c.LookupPersistent(cmd.Context(), p, start, count)
+		blockCmd(e, "lookup", "Print the token of the persistent reservation that is exactly --start/--count", func(api persistentAPI, ctx context.Context, p portres.Proto, start, count uint16) (uint64, error) {
+			return api.lookup(ctx, p, start, count)
 		}),
-		&cobra.Command{
-			Use:   "show",
-			Short: "List persistent reservations",
-			Args:  cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				return e.withClient(cmd, func(c *portres.Client) error {
-					infos, err := c.Show(cmd.Context())
-					if err != nil {
-						return err
-					}
-					var ps []portres.Info
-					for _, i := range infos {
-						if i.Kind == portres.Persistent {
-							ps = append(ps, i)
-						}
-					}
-					return e.printInfos(ps, nil, false)
-				})
-			},
-		},
+		persistentShow(e),
 	)
 	return cmd
 }
 
-// blockCmd is a persistent verb taking --proto, --start and --count.
-func blockCmd(e *env, verb, short string, do func(*portres.Client, *cobra.Command, portres.Proto, uint16, uint16) (*portres.Reservation, error)) *cobra.Command {
+// blockCmd is a persistent verb taking --proto, --start and --count; do
+// returns the block's token, 0 for delete.
+func blockCmd(e *env, verb, short string, do func(persistentAPI, context.Context, portres.Proto, uint16, uint16) (uint64, error)) *cobra.Command {
 	var proto string
 	var start, count uint16
 	cmd := &cobra.Command{
 		Use:   verb + " --proto tcp|udp --start N --count N",
 		Short: short,
+		Long:  short + ".\n\nOn Windows it calls the system's API (iphlpapi.dll) instead of portresd.",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p, err := protoFlag(proto)
 			if err != nil {
 				return err
 			}
-			var r *portres.Reservation
-			err = e.withClient(cmd, func(c *portres.Client) (err error) {
-				r, err = do(c, cmd, p, start, count)
-				return err
-			})
+			api, err := openPersistent(cmd.Context(), e)
 			if err != nil {
 				return err
 			}
+			defer api.Close()
+			token, err := do(api, cmd.Context(), p, start, count)
+			if err != nil {
+				return err
+			}
+			end := uint16(int(start) + int(count) - 1)
 			switch {
-			case r == nil && e.json:
-				return e.printJSON(map[string]any{"deleted": reservationJSON{Proto: p.String(), Start: start, End: start + count - 1, Count: count}})
-			case r == nil:
+			case verb == "delete" && e.json:
+				return e.printJSON(map[string]any{"deleted": reservationJSON{Proto: p.String(), Start: start, End: end, Count: count}})
+			case verb == "delete":
 				fmt.Fprintf(e.stdout, "Deleted persistent %s.\n", block(p, start, count))
 			case e.json:
-				return e.printJSON(toJSON(r))
+				return e.printJSON(reservationJSON{Proto: p.String(), Start: start, End: end, Count: count, Token: tokenString(token)})
 			default:
-				fmt.Fprintf(e.stdout, "Persistent %s (%s), token %s\n", block(r.Proto(), r.Start(), r.Count()), ports(r.Count()), tokenString(r.Token()))
+				fmt.Fprintf(e.stdout, "Persistent %s (%s), token %s\n", block(p, start, count), ports(count), tokenString(token))
 			}
 			return nil
 		},

@@ -1,3 +1,5 @@
+//go:build linux || windows
+
 package cli
 
 import (
@@ -53,6 +55,11 @@ SOCK_STREAM=1, SOCK_DGRAM=2, IPPROTO_TCP=6, IPPROTO_UDP=17.`,
 			return nil
 		},
 	}
+	// -h and --help are the program's arguments here, so the command
+	// lists no help flag of its own (cobra adds one unless it exists).
+	cmd.Flags().BoolP("help", "h", false, "not a flag of sample: its arguments are all the program's")
+	cmd.Flags().MarkHidden("help")
+	cmd.DisableFlagsInUseLine = true
 	return cmd
 }
 

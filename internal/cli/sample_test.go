@@ -1,3 +1,5 @@
+//go:build linux
+
 package cli
 
 import (
@@ -155,6 +157,9 @@ func TestSampleHelp(t *testing.T) {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("help does not say %q:\n%s", want, stdout.String())
 		}
+	}
+	if strings.Contains(stdout.String(), "-h, --help") {
+		t.Errorf("help lists a --help flag, which sample does not take:\n%s", stdout.String())
 	}
 }
 

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package enforce makes the kernel honour portres's reservations. Each
 // mechanism has its own file:
 //

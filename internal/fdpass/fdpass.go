@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package fdpass sends and receives messages carrying file descriptors
 // over Unix SOCK_SEQPACKET connections (SCM_RIGHTS).
 //

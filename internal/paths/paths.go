@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package paths computes the default locations of the broker's socket
 // and state database, shared by the daemon and its clients.
 package paths

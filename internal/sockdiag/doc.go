@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package sockdiag reads the kernel's TCP and UDP socket tables through
 // netlink NETLINK_SOCK_DIAG (inet_diag) instead of the /proc/net/{tcp,udp}
 // text tables: a SOCK_DIAG_BY_FAMILY dump per address family, with the

@@ -1,3 +1,5 @@
+//go:build linux
+
 package sockdiag
 
 // PortSet is a set of ports: bit p%64 of word p/64 is port p.

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package store keeps portresd's durable state in a bbolt file: the
 // persistent port reservations (Windows' CreatePersistentTcpPortReservation),
 // the per-protocol dynamic port ranges, and which ip_local_reserved_ports

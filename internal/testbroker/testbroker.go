@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package testbroker starts a portres broker inside a test process,
 // with its socket and state in a fresh directory.
 package testbroker

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package testutil holds what the integration tests share: running a
 // test binary as root inside its own network namespace, skipping
 // privileged tests with a clear reason, and checking for leaked fds.

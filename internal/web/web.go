@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package web serves portresd's HTTP pages: a live map of the host's
 // port space (per protocol, all 65,536 ports: the dynamic range, the
 // reserved blocks by kind and owner, the bound ports, what the kernel

@@ -47,9 +47,14 @@ const (
 	OpPersistentDelete // Proto, Start, Count
 	OpPersistentLookup // Proto, Start, Count → Token
 	OpDynamicShow      // Proto → Start, Count
-	OpDynamicSet       // Proto, Start, Count
-	OpStatus           // → Msg: the broker's status as JSON (portres.Status)
-	OpReclaim          // Token → Proto, Start, Count, Flags: takes back a runtime reservation restored after a broker restart
+	// OpDynamicSet: Proto, Start, Count, Flags → Proto, Start, Count.
+	// Sets the range wildcard reservations of Proto are drawn from
+	// (admins only: ERROR_ACCESS_DENIED; at least 255 ports, Start >=
+	// 1025, end <= 65535: else ERROR_INVALID_PARAMETER). With FlagSystem
+	// see there.
+	OpDynamicSet
+	OpStatus  // → Msg: the broker's status as JSON (portres.Status)
+	OpReclaim // Token → Proto, Start, Count, Flags: takes back a runtime reservation restored after a broker restart
 	opMax
 )
 
@@ -78,6 +83,21 @@ const (
 	// in the same request; if that fails the block is released. The
 	// answer carries the port too.
 	FlagBind
+	// FlagSystem (4, OpDynamicSet): also set the kernel's ephemeral port
+	// range, net.ipv4.ip_local_port_range in the broker's network
+	// namespace, to the same range, as netsh int ipv4 set dynamicport
+	// does. That sysctl is one range for TCP and UDP, so the request
+	// moves both protocols: Proto must be 0 (else ERROR_INVALID_PARAMETER)
+	// and both protocols' portres ranges are set with the sysctl. The
+	// broker writes the sysctl first; if the kernel refuses the range
+	// (it must start at or above net.ipv4.ip_unprivileged_port_start)
+	// the answer is ERROR_INVALID_PARAMETER and nothing changed; if the
+	// broker may not write it, ERROR_ACCESS_DENIED and nothing changed.
+	// On success the answer has Proto 0, Start and Count of the new
+	// range, and Msg a JSON object with the ranges before the change,
+	// ends inclusive:
+	// {"kernel":{"start":S,"end":E},"tcp":{"start":S,"end":E},"udp":{"start":S,"end":E}}
+	FlagSystem
 )
 
 // Request is a client's message to the broker.

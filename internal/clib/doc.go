@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package clib tests libportres, the C client of portresd, and its
 // Winsock layer (libportres/ at the repository's root) from Go, against
 // real brokers in the test's network namespace: it builds the library

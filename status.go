@@ -23,7 +23,8 @@ type Status struct {
 	Dynamic               []DynamicRange `json:"dynamic"` // per protocol
 	Limits                LimitsStatus   `json:"limits"`
 	Counts                CountsStatus   `json:"counts"`
-	Restore               RestoreStatus  `json:"restore"` // live restore of runtime reservations
+	Restore               RestoreStatus  `json:"restore"`         // live restore of runtime reservations
+	Fleet                 *FleetStatus   `json:"fleet,omitempty"` // the fleet, for a member of one (portresd --etcd)
 }
 
 // RestoreStatus describes live restore: where runtime reservations are

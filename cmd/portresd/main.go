@@ -49,6 +49,7 @@ func command() *cobra.Command {
 	var cfg broker.Config
 	var debug, uninstall bool
 	var logFormat, manDir string
+	var fl fleetFlags
 	mode := octalMode(0o666)
 	cmd := &cobra.Command{
 		Use:   "portresd",
@@ -87,6 +88,9 @@ and raises its own RLIMIT_NOFILE to the hard limit. portresd
 				return usageError{fmt.Errorf("--log-format must be text or json, got %q", logFormat)}
 			}
 			cfg.SocketMode = os.FileMode(mode)
+			if err := fl.config(&cfg); err != nil {
+				return usageError{err}
+			}
 			if manDir != "" {
 				cmd.DisableAutoGenTag = true
 				hdr := &doc.GenManHeader{Title: "PORTRESD", Section: "8", Source: "portresd " + cmd.Version, Manual: "portres manual"}
@@ -127,6 +131,7 @@ and raises its own RLIMIT_NOFILE to the hard limit. portresd
 	f.DurationVar(&cfg.RestoreGrace, "restore-grace", broker.DefaultRestoreGrace, "how long restored runtime reservations wait for their owners to reclaim them after a restart")
 	f.StringVar(&cfg.Portserver, "portserver", "", "Unix socket (an abstract one if it starts with @) where the portserver protocol of Google's portpicker is answered, or - for none (default @portres for root, @portres-UID for another user)")
 	f.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics on this TCP address at /metrics (e.g. 127.0.0.1:9750)")
+	fl.define(f)
 	f.StringVar(&cfg.HTTP, "http", "", "serve the port map at /, the JSON API at /api/v1/ and the metrics at /metrics on this address: a loopback host:port or unix:PATH (off by default)")
 	f.BoolVar(&cfg.HTTPPublic, "http-public", false, "let --http listen on a non-loopback address (the pages show every user's command lines)")
 	f.DurationVar(&cfg.Sweep, "sweep", time.Second, "how often bound ports are re-checked")

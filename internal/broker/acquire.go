@@ -83,7 +83,8 @@ func (b *Broker) acquireFor(ctx context.Context, s *session, owner *peer, admin 
 	var busy *enforce.PortSet // the dynamic range's ports in use, once a placement met one
 	for attempt := 0; ; attempt++ {
 		rv := &resv{proto: proto, kind: wire.KindRuntime, owner: owner, sess: s, admin: admin, pidOwned: s == nil,
-			delegated: delegate, guarded: b.guard != nil && !delegate, pending: true, created: time.Now()}
+			delegated: delegate, guarded: b.guard != nil && !delegate, pending: true, created: time.Now(),
+			fleetLease: req.Flags&wire.FlagFleet != 0}
 		if resp := b.place(rv, want, from, busy); resp != nil {
 			return resp
 		}
@@ -209,6 +210,10 @@ func (b *Broker) place(rv *resv, want pool.Block, from uint16, busy *enforce.Por
 			blk.Start = start
 		}
 	}
+	if !rv.fleetLease && b.inFleetRange(blk) {
+		lo, hi := b.fleet.Range()
+		return errf(portres.WSAEADDRINUSE, "%s %s overlaps the fleet range %d-%d, which only fleet leases take (acquire --fleet)", rv.proto, blk, lo, hi)
+	}
 	if resp := b.chargeLocked(rv, int(blk.Count)); resp != nil {
 		return resp
 	}
@@ -305,6 +310,7 @@ func (b *Broker) removeLocked(rv *resv) {
 		b.exclMu.Unlock()
 	}
 	rv.closeHolders()
+	b.freeFleetLease(rv, false)
 	if rv.guarded {
 		blk := rv.block()
 		if err := b.guard.Unguard(uint8(rv.proto), blk.Start, uint16(blk.End())); err != nil {
@@ -339,9 +345,14 @@ func (b *Broker) release(s *session, req *wire.Request) *wire.Response {
 		b.mu.Unlock()
 		return rv.errf(portres.WSAEINVAL, "token %#x is a persistent reservation: delete it with persistent delete", req.Token)
 	}
+	fleetLease := rv.fleetLease && !rv.fleetFreed.Swap(true)
 	b.removeLocked(rv)
 	b.forgetLocked(rv)
 	b.mu.Unlock()
+	if fleetLease { // fleet-wide free before the answer: a release is done when it returns
+		rv.fleetFreed.Store(false)
+		b.freeFleetLease(rv, true)
+	}
 	b.unlist(rv, "release")
 	blk := rv.block()
 	if b.debug {

@@ -21,6 +21,7 @@ import (
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/enforce"
 	"github.com/portres/portres/internal/fdpass"
+	"github.com/portres/portres/internal/fleet"
 	"github.com/portres/portres/internal/pool"
 	"github.com/portres/portres/internal/sockdiag"
 	"github.com/portres/portres/internal/store"
@@ -30,6 +31,9 @@ import (
 
 // Broker is a running portresd.
 type Broker struct {
+	fleet     *fleet.Member // nil unless a member of a fleet (Config.Fleet)
+	fleetStop chan struct{} // ends publishFleet
+
 	cfg         Config
 	log         *slog.Logger
 	ln          *fdpass.Listener
@@ -135,6 +139,9 @@ func New(cfg Config) (_ *Broker, err error) {
 	}
 	b.initFDLimit()
 	if err = b.loadState(); err != nil {
+		return nil, err
+	}
+	if err = b.joinFleet(); err != nil {
 		return nil, err
 	}
 	if err = b.listen(); err != nil {
@@ -285,6 +292,11 @@ func (b *Broker) Close() error {
 func (b *Broker) Addr() string { return b.cfg.Socket }
 
 func (b *Broker) closeResources() {
+	if b.fleet != nil {
+		close(b.fleetStop)
+		b.fleet.Close() // revokes the member lease: its fleet leases end fleet-wide
+		b.fleet = nil
+	}
 	if !b.closed {
 		for _, l := range b.loops {
 			l.stop() // New failed after making them

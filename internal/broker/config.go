@@ -3,6 +3,7 @@
 package broker
 
 import (
+	"github.com/portres/portres/internal/fleet"
 	"log/slog"
 	"os"
 	"time"
@@ -64,6 +65,9 @@ type Config struct {
 	// unless HTTPPublic: the pages show every user's command lines.
 	HTTP       string
 	HTTPPublic bool
+	// Fleet makes the broker a member of a fleet of brokers on etcd
+	// (portresd --etcd); nil: a broker of this host alone.
+	Fleet *fleet.Config
 	// Sweep is how often bound ports are re-probed so that a port whose
 	// socket the client closed gets its placeholder back.
 	Sweep time.Duration

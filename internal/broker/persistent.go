@@ -24,6 +24,10 @@ func (b *Broker) createPersistent(s *session, req *wire.Request) *wire.Response 
 		return bad
 	}
 	blk := pool.Block{Start: req.Start, Count: req.Count}
+	if b.inFleetRange(blk) {
+		lo, hi := b.fleet.Range()
+		return errf(portres.ERROR_SHARING_VIOLATION, "%s %s overlaps the fleet range %d-%d", proto, blk, lo, hi)
+	}
 	rv := &resv{proto: proto, kind: wire.KindPersistent, uid: s.peer.uid, pending: true, created: time.Now(), admin: true}
 	b.mu.Lock()
 	r, err := b.reserveLocked(rv, blk)
@@ -81,6 +85,12 @@ func (b *Broker) deletePersistent(s *session, req *wire.Request) *wire.Response 
 	if bad != nil {
 		return bad
 	}
+	b.mu.Lock()
+	if r := b.pools[proto].Find(req.Start); r != nil && r.Block.Start == req.Start && r.Block.Count == req.Count && r.Owner.(*resv).fleetBlock {
+		b.mu.Unlock()
+		return errf(portres.ERROR_ACCESS_DENIED, "%s %s is a fleet persistent reservation: delete it fleet-wide (persistent delete --fleet)", proto, r.Block)
+	}
+	b.mu.Unlock()
 	p, err := b.store.DeletePersistent(uint8(proto), req.Start, req.Count)
 	if errors.Is(err, store.ErrNotFound) {
 		return errf(portres.ERROR_NOT_FOUND, "no persistent %s reservation is exactly %s", proto, pool.Block{Start: req.Start, Count: req.Count})

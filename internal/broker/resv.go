@@ -4,6 +4,7 @@ package broker
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/portres/portres"
@@ -34,6 +35,11 @@ type resv struct {
 	pidOwned  bool              // runtime, handed out by the portserver: ends when its owner's process exits, not with a session
 	uid       uint32            // persistent: creator
 	created   time.Time
+	// fleetLease: runtime, a fleet lease: its ports are held fleet-wide
+	// by keys in etcd, deleted when it ends (fleetFreed once they were).
+	fleetLease bool
+	fleetFreed atomic.Bool
+	fleetBlock bool // persistent: a fleet persistent reservation, made and deleted through etcd
 }
 
 func (rv *resv) block() pool.Block { return rv.r.Block }

@@ -120,9 +120,14 @@ const inlineAcquire = 16
 // persistent and dynamic-range changes (which wait for the disk or the
 // kernel list) go to the session's worker.
 func short(req *wire.Request) bool {
+	if req.Flags&wire.FlagFleet != 0 {
+		return false // a round trip to etcd
+	}
 	switch req.Op {
-	case wire.OpRelease, wire.OpAssociate, wire.OpBind, wire.OpPersistentLookup, wire.OpDynamicShow, wire.OpReclaim:
+	case wire.OpAssociate, wire.OpBind, wire.OpPersistentLookup, wire.OpDynamicShow, wire.OpReclaim:
 		return true
+	case wire.OpRelease:
+		return true // a fleet lease's release goes to etcd: rare, and bounded by its timeout
 	case wire.OpAcquire:
 		// A delegated block is listed in the kernel list exactly: its
 		// acquire waits for a write of the list, which concurrent ones
@@ -280,6 +285,12 @@ func (b *Broker) handle(ctx context.Context, s *session, req *wire.Request, fds 
 	}
 	switch req.Op {
 	case wire.OpAcquire:
+		if req.Flags&wire.FlagFleet != 0 {
+			if req.Flags&(wire.FlagBind|wire.FlagDelegate) != 0 {
+				return one(errf(portres.WSAEINVAL, "a fleet lease is acquired alone (no Bind or Delegate flag)"))
+			}
+			return one(b.acquireFleet(ctx, s, req))
+		}
 		if req.Flags&wire.FlagBind != 0 {
 			return one(b.acquireBind(ctx, s, req, fds))
 		}
@@ -291,12 +302,24 @@ func (b *Broker) handle(ctx context.Context, s *session, req *wire.Request, fds 
 	case wire.OpBind:
 		return one(b.bind(ctx, s, req, fds))
 	case wire.OpShow:
+		if req.Flags&wire.FlagFleet != 0 {
+			return b.showFleet(ctx)
+		}
 		return b.show(s)
 	case wire.OpPersistentCreate:
+		if req.Flags&wire.FlagFleet != 0 {
+			return one(b.createFleetPersistent(ctx, s, req))
+		}
 		return one(b.createPersistent(s, req))
 	case wire.OpPersistentDelete:
+		if req.Flags&wire.FlagFleet != 0 {
+			return one(b.deleteFleetPersistent(ctx, s, req))
+		}
 		return one(b.deletePersistent(s, req))
 	case wire.OpPersistentLookup:
+		if req.Flags&wire.FlagFleet != 0 {
+			return one(b.lookupFleetPersistent(req))
+		}
 		return one(b.lookupPersistent(req))
 	case wire.OpDynamicShow:
 		return one(b.dynamicShow(req))

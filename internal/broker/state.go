@@ -49,7 +49,7 @@ func (b *Broker) loadState() error {
 		if pl == nil {
 			return fmt.Errorf("portresd: state holds a reservation of unknown protocol %d", p.Proto)
 		}
-		rv := &resv{proto: proto, kind: wire.KindPersistent, uid: p.UID, created: p.Created, admin: true, admitted: true}
+		rv := &resv{proto: proto, kind: wire.KindPersistent, uid: p.UID, created: p.Created, admin: true, admitted: true, fleetBlock: p.Fleet}
 		rv.r, err = pl.Reserve(pool.Block{Start: p.Start, Count: p.Count}, pool.Token(p.Token), rv)
 		if err != nil {
 			return fmt.Errorf("portresd: restore persistent %s %d+%d: %w", proto, p.Start, p.Count, err)

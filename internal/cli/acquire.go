@@ -14,7 +14,7 @@ import (
 func acquireCmd(e *env) *cobra.Command {
 	var proto string
 	var start, count uint16
-	var untilEOF bool
+	var untilEOF, fleet bool
 	cmd := &cobra.Command{
 		Use:   "acquire --proto tcp|udp [--start N] --count N [--until-stdin-closes]",
 		Short: "Reserve a block of ports and hold it until interrupted",
@@ -35,7 +35,11 @@ restart of the broker and says so on stderr.`,
 				return err
 			}
 			defer c.Close()
-			r, err := c.Acquire(ctx, p, start, count)
+			acquire := c.Acquire
+			if fleet {
+				acquire = c.AcquireFleet
+			}
+			r, err := acquire(ctx, p, start, count)
 			if err != nil {
 				return err
 			}
@@ -70,6 +74,7 @@ restart of the broker and says so on stderr.`,
 	protoFlagDef(cmd, &proto, "tcp or udp")
 	portFlag(cmd.Flags(), &start, "start", "first port (0: the broker chooses in the dynamic range)")
 	countFlag(cmd.Flags(), &count, "count", "number of ports")
+	cmd.Flags().BoolVar(&fleet, "fleet", false, "take a fleet lease: a block of the fleet range (portresd --fleet-range) unique across every member of the broker's fleet (--start 0: wherever the fleet has room)")
 	cmd.Flags().BoolVar(&untilEOF, "until-stdin-closes", false, "also release when standard input closes (for a script that holds the block while a pipe is open)")
 	cmd.MarkFlagRequired("count")
 	return cmd

@@ -1,6 +1,11 @@
 package cli
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"errors"
+
+	"github.com/spf13/cobra"
+)
 
 // platformNote ends the root command's description on Windows.
 const platformNote = `
@@ -28,3 +33,9 @@ func persistentShow(*env) *cobra.Command {
 }
 
 func init() { openPersistent = openWinsockPersistent }
+
+// openFleetPersistent: fleet reservations are made through portresd's
+// fleet on etcd, which runs on Linux.
+var openFleetPersistent = func(context.Context, *env) (persistentAPI, error) {
+	return nil, errors.New("--fleet works through portresd's fleet on etcd, on Linux; Windows has no fleet reservations")
+}

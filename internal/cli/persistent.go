@@ -57,8 +57,9 @@ show needs portresd (on Windows: netsh int ipv4 show excludedportrange).`,
 func blockCmd(e *env, verb, short string, do func(persistentAPI, context.Context, portres.Proto, uint16, uint16) (uint64, error)) *cobra.Command {
 	var proto string
 	var start, count uint16
+	var fleet bool
 	cmd := &cobra.Command{
-		Use:   verb + " --proto tcp|udp --start N --count N",
+		Use:   verb + " --proto tcp|udp --start N --count N [--fleet]",
 		Short: short,
 		Long:  short + ".\n\nOn Windows it calls the system's API (iphlpapi.dll) instead of portresd.",
 		Args:  cobra.NoArgs,
@@ -67,7 +68,11 @@ func blockCmd(e *env, verb, short string, do func(persistentAPI, context.Context
 			if err != nil {
 				return err
 			}
-			api, err := openPersistent(cmd.Context(), e)
+			open := openPersistent
+			if fleet {
+				open = openFleetPersistent
+			}
+			api, err := open(cmd.Context(), e)
 			if err != nil {
 				return err
 			}
@@ -76,14 +81,20 @@ func blockCmd(e *env, verb, short string, do func(persistentAPI, context.Context
 			if err != nil {
 				return err
 			}
+			kind := "persistent"
+			if fleet {
+				kind = "fleet persistent"
+			}
 			end := uint16(int(start) + int(count) - 1)
 			switch {
 			case verb == "delete" && e.json:
 				return e.printJSON(map[string]any{"deleted": reservationJSON{Proto: p.String(), Start: start, End: end, Count: count}})
 			case verb == "delete":
-				fmt.Fprintf(e.stdout, "Deleted persistent %s.\n", block(p, start, count))
+				fmt.Fprintf(e.stdout, "Deleted %s %s.\n", kind, block(p, start, count))
 			case e.json:
 				return e.printJSON(reservationJSON{Proto: p.String(), Start: start, End: end, Count: count, Token: tokenString(token)})
+			case fleet:
+				fmt.Fprintf(e.stdout, "Fleet persistent %s (%s), token %s\n", block(p, start, count), ports(count), tokenString(token))
 			default:
 				fmt.Fprintf(e.stdout, "Persistent %s (%s), token %s\n", block(p, start, count), ports(count), tokenString(token))
 			}
@@ -93,5 +104,6 @@ func blockCmd(e *env, verb, short string, do func(persistentAPI, context.Context
 	protoFlagDef(cmd, &proto, "tcp or udp")
 	portFlag(cmd.Flags(), &start, "start", "first port")
 	countFlag(cmd.Flags(), &count, "count", "number of ports")
+	cmd.Flags().BoolVar(&fleet, "fleet", false, "the fleet persistent reservation: on every member of the broker's fleet (portresd --etcd), or on none")
 	return cmd
 }

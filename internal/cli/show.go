@@ -25,7 +25,7 @@ func topCmd(e *env) *cobra.Command {
 
 func showOrTop(e *env, top bool) *cobra.Command {
 	var proto string
-	var wide, watch bool
+	var wide, watch, fleet bool
 	var interval time.Duration
 	cmd := &cobra.Command{
 		Use:   "show [--proto tcp|udp] [--wide] [--watch [--interval D]]",
@@ -58,6 +58,16 @@ broker's network namespace).`,
 				want = p
 			}
 			return e.withClient(cmd, func(c *portres.Client) error {
+				if fleet {
+					es, err := c.ShowFleet(cmd.Context())
+					if err != nil {
+						return err
+					}
+					if want != 0 {
+						es = slices.DeleteFunc(es, func(i portres.FleetEntry) bool { return i.Proto != want.String() })
+					}
+					return e.printFleetShow(es, wide)
+				}
 				if watch || top {
 					return e.watch(cmd.Context(), c, want, wide, interval)
 				}
@@ -85,6 +95,7 @@ broker's network namespace).`,
 		cmd.Example = "  portres top\n  portres top --proto tcp --interval 2s"
 	} else {
 		cmd.Flags().BoolVarP(&watch, "watch", "w", false, "follow the broker until Ctrl-C (see above)")
+		cmd.Flags().BoolVar(&fleet, "fleet", false, "every member's reservations in the broker's fleet (portresd --etcd), with member and host; tokens never leave their host")
 	}
 	protoFlagDef(cmd, &proto, "only tcp or only udp reservations")
 	cmd.Flags().BoolVar(&wide, "wide", false, "print owners' command lines whole")

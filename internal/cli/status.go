@@ -12,8 +12,9 @@ import (
 )
 
 func statusCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:   "status",
+	var fleet bool
+	cmd := &cobra.Command{
+		Use:   "status [--fleet]",
 		Short: "Show the broker: version, enforcement and why, the kernel list, limits, counts",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -22,6 +23,9 @@ func statusCmd(e *env) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				if fleet {
+					return e.printFleetStatus(st)
+				}
 				if e.json {
 					return e.printJSON(st)
 				}
@@ -29,6 +33,8 @@ func statusCmd(e *env) *cobra.Command {
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&fleet, "fleet", false, "the broker's fleet (portresd --etcd): whether it reaches etcd, the registered members, the fleet range")
+	return cmd
 }
 
 func (e *env) printStatus(st *portres.Status) error {

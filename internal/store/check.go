@@ -25,6 +25,10 @@ var (
 	bucketPersistent = []byte("persistent")
 	bucketDynamic    = []byte("dynamic")
 	bucketSysctl     = []byte("sysctl")
+	// bucketFleet marks the persistent reservations that are fleet
+	// blocks (keys as in bucketPersistent, empty values). Made by the
+	// first fleet block: a store without it has none.
+	bucketFleet = []byte("fleet")
 
 	keyMagic  = []byte("magic")
 	keySchema = []byte("schema")
@@ -112,6 +116,14 @@ func checkTx(tx *bolt.Tx) error {
 		tokens[p.Token], prev = p, p
 		return nil
 	})
+	if fb := tx.Bucket(bucketFleet); fb != nil {
+		fb.ForEach(func(k, _ []byte) error {
+			if tx.Bucket(bucketPersistent).Get(k) == nil {
+				add("fleet mark %x has no persistent reservation", k)
+			}
+			return nil
+		})
+	}
 	tx.Bucket(bucketDynamic).ForEach(func(k, v []byte) error {
 		if len(k) != 1 || !validProto(k[0]) || len(v) != 4 {
 			add("dynamic %x=%x: bad encoding", k, v)

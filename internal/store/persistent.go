@@ -21,6 +21,7 @@ type Persistent struct {
 	Token   uint64    // non-zero, unique, the same across restarts
 	Created time.Time // ns precision (years 1678-2262), returned in UTC; the zero Time round-trips
 	UID     uint32    // who created it
+	Fleet   bool      // a fleet block (made through etcd on every member); kept here to be enforced without etcd
 }
 
 // String describes p as "tcp 5000-5019 token 0x2a uid 0".
@@ -93,11 +94,13 @@ func decodePersistent(k, v []byte) (Persistent, error) {
 func (s *Store) Persistent() ([]Persistent, error) {
 	var ps []Persistent
 	err := s.db.View(func(tx *bolt.Tx) error {
+		fleet := tx.Bucket(bucketFleet)
 		return tx.Bucket(bucketPersistent).ForEach(func(k, v []byte) error {
 			p, err := decodePersistent(k, v)
 			if err != nil {
 				return fmt.Errorf("%w: %s: persistent %x: %w", ErrCorrupt, s.path, k, err)
 			}
+			p.Fleet = fleet != nil && fleet.Get(k) != nil
 			ps = append(ps, p)
 			return nil
 		})
@@ -133,6 +136,15 @@ func (s *Store) AddPersistent(p Persistent) error {
 			})
 			if err != nil {
 				return err
+			}
+			if p.Fleet {
+				fb, err := tx.CreateBucketIfNotExists(bucketFleet)
+				if err != nil {
+					return err
+				}
+				if err := fb.Put(key, []byte{}); err != nil {
+					return err
+				}
 			}
 			return b.Put(key, persistentValue(p))
 		})
@@ -189,7 +201,14 @@ func (s *Store) findPersistent(op string, proto uint8, start, count uint16, del 
 		if p, err = decodePersistent(key, v); err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrCorrupt, s.path, err)
 		}
+		fleet := tx.Bucket(bucketFleet)
+		p.Fleet = fleet != nil && fleet.Get(key) != nil
 		if del {
+			if p.Fleet {
+				if err := fleet.Delete(key); err != nil {
+					return err
+				}
+			}
 			return b.Delete(key)
 		}
 		return nil

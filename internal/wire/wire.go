@@ -98,6 +98,17 @@ const (
 	// ends inclusive:
 	// {"kernel":{"start":S,"end":E},"tcp":{"start":S,"end":E},"udp":{"start":S,"end":E}}
 	FlagSystem
+	// FlagFleet (8; OpAcquire, OpPersistentCreate, OpPersistentDelete,
+	// OpPersistentLookup, OpShow): the fleet's version of the operation,
+	// for a broker that is a member of a fleet (portresd --etcd).
+	// OpAcquire hands out a fleet lease: a block of the fleet range
+	// unique across the fleet. The persistent operations work on fleet
+	// persistent reservations, made on every member or none. OpShow
+	// answers every member's reservations as JSON in Msg (fleet.Entry
+	// objects, an array per datagram, More on all but the last). A
+	// broker that is no fleet member answers WSAEOPNOTSUPP; a member cut
+	// off from etcd answers WSAENETDOWN.
+	FlagFleet
 )
 
 // Request is a client's message to the broker.

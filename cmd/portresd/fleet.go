@@ -1,0 +1,76 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/portres/portres/internal/broker"
+	"github.com/portres/portres/internal/fleet"
+	"github.com/spf13/pflag"
+)
+
+// fleetFlags are the flags that make portresd a member of a fleet on
+// etcd, named as etcd's own clients name them.
+type fleetFlags struct {
+	endpoints, prefix, cacert, cert, key, user, name, rng string
+	ttl                                                   time.Duration
+}
+
+func (fl *fleetFlags) define(f *pflag.FlagSet) {
+	f.StringVar(&fl.endpoints, "etcd", "", "join the fleet on these etcd endpoints (comma-separated URLs, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379); off by default")
+	f.StringVar(&fl.prefix, "etcd-prefix", "/portres/", "the fleet's etcd key prefix (see docs/FLEET.md)")
+	f.StringVar(&fl.cacert, "etcd-cacert", "", "verify the etcd servers with this CA bundle (TLS)")
+	f.StringVar(&fl.cert, "etcd-cert", "", "identify to etcd with this client certificate (TLS)")
+	f.StringVar(&fl.key, "etcd-key", "", "the client certificate's key (TLS)")
+	f.StringVar(&fl.user, "etcd-user", "", "etcd user name, or name:password (the password may come from $PORTRES_ETCD_PASSWORD instead)")
+	f.StringVar(&fl.name, "fleet-name", "", "this member's name in the fleet (default: the host name)")
+	f.StringVar(&fl.rng, "fleet-range", "", "ports handed out as fleet leases, unique across the fleet, and kept out of local use (e.g. 30000-32767); none by default")
+	f.DurationVar(&fl.ttl, "fleet-ttl", fleet.DefaultTTL, "the member's etcd lease: how long its fleet leases outlive a broker that died or a host that was lost")
+}
+
+// config fills cfg.Fleet from the flags; an error is a usage error.
+func (fl *fleetFlags) config(cfg *broker.Config) error {
+	if fl.endpoints == "" {
+		for _, n := range []string{"etcd-cacert", "etcd-cert", "etcd-key", "etcd-user", "fleet-name", "fleet-range"} {
+			if v := map[string]string{"etcd-cacert": fl.cacert, "etcd-cert": fl.cert, "etcd-key": fl.key, "etcd-user": fl.user,
+				"fleet-name": fl.name, "fleet-range": fl.rng}[n]; v != "" {
+				return fmt.Errorf("--%s needs --etcd", n)
+			}
+		}
+		return nil
+	}
+	fc := &fleet.Config{Prefix: fl.prefix, CACert: fl.cacert, Cert: fl.cert, Key: fl.key, Name: fl.name, TTL: fl.ttl}
+	for _, e := range strings.Split(fl.endpoints, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			fc.Endpoints = append(fc.Endpoints, e)
+		}
+	}
+	if fl.user != "" {
+		fc.Username, fc.Password, _ = strings.Cut(fl.user, ":")
+		if fc.Password == "" {
+			fc.Password = os.Getenv("PORTRES_ETCD_PASSWORD")
+		}
+	}
+	if (fl.cert == "") != (fl.key == "") {
+		return fmt.Errorf("--etcd-cert and --etcd-key go together")
+	}
+	if fl.ttl < 2*time.Second || fl.ttl%time.Second != 0 {
+		return fmt.Errorf("--fleet-ttl must be whole seconds, at least 2s, got %v", fl.ttl)
+	}
+	if !strings.HasPrefix(fl.prefix, "/") {
+		return fmt.Errorf("--etcd-prefix must start with /, got %q", fl.prefix)
+	}
+	if fl.rng != "" {
+		var lo, hi int
+		if n, _ := fmt.Sscanf(fl.rng, "%d-%d", &lo, &hi); n != 2 || lo < 1 || hi > 65535 || lo > hi {
+			return fmt.Errorf("--fleet-range must be START-END within 1-65535, got %q", fl.rng)
+		}
+		fc.RangeStart, fc.RangeEnd = uint16(lo), uint16(hi)
+	}
+	cfg.Fleet = fc
+	return nil
+}

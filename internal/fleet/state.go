@@ -1,0 +1,263 @@
+//go:build linux
+
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// MemberInfo is a member's registration, as status --fleet shows it.
+type MemberInfo struct {
+	Name       string    `json:"name"`
+	Host       string    `json:"host"`
+	PID        int       `json:"pid"`
+	Version    string    `json:"version"`
+	Since      time.Time `json:"since"`
+	RangeStart uint16    `json:"range_start,omitempty"`
+	RangeEnd   uint16    `json:"range_end,omitempty"`
+}
+
+func (m *Member) info() string {
+	b, _ := json.Marshal(MemberInfo{Name: m.cfg.Name, Host: m.host, PID: os.Getpid(), Version: m.cfg.Version,
+		Since: time.Now().UTC(), RangeStart: m.cfg.RangeStart, RangeEnd: m.cfg.RangeEnd})
+	return string(b)
+}
+
+func decodeMember(v []byte) (MemberInfo, error) {
+	var i MemberInfo
+	err := json.Unmarshal(v, &i)
+	return i, err
+}
+
+func decodeBlock(v []byte) (Block, error) {
+	var b Block
+	if err := json.Unmarshal(v, &b); err != nil {
+		return b, err
+	}
+	if (b.Proto != 6 && b.Proto != 17) || b.Start == 0 || b.Count == 0 || b.End() > 65535 || b.Token == 0 {
+		return b, fmt.Errorf("bad fleet block %+v", b)
+	}
+	return b, nil
+}
+
+// blockKey is blocks/PROTO/START-COUNT.
+func (m *Member) blockKey(proto uint8, start, count uint16) string {
+	return m.key("blocks", protoName(proto), fmt.Sprintf("%05d-%05d", start, count))
+}
+
+// portKey is ports/PROTO/PORT, the port in five digits so keys sort.
+func (m *Member) portKey(proto uint8, port int) string {
+	return m.key("ports", protoName(proto), fmt.Sprintf("%05d", port))
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	}
+	return "proto" + strconv.Itoa(int(p))
+}
+
+func protoIndex(p uint8) int {
+	if p == 17 {
+		return 1
+	}
+	return 0
+}
+
+func blockText(start, count uint16) string {
+	if count <= 1 {
+		return strconv.Itoa(int(start))
+	}
+	return fmt.Sprintf("%d-%d", start, int(start)+int(count)-1)
+}
+
+// clientv3IsLeaseGone reports whether err says the lease does not exist
+// (any more).
+func clientv3IsLeaseGone(err error) bool {
+	return errors.Is(err, rpctypes.ErrLeaseNotFound) || err != nil && strings.Contains(err.Error(), "requested lease not found")
+}
+
+// load reads the fleet's state (members, blocks, lease ports), applies
+// the blocks to the host, and returns the revision to follow from.
+func (m *Member) load(ctx context.Context) (int64, error) {
+	var resp *clientv3.GetResponse
+	err := retry(ctx, func(bool) (err error) {
+		resp, err = m.cli.Get(ctx, m.cfg.Prefix, clientv3.WithPrefix())
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("fleet: read the fleet's state: %w", err)
+	}
+	want := map[string]Block{}
+	m.mu.Lock()
+	for _, kv := range resp.Kvs {
+		m.applyLocked(mvccpb.PUT, string(kv.Key), kv.Value, want)
+	}
+	m.mu.Unlock()
+	m.reconcile(want)
+	return resp.Header.Revision, nil
+}
+
+// reconcile makes the host enforce exactly the fleet blocks want (keyed
+// as in etcd): new ones committed, vanished ones removed.
+func (m *Member) reconcile(want map[string]Block) {
+	have := map[uint64]Block{}
+	for _, b := range m.local.FleetBlocks() {
+		have[b.Token] = b
+	}
+	for _, b := range want {
+		if _, ok := have[b.Token]; ok {
+			delete(have, b.Token)
+			continue
+		}
+		if err := m.local.CommitBlock(b); err != nil {
+			m.log.Error("fleet: cannot enforce a fleet block here", "member", m.cfg.Name, "block", b.String(), "err", err)
+		}
+	}
+	for _, b := range have {
+		m.local.RemoveBlock(b)
+	}
+	m.mu.Lock()
+	m.blocks = want
+	m.mu.Unlock()
+}
+
+// follow watches the prefix from rev on: members, blocks, prepares,
+// lease ports. A compacted or broken watch is restarted with a fresh load.
+func (m *Member) follow(rev int64) {
+	defer m.wg.Done()
+	for m.ctx.Err() == nil {
+		wc := m.cli.Watch(clientv3.WithRequireLeader(m.ctx), m.cfg.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+		for wr := range wc {
+			if err := wr.Err(); err != nil {
+				m.log.Debug("fleet: watch", "err", err)
+				break
+			}
+			rev = wr.Header.Revision
+			for _, ev := range wr.Events {
+				m.event(ev)
+			}
+		}
+		if m.ctx.Err() != nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
+		r, err := m.load(ctx)
+		cancel()
+		if err == nil {
+			rev = r
+		}
+	}
+}
+
+// event applies one change seen by the watch.
+func (m *Member) event(ev *clientv3.Event) {
+	key := string(ev.Kv.Key)
+	rest := strings.TrimPrefix(key, m.cfg.Prefix)
+	switch {
+	case strings.HasPrefix(rest, "blocks/"):
+		m.blockEvent(ev.Type, key, ev.Kv.Value, ev.PrevKv)
+	case strings.HasPrefix(rest, "prepare/"):
+		m.prepareEvent(ev.Type, strings.TrimPrefix(rest, "prepare/"), ev.Kv.Value)
+	default:
+		m.mu.Lock()
+		m.applyLocked(ev.Type, key, ev.Kv.Value, nil)
+		m.mu.Unlock()
+	}
+}
+
+// applyLocked records members, lease ports and (into blocks, at load)
+// fleet blocks. Caller holds m.mu.
+func (m *Member) applyLocked(typ mvccpb.Event_EventType, key string, value []byte, blocks map[string]Block) {
+	rest := strings.TrimPrefix(key, m.cfg.Prefix)
+	switch {
+	case strings.HasPrefix(rest, "members/"):
+		name := strings.TrimPrefix(rest, "members/")
+		if typ == mvccpb.DELETE {
+			delete(m.members, name)
+		} else if i, err := decodeMember(value); err == nil {
+			m.members[name] = i
+		}
+	case strings.HasPrefix(rest, "ports/"):
+		parts := strings.Split(strings.TrimPrefix(rest, "ports/"), "/")
+		if len(parts) != 2 {
+			return
+		}
+		port, err := strconv.Atoi(parts[1])
+		if err != nil || port < 1 || port > 65535 {
+			return
+		}
+		idx := 0
+		if parts[0] == "udp" {
+			idx = 1
+		}
+		if typ == mvccpb.DELETE {
+			delete(m.ports[idx], uint16(port))
+		} else if pi, err := decodePort(value); err == nil {
+			m.ports[idx][uint16(port)] = pi
+		}
+	case strings.HasPrefix(rest, "blocks/") && blocks != nil:
+		if b, err := decodeBlock(value); err == nil {
+			blocks[key] = b
+		}
+	}
+}
+
+// Members lists the registered members, by name.
+func (m *Member) Members() []MemberInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]MemberInfo, 0, len(m.members))
+	for _, i := range m.members {
+		out = append(out, i)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Status is the member's view of the fleet, for status --fleet.
+type Status struct {
+	Name      string       `json:"name"`
+	Prefix    string       `json:"prefix"`
+	Endpoints []string     `json:"endpoints"`
+	Connected bool         `json:"connected"`
+	Error     string       `json:"error,omitempty"` // why not connected
+	Range     string       `json:"range,omitempty"` // the fleet range, "30000-32767"
+	Members   []MemberInfo `json:"members"`
+	Blocks    int          `json:"blocks"` // fleet persistent blocks
+	Leased    int          `json:"leased"` // ports of fleet leases, all members
+}
+
+// Status returns the member's view of the fleet.
+func (m *Member) Status() Status {
+	st := Status{Name: m.cfg.Name, Prefix: m.cfg.Prefix, Endpoints: m.cfg.Endpoints, Members: m.Members()}
+	if m.cfg.RangeStart != 0 {
+		st.Range = fmt.Sprintf("%d-%d", m.cfg.RangeStart, m.cfg.RangeEnd)
+	}
+	if err := m.check(); err != nil {
+		st.Error = err.Error()
+	} else {
+		st.Connected = true
+	}
+	m.mu.Lock()
+	st.Blocks = len(m.blocks)
+	st.Leased = len(m.ports[0]) + len(m.ports[1])
+	m.mu.Unlock()
+	return st
+}

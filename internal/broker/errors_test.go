@@ -113,6 +113,9 @@ func TestErrorCodes(t *testing.T) {
 			_, err := c.Acquire(cctx, portres.TCP, 47300, 1)
 			return err
 		}, portres.WSA_OPERATION_ABORTED, context.Canceled, "cancelled"},
+		{"fleet lease, no fleet", func() error { _, err := c.AcquireFleet(ctx, portres.TCP, 0, 1); return err }, portres.WSAEOPNOTSUPP, syscall.EOPNOTSUPP, "not a member of a fleet"},
+		{"fleet create, no fleet", func() error { _, err := c.CreateFleetPersistent(ctx, portres.TCP, 47400, 1); return err }, portres.WSAEOPNOTSUPP, syscall.EOPNOTSUPP, "portresd --etcd"},
+		{"fleet view, no fleet", func() error { _, err := c.ShowFleet(ctx); return err }, portres.WSAEOPNOTSUPP, syscall.EOPNOTSUPP, "not a member of a fleet"},
 		{"broker down", func() error { _, err := portres.Dial(ctx, b.Config.Socket+".nothing"); return err }, portres.WSAENETDOWN, syscall.ENETDOWN, "portresd running"},
 		{"closed client", func() error {
 			c2 := b.Dial(t)

@@ -300,6 +300,9 @@ func (b *Broker) removeLocked(rv *resv) {
 	delete(b.byToken, rv.r.Token)
 	if rv.sess != nil {
 		delete(rv.sess.resvs, rv)
+		if rv.fleetTicket != 0 {
+			rv.sess.fleetLeases.Add(-1)
+		}
 	}
 	delete(b.orphans, rv)
 	delete(b.pidOwned, rv)

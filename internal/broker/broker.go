@@ -31,8 +31,9 @@ import (
 
 // Broker is a running portresd.
 type Broker struct {
-	fleet     *fleet.Member // nil unless a member of a fleet (Config.Fleet)
-	fleetStop chan struct{} // ends publishFleet
+	fleet     *fleet.Member  // nil unless a member of a fleet (Config.Fleet)
+	fleetStop chan struct{}  // ends publishFleet
+	fleetWG   sync.WaitGroup // frees of fleet leases in the background
 
 	cfg         Config
 	log         *slog.Logger
@@ -292,10 +293,11 @@ func (b *Broker) Close() error {
 func (b *Broker) Addr() string { return b.cfg.Socket }
 
 func (b *Broker) closeResources() {
-	if b.fleet != nil {
+	if b.fleet != nil && b.fleetStop != nil {
 		close(b.fleetStop)
-		b.fleet.Close() // revokes the member lease: its fleet leases end fleet-wide
-		b.fleet = nil
+		b.fleetStop = nil
+		b.fleetWG.Wait() // the frees of fleet leases under way
+		b.fleet.Close()  // revokes the member lease: its fleet leases end fleet-wide
 	}
 	if !b.closed {
 		for _, l := range b.loops {

@@ -158,7 +158,7 @@ func (b *Broker) acquireFleet(ctx context.Context, s *session, req *wire.Request
 				return fleetError(err, false)
 			}
 		}
-		err := b.fleet.Allocate(ctx, uint8(proto), start, req.Count, s.peer.pid)
+		ticket, err := b.fleet.Allocate(ctx, uint8(proto), start, req.Count, s.peer.pid)
 		if errors.Is(err, fleet.ErrTaken) && req.Start == 0 && attempt < 32 {
 			after = start + req.Count
 			continue
@@ -169,31 +169,39 @@ func (b *Broker) acquireFleet(ctx context.Context, s *session, req *wire.Request
 		local := *req
 		local.Start = start
 		resp := b.acquireFor(ctx, s, s.peer, s.admin, &local)
-		if resp.Code == 0 && !b.keepFleetLease(proto, resp) {
-			return errf(portres.WSAENETDOWN, "fleet: member %s was cut off from etcd while it leased %s %s; nothing is held",
-				b.fleet.Name(), proto, pool.Block{Start: start, Count: req.Count})
+		if resp.Code == 0 && b.keepFleetLease(proto, resp, ticket) {
+			return resp
 		}
-		if resp.Code != 0 {
-			fctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			b.fleet.Free(fctx, uint8(proto), start, req.Count)
-			cancel()
+		// Not held here: free it in etcd (the ticket keeps a late or
+		// second free from touching a later allocation of the block).
+		fctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		b.fleet.Free(fctx, uint8(proto), start, req.Count, ticket)
+		cancel()
+		if resp.Code == 0 {
+			return errf(portres.WSAENETDOWN, "fleet: member %s was cut off from etcd, or the client left, while it leased %s %s; nothing is held",
+				b.fleet.Name(), proto, pool.Block{Start: start, Count: req.Count})
 		}
 		return resp
 	}
 }
 
 // keepFleetLease checks, under the broker's lock, that the fleet lease
-// just reserved here still lives in etcd's view of this member. If the
+// just reserved here is still held by its client and lives in etcd's
+// view of this member, and gives the reservation its ticket. If the
 // member gave its leases up meanwhile (Local.LeasesLost, which takes the
-// same lock, ran before the block was recorded), the block is dropped
-// here too: its keys lapse with the old etcd lease.
-func (b *Broker) keepFleetLease(proto portres.Proto, resp *wire.Response) bool {
+// same lock, ran before the block was recorded), or the client is gone,
+// the block is dropped here and the caller frees it in etcd.
+func (b *Broker) keepFleetLease(proto portres.Proto, resp *wire.Response, ticket uint64) bool {
 	b.mu.Lock()
-	if b.fleet.Live(uint8(proto), resp.Start, resp.Count) {
+	rv := b.byToken[pool.Token(resp.Token)]
+	if rv != nil && b.fleet.Live(uint8(proto), resp.Start, resp.Count, ticket) {
+		rv.fleetTicket = ticket
+		if rv.sess != nil {
+			rv.sess.fleetLeases.Add(1)
+		}
 		b.mu.Unlock()
 		return true
 	}
-	rv := b.byToken[pool.Token(resp.Token)]
 	if rv != nil {
 		rv.fleetFreed.Store(true)
 		b.removeLocked(rv)
@@ -206,16 +214,21 @@ func (b *Broker) keepFleetLease(proto portres.Proto, resp *wire.Response) bool {
 	return false
 }
 
-// freeFleetLease ends rv's fleet lease in etcd, once.
+// freeFleetLease ends rv's fleet lease in etcd, once. A reservation
+// removed before it got its ticket is freed by acquireFleet instead.
 func (b *Broker) freeFleetLease(rv *resv, wait bool) {
-	if !rv.fleetLease || b.fleet == nil || rv.fleetFreed.Swap(true) {
+	m := b.fleet
+	if !rv.fleetLease || m == nil || rv.fleetFreed.Swap(true) {
 		return
 	}
-	blk := rv.block()
+	blk, ticket := rv.block(), rv.fleetTicket // set under b.mu before rv could be removed, or 0
+	if ticket == 0 {
+		return
+	}
 	free := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := b.fleet.Free(ctx, uint8(rv.proto), blk.Start, blk.Count); err != nil {
+		if err := m.Free(ctx, uint8(rv.proto), blk.Start, blk.Count, ticket); err != nil {
 			// The keys go with the member's lease at the latest.
 			b.log.Warn("fleet: free a fleet lease", "proto", rv.proto, "block", blk.String(), "err", err)
 		}
@@ -223,7 +236,11 @@ func (b *Broker) freeFleetLease(rv *resv, wait bool) {
 	if wait {
 		free()
 	} else {
-		go free()
+		b.fleetWG.Add(1)
+		go func() {
+			defer b.fleetWG.Done()
+			free()
+		}()
 	}
 }
 
@@ -427,11 +444,13 @@ func (h fleetHost) AbortBlock(fb fleet.Block) {
 // RemoveBlock drops a deleted fleet block from the host and the store.
 func (h fleetHost) RemoveBlock(fb fleet.Block) {
 	b := h.b
-	b.store.DeletePersistent(fb.Proto, fb.Start, fb.Count)
 	b.mu.Lock()
 	rv := b.byToken[pool.Token(fb.Token)]
 	b.mu.Unlock()
 	if rv != nil && rv.fleetBlock {
+		// Only the fleet block's own record: a local persistent block of
+		// the same range (on which the fleet block could not apply) stays.
+		b.store.DeletePersistent(fb.Proto, fb.Start, fb.Count)
 		h.drop(rv)
 		b.log.Info("fleet persistent reservation removed", "block", fb.String())
 	}
@@ -459,7 +478,9 @@ func (h fleetHost) LeasesLost(reason string) {
 	b.mu.Lock()
 	var gone []*resv
 	for _, rv := range b.byToken {
-		if rv.fleetLease {
+		// A pending one is still being reserved: acquireFleet drops it
+		// (fleet.Member.Live says no).
+		if rv.fleetLease && !rv.pending {
 			rv.fleetFreed.Store(true) // etcd frees them with the lease
 			gone = append(gone, rv)
 		}

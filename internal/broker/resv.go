@@ -39,7 +39,9 @@ type resv struct {
 	// by keys in etcd, deleted when it ends (fleetFreed once they were).
 	fleetLease bool
 	fleetFreed atomic.Bool
-	fleetBlock bool // persistent: a fleet persistent reservation, made and deleted through etcd
+	// fleetTicket names the fleet lease's allocation in etcd (fleet.Member.Allocate); set under Broker.mu.
+	fleetTicket uint64
+	fleetBlock  bool // persistent: a fleet persistent reservation, made and deleted through etcd
 }
 
 func (rv *resv) block() pool.Block { return rv.r.Block }

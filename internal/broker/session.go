@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portres/portres"
@@ -16,17 +17,20 @@ import (
 
 // session is one client connection.
 type session struct {
-	b      *Broker
-	conn   *fdpass.Conn // blocking system calls: a request wakes its reader directly
-	peer   *peer
-	ctx    context.Context // done when the connection ends
-	cancel context.CancelFunc
-	queue  chan job
-	admin  bool               // root or the admin group: exempt from per-user limits
-	use    *usage             // the peer uid's usage (shared by its sessions)
-	resvs  map[*resv]struct{} // runtime reservations acquired here; guarded by b.mu
-	loop   *loop              // reads its requests
-	id     uint64             // its key in loop
+	b *Broker
+	// fleetLeases counts the session's fleet leases: while it has any, a
+	// release may wait for etcd, so it goes to the session's worker.
+	fleetLeases atomic.Int32
+	conn        *fdpass.Conn // blocking system calls: a request wakes its reader directly
+	peer        *peer
+	ctx         context.Context // done when the connection ends
+	cancel      context.CancelFunc
+	queue       chan job
+	admin       bool               // root or the admin group: exempt from per-user limits
+	use         *usage             // the peer uid's usage (shared by its sessions)
+	resvs       map[*resv]struct{} // runtime reservations acquired here; guarded by b.mu
+	loop        *loop              // reads its requests
+	id          uint64             // its key in loop
 
 	mu        sync.Mutex
 	paused    bool // the loop stopped reading it: its queue was full
@@ -127,7 +131,7 @@ func short(req *wire.Request) bool {
 	case wire.OpAssociate, wire.OpBind, wire.OpPersistentLookup, wire.OpDynamicShow, wire.OpReclaim:
 		return true
 	case wire.OpRelease:
-		return true // a fleet lease's release goes to etcd: rare, and bounded by its timeout
+		return true // unless the session holds fleet leases (the loop checks)
 	case wire.OpAcquire:
 		// A delegated block is listed in the kernel list exactly: its
 		// acquire waits for a write of the list, which concurrent ones

@@ -75,6 +75,7 @@ func (m *Member) CreateBlock(ctx context.Context, proto uint8, start, count uint
 			return b, fmt.Errorf("%w: %s overlaps fleet reservation %s", ErrOverlap, b, o)
 		}
 	}
+	readRev := resp.Header.Revision
 	var lockRev int64
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
 		lockRev = kvs[0].ModRevision
@@ -104,15 +105,18 @@ func (m *Member) CreateBlock(ctx context.Context, proto uint8, start, count uint
 		cancel()
 	}()
 	pv, _ := json.Marshal(prepareValue{Block: b, Members: voters})
-	wctx, wcancel := context.WithTimeout(ctx, voteWait)
-	defer wcancel()
-	wc := m.cli.Watch(wctx, votesKey, clientv3.WithPrefix())
-	if err := retry(ctx, func(bool) error {
-		_, err := m.cli.Put(ctx, m.key("prepare", id), string(pv), clientv3.WithLease(g.ID))
+	var put *clientv3.PutResponse
+	if err := retry(ctx, func(bool) (err error) {
+		put, err = m.cli.Put(ctx, m.key("prepare", id), string(pv), clientv3.WithLease(g.ID))
 		return err
 	}); err != nil {
 		return b, m.etcdErr(fmt.Sprintf("create %s", b), err)
 	}
+	// Votes come after the prepare key: watched from its revision on,
+	// none is missed.
+	wctx, wcancel := context.WithTimeout(ctx, voteWait)
+	defer wcancel()
+	wc := m.cli.Watch(wctx, votesKey, clientv3.WithPrefix(), clientv3.WithRev(put.Header.Revision+1))
 	votes := map[string]string{}
 	collect := func(kvs []*mvccpb.KeyValue) {
 		for _, kv := range kvs {
@@ -166,7 +170,10 @@ func (m *Member) CreateBlock(ctx context.Context, proto uint8, start, count uint
 	var ambiguous bool
 	err = retry(ctx, func(again bool) (err error) {
 		ambiguous = again
-		tr, err = m.cli.Txn(ctx).If(lockCmp, clientv3.Compare(clientv3.CreateRevision(m.key("prepare", id)), ">", 0)).
+		// No member registered since the voters were read: one that joined
+		// meanwhile did not vote, and may already use the block's ports.
+		noNewMember := clientv3.Compare(clientv3.CreateRevision(m.key("members")+"/"), "<", readRev+1).WithPrefix()
+		tr, err = m.cli.Txn(ctx).If(lockCmp, noNewMember, clientv3.Compare(clientv3.CreateRevision(m.key("prepare", id)), ">", 0)).
 			Then(clientv3.OpPut(m.blockKey(proto, start, count), string(val)), clientv3.OpPut(lockKey, id),
 				clientv3.OpDelete(m.key("prepare", id)), clientv3.OpDelete(votesKey, clientv3.WithPrefix())).Commit()
 		return err
@@ -184,7 +191,7 @@ func (m *Member) CreateBlock(ctx context.Context, proto uint8, start, count uint
 		}
 	}
 	if !tr.Succeeded {
-		return b, fmt.Errorf("%w: create %s: the fleet's blocks changed meanwhile; nothing was created", ErrConflict, b)
+		return b, fmt.Errorf("%w: create %s: the fleet's blocks or members changed meanwhile; nothing was created", ErrConflict, b)
 	}
 	return b, nil
 }

@@ -33,17 +33,17 @@ const etcdBin = "/usr/bin/etcd"
 // in a network namespace of its own joined to the test's by a veth pair,
 // so that taking a link down cuts one broker off.
 type cluster struct {
-	t        testing.TB
-	dir      string
-	tag      string // unique per test: netns and link names
-	etcd     []*exec.Cmd
-	ports    []int     // etcd client ports
-	tls      *tlsFiles // etcd serves clients over TLS, with client certificates
+	t     testing.TB
+	dir   string
+	tag   string // unique per test: netns and link names
+	etcd  []*exec.Cmd
+	ports []int     // etcd client ports
+	tls   *tlsFiles // etcd serves clients over TLS, with client certificates
 	// brokerArgs are flags every broker gets (before a member's own).
 	brokerArgs []string
-	members  map[string]*member
-	portresd string
-	mu       sync.Mutex
+	members    map[string]*member
+	portresd   string
+	mu         sync.Mutex
 }
 
 // member is one broker of the cluster.
@@ -129,7 +129,7 @@ func (c *cluster) startEtcd(i, peer int, initial, state string) *exec.Cmd {
 		"--advertise-client-urls", fmt.Sprintf("%s://127.0.0.1:%d", c.scheme(), c.ports[i]),
 		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", peer),
 		"--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", peer),
-		"--initial-cluster", initial, "--initial-cluster-state", state, "--initial-cluster-token", "portres-"+c.tag,
+		"--initial-cluster", initial, "--initial-cluster-state", state, "--initial-cluster-token", "portres-" + c.tag,
 		"--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "error"}
 	if c.tls != nil {
 		args = append(args, "--cert-file", c.tls.serverCert, "--key-file", c.tls.serverKey,

@@ -138,9 +138,9 @@ type Member struct {
 	blocks    map[string]Block       // fleet blocks by key, from the watch
 	ports     [2]map[uint16]portInfo // TCP, UDP: fleet lease ports by port, from the watch
 	members   map[string]MemberInfo
-	prepared  map[string]Block           // prepare ID → block this member voted ok on
-	mine      map[Lease]clientv3.LeaseID // this member's fleet leases: the etcd lease their keys were put under
-	published string                     // the last show/NAME value written
+	prepared  map[string]Block // prepare ID → block this member voted ok on
+	mine      map[Lease]held   // this member's fleet leases, as Allocate took them
+	published string           // the last show/NAME value written
 }
 
 // Join connects to etcd, registers the member under a lease, applies
@@ -181,7 +181,7 @@ func Join(ctx context.Context, cfg Config, local Local, log *slog.Logger) (*Memb
 	m := &Member{cfg: cfg, local: local, log: log, cli: cli, host: host, blocks: map[string]Block{},
 		members: map[string]MemberInfo{}, prepared: map[string]Block{}}
 	m.ports = [2]map[uint16]portInfo{{}, {}}
-	m.mine = map[Lease]clientv3.LeaseID{}
+	m.mine = map[Lease]held{}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	if err := m.start(ctx); err != nil {
 		cli.Close()
@@ -250,35 +250,30 @@ func (m *Member) start(ctx context.Context) error {
 	m.lease = g.ID
 	m.validTill = sent.Add(time.Duration(g.TTL) * time.Second)
 	m.connected = true
-	// A member of the same name still registered is another broker (or
-	// this one before a crash, whose lease has not run out): refuse,
-	// rather than share its leases.
-	// A member of the same name on another host is another broker:
-	// refuse, rather than share its name. On this host it is this broker
-	// before a restart: its lease is revoked, which frees its fleet
-	// leases at once (their owners were told the broker went; leases are
-	// not restored across a broker restart).
-	key := m.key("members", m.cfg.Name)
+	// A member of the same name on another host, or a live broker on
+	// this one, is another broker: refuse, rather than share its name and
+	// leases. A dead broker of this host is this one before a restart:
+	// its lease is revoked, which frees its fleet leases at once (their
+	// owners were told the broker went; fleet leases are not restored
+	// across a broker restart).
 	for tries := 0; ; tries++ {
-		resp, err := m.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(clientv3.OpPut(key, m.info(), clientv3.WithLease(m.lease))).
-			Else(clientv3.OpGet(key)).Commit()
+		old, oldLease, err := m.register(ctx, m.lease)
 		if err != nil {
-			return fmt.Errorf("fleet: register member %s: %w", m.cfg.Name, err)
+			return err
 		}
-		if resp.Succeeded {
+		if oldLease == 0 {
 			break
 		}
-		kvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(kvs) == 0 || tries > 2 {
-			continue
-		}
-		old, _ := decodeMember(kvs[0].Value)
-		if old.Host != m.host {
+		switch {
+		case tries >= 2:
+			return fmt.Errorf("fleet: register member %s: another broker keeps registering that name (pid %d on host %s)", m.cfg.Name, old.PID, old.Host)
+		case old.Host != m.host:
 			return fmt.Errorf("fleet: a member named %s is registered from host %s; give this one another --fleet-name", m.cfg.Name, old.Host)
+		case brokerAlive(old.PID):
+			return fmt.Errorf("fleet: member %s is registered by portresd pid %d, which runs on this host; give this one another --fleet-name", m.cfg.Name, old.PID)
 		}
 		m.log.Info("fleet: taking over this host's registration from before a restart", "member", m.cfg.Name, "old_pid", old.PID)
-		if _, err := m.cli.Revoke(ctx, clientv3.LeaseID(kvs[0].Lease)); err != nil && !clientv3IsLeaseGone(err) {
+		if _, err := m.cli.Revoke(ctx, oldLease); err != nil && !clientv3IsLeaseGone(err) {
 			return fmt.Errorf("fleet: revoke the previous registration of %s: %w", m.cfg.Name, err)
 		}
 	}
@@ -456,41 +451,80 @@ func (m *Member) keepAlive() {
 	}
 }
 
-// rejoin takes a new member lease and registration and reconciles the
-// fleet blocks after the member was cut off.
+// rejoin takes a new member lease and registration after the member was
+// cut off (the broker gave up every fleet lease of the old one). The
+// fleet blocks are reconciled by follow, whose watch resumes or reloads.
 func (m *Member) rejoin() error {
 	ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
 	defer cancel()
+	m.mu.Lock()
+	old := m.lease
+	m.mu.Unlock()
+	// If the old lease outlived the cut, revoking it frees its ports now
+	// rather than at its expiry, and its registration with them.
+	if _, err := m.cli.Revoke(ctx, old); err != nil && !clientv3IsLeaseGone(err) {
+		return fmt.Errorf("fleet: revoke the member lease from before the cut: %w", err)
+	}
 	sent := time.Now()
 	g, err := m.cli.Grant(ctx, int64(m.cfg.TTL/time.Second))
 	if err != nil {
 		return err
 	}
-	if _, err := m.cli.Put(ctx, m.key("members", m.cfg.Name), m.info(), clientv3.WithLease(g.ID)); err != nil {
+	other, otherLease, err := m.register(ctx, g.ID)
+	if err == nil && otherLease != 0 {
+		err = fmt.Errorf("fleet: member name %s was taken meanwhile by pid %d on host %s; this broker stays out of the fleet", m.cfg.Name, other.PID, other.Host)
+		m.log.Error("fleet: cannot rejoin", "member", m.cfg.Name, "err", err)
+	}
+	if err != nil {
+		m.cli.Revoke(ctx, g.ID)
 		return err
 	}
 	m.mu.Lock()
-	old := m.lease
 	m.lease, m.validTill, m.connected, m.lastErr = g.ID, sent.Add(time.Duration(g.TTL)*time.Second), true, nil
 	m.published = ""
-	m.mine = map[Lease]clientv3.LeaseID{}
+	m.mine = map[Lease]held{}
 	m.mu.Unlock()
-	// The broker gave up every fleet lease of the old etcd lease: if
-	// that lease outlived the cut, revoking it frees their ports now
-	// rather than at its expiry.
-	if _, err := m.cli.Revoke(ctx, old); err != nil && !clientv3IsLeaseGone(err) {
-		m.log.Warn("fleet: revoke the member lease from before the cut", "member", m.cfg.Name, "err", err)
-	}
-	resp, err := m.cli.Get(ctx, m.key("blocks")+"/", clientv3.WithPrefix())
-	if err != nil {
-		return err
-	}
-	want := map[string]Block{}
-	for _, kv := range resp.Kvs {
-		if b, err := decodeBlock(kv.Value); err == nil {
-			want[string(kv.Key)] = b
-		}
-	}
-	m.reconcile(want)
 	return nil
+}
+
+// register puts the member's key under lease if no other holds it; else
+// it returns who does and under which lease.
+func (m *Member) register(ctx context.Context, lease clientv3.LeaseID) (MemberInfo, clientv3.LeaseID, error) {
+	key := m.key("members", m.cfg.Name)
+	var resp *clientv3.TxnResponse
+	err := retry(ctx, func(bool) (err error) {
+		resp, err = m.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, m.info(), clientv3.WithLease(lease))).
+			Else(clientv3.OpGet(key)).Commit()
+		return err
+	})
+	if err != nil {
+		return MemberInfo{}, 0, fmt.Errorf("fleet: register member %s: %w", m.cfg.Name, err)
+	}
+	if resp.Succeeded {
+		return MemberInfo{}, 0, nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		return MemberInfo{}, 0, fmt.Errorf("fleet: register member %s: the name is held and not readable", m.cfg.Name)
+	}
+	if kvs[0].Lease == 0 {
+		return MemberInfo{}, 0, fmt.Errorf("fleet: register member %s: the name is held by a key without a lease (delete %s)", m.cfg.Name, key)
+	}
+	if clientv3.LeaseID(kvs[0].Lease) == lease {
+		return MemberInfo{}, 0, nil // a try whose answer was lost
+	}
+	old, _ := decodeMember(kvs[0].Value)
+	return old, clientv3.LeaseID(kvs[0].Lease), nil
+}
+
+// brokerAlive reports whether pid is a running process of the same
+// program as this one (a portresd that still serves).
+func brokerAlive(pid int) bool {
+	if pid <= 0 || pid == os.Getpid() {
+		return false
+	}
+	self, err1 := os.ReadFile("/proc/self/comm")
+	other, err2 := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return err1 == nil && err2 == nil && string(self) == string(other)
 }

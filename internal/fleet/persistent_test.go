@@ -36,6 +36,16 @@ func TestFleetPersistent(t *testing.T) {
 		return nil
 	})
 
+	// A second broker of a name a live broker of this host holds is
+	// refused, and takes nothing over.
+	out, err := c.tryStart(m2, "--etcd", c.endpoints(m2.n), "--fleet-name", "m1")
+	if err == nil || err.Error() == "it started" || !strings.Contains(out, "registered by portresd pid") {
+		t.Errorf("a second broker named m1: %v\n%s", err, out)
+	}
+	if st, err := c1.Status(ctx); err != nil || !st.Fleet.Connected {
+		t.Errorf("m1 after another broker tried its name: %+v %v", st, err)
+	}
+
 	r, err := c1.CreateFleetPersistent(ctx, portres.TCP, 8000, 10)
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -93,16 +94,18 @@ func (m *Member) Candidate(proto uint8, count uint16, after uint16, free func(st
 
 // Allocate takes the fleet lease proto/start/count for a client (pid) of
 // this member: one transaction that checks no key exists in the block's
-// port range and puts a key per port under the member's lease.
-func (m *Member) Allocate(ctx context.Context, proto uint8, start, count uint16, pid int32) error {
+// port range and puts a key per port under the member's lease. The
+// ticket it returns names this allocation (Free and Live take it): a
+// later allocation of the same block is another.
+func (m *Member) Allocate(ctx context.Context, proto uint8, start, count uint16, pid int32) (uint64, error) {
 	if err := m.check(); err != nil {
-		return err
+		return 0, err
 	}
 	if count == 0 || count > MaxLeasePorts {
-		return fmt.Errorf("fleet: a fleet lease holds 1 to %d ports, not %d", MaxLeasePorts, count)
+		return 0, fmt.Errorf("fleet: a fleet lease holds 1 to %d ports, not %d", MaxLeasePorts, count)
 	}
 	if !m.InRange(start, count) {
-		return fmt.Errorf("fleet: %s %s is outside the fleet range %d-%d", protoName(proto), blockText(start, count),
+		return 0, fmt.Errorf("fleet: %s %s is outside the fleet range %d-%d", protoName(proto), blockText(start, count),
 			m.cfg.RangeStart, m.cfg.RangeEnd)
 	}
 	ctx, cancel := opCtx(ctx)
@@ -110,7 +113,7 @@ func (m *Member) Allocate(ctx context.Context, proto uint8, start, count uint16,
 	m.mu.Lock()
 	lease := m.lease
 	m.mu.Unlock()
-	mine := portInfo{Member: m.cfg.Name, Start: start, Count: count, PID: pid, Nonce: rand.Uint64()}
+	mine := portInfo{Member: m.cfg.Name, Start: start, Count: count, PID: pid, Nonce: rand.Uint64() | 1}
 	val, _ := json.Marshal(mine)
 	ops := make([]clientv3.Op, 0, count)
 	for p := int(start); p < int(start)+int(count); p++ {
@@ -134,11 +137,17 @@ func (m *Member) Allocate(ctx context.Context, proto uint8, start, count uint16,
 			}
 		}
 	}
+	if err != nil && ambiguous {
+		// A try may have taken it after all: delete its keys, if they
+		// are there, once etcd answers again (they lapse with the member
+		// lease at the latest).
+		go m.deleteIf(proto, start, count, string(val))
+	}
 	if err != nil {
 		if clientv3IsLeaseGone(err) {
-			return fmt.Errorf("%w: member %s lost its etcd lease", ErrCutOff, m.cfg.Name)
+			return 0, fmt.Errorf("%w: member %s lost its etcd lease", ErrCutOff, m.cfg.Name)
 		}
-		return m.etcdErr(fmt.Sprintf("lease %s %s", protoName(proto), blockText(start, count)), err)
+		return 0, m.etcdErr(fmt.Sprintf("lease %s %s", protoName(proto), blockText(start, count)), err)
 	}
 	if !tr.Succeeded {
 		who := "another member"
@@ -147,7 +156,7 @@ func (m *Member) Allocate(ctx context.Context, proto uint8, start, count uint16,
 				who = fmt.Sprintf("member %s (fleet lease %s %s)", pi.Member, protoName(proto), blockText(pi.Start, pi.Count))
 			}
 		}
-		return fmt.Errorf("%w: %s %s overlaps what %s holds", ErrTaken, protoName(proto), blockText(start, count), who)
+		return 0, fmt.Errorf("%w: %s %s overlaps what %s holds", ErrTaken, protoName(proto), blockText(start, count), who)
 	}
 	// Mark them at once, so that this member's next candidate skips them
 	// before the watch reports them.
@@ -155,48 +164,74 @@ func (m *Member) Allocate(ctx context.Context, proto uint8, start, count uint16,
 	for p := int(start); p < int(start)+int(count); p++ {
 		m.ports[protoIndex(proto)][uint16(p)] = portInfo{Member: m.cfg.Name, Start: start, Count: count, PID: pid}
 	}
-	m.mine[Lease{proto, start, count}] = lease
+	m.mine[Lease{proto, start, count}] = held{lease: lease, nonce: mine.Nonce, val: string(val)}
 	m.mu.Unlock()
-	return nil
+	return mine.Nonce, nil
 }
 
-// Free ends a fleet lease of this member: its keys are deleted, if they
-// are still under the etcd lease they were put under. A key of another
-// lease is never deleted: if this member's lease lapsed, its keys went
-// with it and another member may hold those ports now.
-func (m *Member) Free(ctx context.Context, proto uint8, start, count uint16) error {
+// held is a fleet lease of this member as Allocate took it: the etcd
+// lease its keys are under, its ticket, and its keys' value.
+type held struct {
+	lease clientv3.LeaseID
+	nonce uint64
+	val   string
+}
+
+// Free ends the fleet lease of this member that Allocate's ticket names:
+// its keys are deleted if they still hold that allocation's value. A key
+// of another allocation is never deleted: if this member's lease lapsed,
+// its keys went with it and another member may hold those ports now; a
+// second Free of one allocation, or a late one after the block was
+// allocated again, does nothing.
+func (m *Member) Free(ctx context.Context, proto uint8, start, count uint16, ticket uint64) error {
 	l := Lease{proto, start, count}
 	m.mu.Lock()
-	lease, ok := m.mine[l]
-	delete(m.mine, l)
+	h, ok := m.mine[l]
+	if ok && h.nonce == ticket {
+		delete(m.mine, l)
+	}
 	m.mu.Unlock()
-	if !ok {
+	if !ok || h.nonce != ticket {
 		return nil // freed already
 	}
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
-	first, end := m.portKey(proto, int(start)), m.portKey(proto, int(start)+int(count))
-	err := retry(ctx, func(bool) error {
-		_, err := m.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(first), "=", lease).WithRange(end)).
-			Then(clientv3.OpDelete(first, clientv3.WithRange(end))).Commit()
-		return err
-	})
-	if err != nil {
+	if err := m.deleteIfCtx(ctx, proto, start, count, h.val); err != nil {
 		return fmt.Errorf("fleet: free %s %s: %w", protoName(proto), blockText(start, count), err)
 	}
 	return nil
 }
 
-// Live reports whether this member holds the fleet lease proto/start/
-// count under its current etcd lease, and that lease is not being given
-// up. A lease allocated just before the member was cut off is not live:
-// the broker must not keep it (Local.LeasesLost may have run before it
-// was recorded).
-func (m *Member) Live(proto uint8, start, count uint16) bool {
+// deleteIfCtx deletes the block's keys if every one holds val.
+func (m *Member) deleteIfCtx(ctx context.Context, proto uint8, start, count uint16, val string) error {
+	first, end := m.portKey(proto, int(start)), m.portKey(proto, int(start)+int(count))
+	return retry(ctx, func(bool) error {
+		_, err := m.cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(first), "=", val).WithRange(end)).
+			Then(clientv3.OpDelete(first, clientv3.WithRange(end))).Commit()
+		return err
+	})
+}
+
+// deleteIf is deleteIfCtx in the background, bounded by the member's life.
+func (m *Member) deleteIf(proto uint8, start, count uint16, val string) {
+	ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
+	defer cancel()
+	if err := m.deleteIfCtx(ctx, proto, start, count, val); err != nil {
+		m.log.Warn("fleet: delete the keys of a lease whose answer was lost; they lapse with the member lease",
+			"member", m.cfg.Name, "block", protoName(proto)+" "+blockText(start, count), "err", err)
+	}
+}
+
+// Live reports whether this member holds the fleet lease that Allocate's
+// ticket names, under its current etcd lease, and that lease is not
+// being given up. A lease allocated just before the member was cut off
+// is not live: the broker must not keep it (Local.LeasesLost may have run
+// before it was recorded).
+func (m *Member) Live(proto uint8, start, count uint16, ticket uint64) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	lease, ok := m.mine[Lease{proto, start, count}]
-	return ok && lease == m.lease && m.connected
+	h, ok := m.mine[Lease{proto, start, count}]
+	return ok && h.nonce == ticket && h.lease == m.lease && m.connected
 }
 
 // Holder says which member holds a fleet lease port, as the watch sees it.

@@ -104,33 +104,58 @@ func (m *Member) load(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("fleet: read the fleet's state: %w", err)
 	}
 	want := map[string]Block{}
+	preparing := map[string]bool{}
 	m.mu.Lock()
+	// Afresh: what went while the watch was down must not linger.
+	m.members, m.ports = map[string]MemberInfo{}, [2]map[uint16]portInfo{{}, {}}
 	for _, kv := range resp.Kvs {
+		if id, ok := strings.CutPrefix(string(kv.Key), m.key("prepare")+"/"); ok {
+			preparing[id] = true
+		}
 		m.applyLocked(mvccpb.PUT, string(kv.Key), kv.Value, want)
 	}
+	// Creates that ended while the watch was down: drop what this member
+	// prepared for them, unless the block was created (reconcile keeps it).
+	var aborted []Block
+	for id, b := range m.prepared {
+		if !preparing[id] {
+			delete(m.prepared, id)
+			if _, created := want[m.blockKey(b.Proto, b.Start, b.Count)]; !created {
+				aborted = append(aborted, b)
+			}
+		}
+	}
 	m.mu.Unlock()
+	for _, b := range aborted {
+		m.local.AbortBlock(b)
+	}
 	m.reconcile(want)
 	return resp.Header.Revision, nil
 }
 
 // reconcile makes the host enforce exactly the fleet blocks want (keyed
-// as in etcd): new ones committed, vanished ones removed.
+// as in etcd): vanished ones removed, then new ones committed (a block
+// deleted and created again meanwhile is both).
 func (m *Member) reconcile(want map[string]Block) {
 	have := map[uint64]Block{}
 	for _, b := range m.local.FleetBlocks() {
 		have[b.Token] = b
 	}
+	var add []Block
 	for _, b := range want {
 		if _, ok := have[b.Token]; ok {
 			delete(have, b.Token)
 			continue
 		}
-		if err := m.local.CommitBlock(b); err != nil {
-			m.log.Error("fleet: cannot enforce a fleet block here", "member", m.cfg.Name, "block", b.String(), "err", err)
-		}
+		add = append(add, b)
 	}
 	for _, b := range have {
 		m.local.RemoveBlock(b)
+	}
+	for _, b := range add {
+		if err := m.local.CommitBlock(b); err != nil {
+			m.log.Error("fleet: cannot enforce a fleet block here", "member", m.cfg.Name, "block", b.String(), "err", err)
+		}
 	}
 	m.mu.Lock()
 	m.blocks = want

@@ -10,6 +10,7 @@ import (
 
 	"github.com/portres/portres/internal/broker"
 	"github.com/portres/portres/internal/fleet"
+	"github.com/portres/portres/internal/fleet/etcdfleet"
 	"github.com/spf13/pflag"
 )
 
@@ -71,6 +72,6 @@ func (fl *fleetFlags) config(cfg *broker.Config) error {
 		}
 		fc.RangeStart, fc.RangeEnd = uint16(lo), uint16(hi)
 	}
-	cfg.Fleet = fc
+	cfg.Fleet, cfg.JoinFleet = fc, etcdfleet.JoinFleet
 	return nil
 }

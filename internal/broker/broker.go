@@ -31,7 +31,7 @@ import (
 
 // Broker is a running portresd.
 type Broker struct {
-	fleet     *fleet.Member  // nil unless a member of a fleet (Config.Fleet)
+	fleet     fleet.Member   // nil unless a member of a fleet (Config.Fleet)
 	fleetStop chan struct{}  // ends publishFleet
 	fleetWG   sync.WaitGroup // frees of fleet leases in the background
 

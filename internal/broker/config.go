@@ -68,6 +68,9 @@ type Config struct {
 	// Fleet makes the broker a member of a fleet of brokers on etcd
 	// (portresd --etcd); nil: a broker of this host alone.
 	Fleet *fleet.Config
+	// JoinFleet joins the fleet of Fleet (portresd passes
+	// etcdfleet.JoinFleet): the broker itself links no etcd client.
+	JoinFleet fleet.JoinFunc
 	// Sweep is how often bound ports are re-probed so that a port whose
 	// socket the client closed gets its placeholder back.
 	Sweep time.Duration

@@ -62,7 +62,10 @@ func (b *Broker) joinFleet() error {
 	fc.Version = Version()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	m, err := fleet.Join(ctx, *fc, fleetHost{b}, b.log)
+	if b.cfg.JoinFleet == nil {
+		return fmt.Errorf("portresd: a fleet is configured but this program cannot join one (broker.Config.JoinFleet is nil)")
+	}
+	m, err := b.cfg.JoinFleet(ctx, *fc, fleetHost{b}, b.log)
 	if err != nil {
 		return fmt.Errorf("portresd: %w", err)
 	}

@@ -87,6 +87,7 @@ func newClusterWith(t testing.TB, n int, tlsf *tlsFiles) *cluster {
 	c := &cluster{t: t, dir: testutil.Dir(t), tag: fmt.Sprintf("%d%02d", os.Getpid()%10000, nextTag()), members: map[string]*member{},
 		etcd: make([]*exec.Cmd, n), ports: make([]int, n), tls: tlsf}
 	exec.Command("ip", "link", "set", "lo", "up").Run()
+	privateNetnsDir(t)
 	peers := make([]int, n)
 	for i := range c.ports {
 		c.ports[i], peers[i] = freePort(t), freePort(t)
@@ -110,6 +111,23 @@ func newClusterWith(t testing.TB, n int, tlsf *tlsFiles) *cluster {
 		t.Fatalf("go build portresd: %v\n%s", err, out)
 	}
 	return c
+}
+
+var netnsDir sync.Once
+
+// privateNetnsDir mounts a tmpfs on /run/netns in the test's own mount
+// namespace (testutil.Main makes one): the names ip netns add makes there
+// never outlive the test binary, even one that is killed.
+func privateNetnsDir(t testing.TB) {
+	if !testutil.InNetNS() {
+		return
+	}
+	netnsDir.Do(func() {
+		os.MkdirAll("/run/netns", 0o755)
+		if err := unix.Mount("tmpfs", "/run/netns", "tmpfs", 0, "mode=0755"); err != nil {
+			t.Logf("a private /run/netns: %v (names may outlive a killed test)", err)
+		}
+	})
 }
 
 var tagMu sync.Mutex

@@ -1,21 +1,16 @@
 //go:build linux
 
-package fleet
+package etcdfleet
 
 import (
 	"context"
 	"encoding/json"
-	"github.com/portres/portres"
 	"sort"
 	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// Entry is one reservation of a member in the fleet view: what show
-// shows, without the token (tokens never leave their host).
-type Entry = portres.FleetEntry
 
 // Publish writes the host's reservations to show/NAME (under the member
 // lease) if they changed since the last write. The broker calls it after

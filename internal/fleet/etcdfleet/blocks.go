@@ -1,13 +1,12 @@
 //go:build linux
 
-package fleet
+package etcdfleet
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -15,15 +14,6 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-)
-
-// Errors of the fleet persistent functions, with the Win32 meaning of
-// their local twins.
-var (
-	ErrOverlap  = errors.New("overlaps a fleet reservation")       // ERROR_SHARING_VIOLATION
-	ErrCollides = errors.New("collides with use on a member")      // ERROR_SHARING_VIOLATION
-	ErrNotFound = errors.New("no fleet reservation is that block") // ERROR_NOT_FOUND
-	ErrConflict = errors.New("another fleet change came first")    // retry
 )
 
 // prepareTTL bounds a create: votes not in by then fail it.

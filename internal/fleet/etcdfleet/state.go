@@ -1,6 +1,6 @@
 //go:build linux
 
-package fleet
+package etcdfleet
 
 import (
 	"context"
@@ -13,21 +13,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portres/portres/internal/fleet"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// MemberInfo is a member's registration, as status --fleet shows it.
-type MemberInfo struct {
-	Name       string    `json:"name"`
-	Host       string    `json:"host"`
-	PID        int       `json:"pid"`
-	Version    string    `json:"version"`
-	Since      time.Time `json:"since"`
-	RangeStart uint16    `json:"range_start,omitempty"`
-	RangeEnd   uint16    `json:"range_end,omitempty"`
-}
 
 func (m *Member) info() string {
 	b, _ := json.Marshal(MemberInfo{Name: m.cfg.Name, Host: m.host, PID: os.Getpid(), Version: m.cfg.Version,
@@ -62,15 +52,7 @@ func (m *Member) portKey(proto uint8, port int) string {
 	return m.key("ports", protoName(proto), fmt.Sprintf("%05d", port))
 }
 
-func protoName(p uint8) string {
-	switch p {
-	case 6:
-		return "tcp"
-	case 17:
-		return "udp"
-	}
-	return "proto" + strconv.Itoa(int(p))
-}
+func protoName(p uint8) string { return fleet.ProtoName(p) }
 
 func protoIndex(p uint8) int {
 	if p == 17 {
@@ -79,12 +61,7 @@ func protoIndex(p uint8) int {
 	return 0
 }
 
-func blockText(start, count uint16) string {
-	if count <= 1 {
-		return strconv.Itoa(int(start))
-	}
-	return fmt.Sprintf("%d-%d", start, int(start)+int(count)-1)
-}
+func blockText(start, count uint16) string { return fleet.BlockText(start, count) }
 
 // clientv3IsLeaseGone reports whether err says the lease does not exist
 // (any more).
@@ -254,19 +231,6 @@ func (m *Member) Members() []MemberInfo {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
-}
-
-// Status is the member's view of the fleet, for status --fleet.
-type Status struct {
-	Name      string       `json:"name"`
-	Prefix    string       `json:"prefix"`
-	Endpoints []string     `json:"endpoints"`
-	Connected bool         `json:"connected"`
-	Error     string       `json:"error,omitempty"` // why not connected
-	Range     string       `json:"range,omitempty"` // the fleet range, "30000-32767"
-	Members   []MemberInfo `json:"members"`
-	Blocks    int          `json:"blocks"` // fleet persistent blocks
-	Leased    int          `json:"leased"` // ports of fleet leases, all members
 }
 
 // Status returns the member's view of the fleet.

@@ -1,24 +1,15 @@
 //go:build linux
 
-package fleet
+package etcdfleet
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-)
-
-// ErrTaken is wrapped by the error of a fleet lease whose ports another
-// lease holds (WSAEADDRINUSE), and ErrNoRoom by that of a wildcard lease
-// that fits nowhere in the fleet range (WSAENOBUFS).
-var (
-	ErrTaken  = errors.New("held by a fleet lease")
-	ErrNoRoom = errors.New("no free block of that size in the fleet range")
 )
 
 // portInfo is the value of a lease port's key: whose block it is part of.

@@ -60,6 +60,7 @@ func helperChaosClient(args []string) int {
 	}
 	var held []*portres.Reservation
 	var socks []sock
+	say("ready") // connected: the test starts its schedule of kills once all are
 	stop := make(chan struct{})
 	go func() {
 		io.Copy(io.Discard, os.Stdin)
@@ -163,7 +164,10 @@ type chaosClient struct {
 	calls    map[int]chaosCall
 	order    []int
 	restarts []string
-	endedAt  int64 // when it closed its client; 0: it did not end
+	endedAt  int64         // when it closed its client; 0: it did not end
+	ready    chan struct{} // closed once it connected, or its output ended
+	readyOK  bool
+	errLine  string // what it said if it could not run
 }
 
 // chaosCall is one operation as a client logged it.
@@ -196,10 +200,18 @@ func (cc *chaosClient) read(done *sync.WaitGroup) {
 			cc.calls[id] = c
 		case len(f) == 3 && f[0] == "restart":
 			cc.restarts = append(cc.restarts, f[1]+" "+f[2])
+		case len(f) == 1 && f[0] == "ready":
+			cc.readyOK = true
+			close(cc.ready)
+		case len(f) > 0 && f[0] == "error":
+			cc.errLine = strings.TrimSpace(line)
 		case len(f) == 2 && f[0] == "end":
 			cc.endedAt, _ = strconv.ParseInt(f[1], 10, 64)
 		}
 		if err != nil {
+			if !cc.readyOK {
+				close(cc.ready)
+			}
 			return
 		}
 	}
@@ -253,9 +265,22 @@ func TestChaos(t *testing.T) {
 	var readers sync.WaitGroup
 	for i := range clients {
 		p := testutil.StartHelperIn(t, cgfd, "chaos-client", env, strconv.Itoa(i+1))
-		clients[i] = &chaosClient{id: i, p: p, calls: map[int]chaosCall{}}
+		clients[i] = &chaosClient{id: i, p: p, calls: map[int]chaosCall{}, ready: make(chan struct{})}
 		readers.Add(1)
 		go clients[i].read(&readers)
+	}
+	// Every client connected before the broker's first kill: on a loaded
+	// machine, starting 36 processes can take longer than the first
+	// restart comes.
+	for _, cc := range clients {
+		select {
+		case <-cc.ready:
+			if !cc.readyOK {
+				t.Fatalf("chaos client %d did not start: %s", cc.id, cc.errLine)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("chaos client %d did not connect within a minute", cc.id)
+		}
 	}
 	start := time.Now()
 	killAt := map[int]time.Duration{}
@@ -290,7 +315,7 @@ func TestChaos(t *testing.T) {
 	readers.Wait() // to the end of every log: Wait closes the pipes
 	for _, cc := range clients {
 		if code := cc.p.Wait(); code != 0 && cc.killedAt == 0 {
-			t.Errorf("client %d exited %d", cc.id, code)
+			t.Errorf("client %d exited %d %s", cc.id, code, cc.errLine)
 		}
 	}
 	end := monoNow()

@@ -142,4 +142,48 @@ func TestFleetFailures(t *testing.T) {
 	if r3.Start() >= taken.Start() && r3.Start() <= taken.End() {
 		t.Errorf("m3 leased %v inside m1's %v", r3, taken)
 	}
+
+	// A block created while m3 was away that collides with what m3 took
+	// locally meanwhile: m3 cannot enforce it when it comes back, and
+	// does as soon as its local use ends.
+	c.cut(m3, true)
+	local, err := c3.Acquire(ctx, portres.UDP, 9100, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 8*time.Second, "m3 gone again", func() error {
+		st, err := c1.Status(ctx)
+		if err != nil || len(st.Fleet.Members) != 2 {
+			return fmt.Errorf("members %+v %v", st.Fleet, err)
+		}
+		return nil
+	})
+	if _, err := c1.CreateFleetPersistent(ctx, portres.UDP, 9100, 4); err != nil {
+		t.Fatal(err)
+	}
+	c.cut(m3, false)
+	eventually(t, 10*time.Second, "m3 back, knowing the block", func() error {
+		_, err := c3.LookupFleetPersistent(ctx, portres.UDP, 9100, 4)
+		return err
+	})
+	if r, err := c3.Acquire(ctx, portres.UDP, 9102, 1); err != nil {
+		t.Errorf("m3 enforces a block that collides with its local use: a local acquire beside that use: %v", err)
+	} else {
+		r.Release(ctx)
+	}
+	if err := local.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	took = eventually(t, 5*time.Second, "the block enforced on m3 once its local use ended", func() error {
+		r, err := c3.Acquire(ctx, portres.UDP, 9102, 1)
+		if err == nil {
+			r.Release(ctx)
+			return fmt.Errorf("a local acquire inside it succeeded")
+		}
+		if !errors.Is(err, portres.WSAEADDRINUSE) || !strings.Contains(err.Error(), "persistent") {
+			return fmt.Errorf("a local acquire inside it: %v", err)
+		}
+		return nil
+	})
+	t.Logf("m3 enforced the block %v after its local use ended", took)
 }

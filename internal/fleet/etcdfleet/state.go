@@ -145,16 +145,27 @@ func (m *Member) follow(rev int64) {
 	defer m.wg.Done()
 	for m.ctx.Err() == nil {
 		wc := m.cli.Watch(clientv3.WithRequireLeader(m.ctx), m.cfg.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-		for wr := range wc {
-			if err := wr.Err(); err != nil {
-				m.log.Debug("fleet: watch", "err", err)
-				break
-			}
-			rev = wr.Header.Revision
-			for _, ev := range wr.Events {
-				m.event(ev)
+		retry := time.NewTicker(retryEvery)
+	watch:
+		for {
+			select {
+			case wr, ok := <-wc:
+				if !ok {
+					break watch
+				}
+				if err := wr.Err(); err != nil {
+					m.log.Debug("fleet: watch", "err", err)
+					break watch
+				}
+				rev = wr.Header.Revision
+				for _, ev := range wr.Events {
+					m.event(ev)
+				}
+			case <-retry.C:
+				m.applyMissing()
 			}
 		}
+		retry.Stop()
 		if m.ctx.Err() != nil {
 			return
 		}
@@ -164,6 +175,34 @@ func (m *Member) follow(rev int64) {
 		cancel()
 		if err == nil {
 			rev = r
+		}
+	}
+}
+
+// retryEvery is how often fleet blocks the host could not enforce are
+// tried again.
+const retryEvery = 2 * time.Second
+
+// applyMissing tries again to enforce the fleet blocks the host does not:
+// each collided with local use when it came (a runtime reservation, a
+// bound port, a local persistent block), which may have ended since.
+// It runs on the follow goroutine, between watch events.
+func (m *Member) applyMissing() {
+	have := map[uint64]bool{}
+	for _, b := range m.local.FleetBlocks() {
+		have[b.Token] = true
+	}
+	var missing []Block
+	m.mu.Lock()
+	for _, b := range m.blocks {
+		if !have[b.Token] {
+			missing = append(missing, b)
+		}
+	}
+	m.mu.Unlock()
+	for _, b := range missing {
+		if err := m.local.CommitBlock(b); err == nil {
+			m.log.Info("fleet: a fleet block is enforced here at last: what it collided with has gone", "member", m.cfg.Name, "block", b.String())
 		}
 	}
 }

@@ -268,7 +268,8 @@ func (m *Member) prepareEvent(typ mvccpb.Event_EventType, id string, value []byt
 		m.mu.Lock()
 		b, ok := m.prepared[id]
 		delete(m.prepared, id)
-		_, created := m.blocks[m.blockKey(b.Proto, b.Start, b.Count)]
+		cur, exists := m.blocks[m.blockKey(b.Proto, b.Start, b.Count)]
+		created := exists && cur.Token == b.Token // the block this create made, not another of that range
 		m.mu.Unlock()
 		if ok && !created {
 			m.local.AbortBlock(b)
@@ -286,13 +287,20 @@ func (m *Member) prepareEvent(typ mvccpb.Event_EventType, id string, value []byt
 	if !asked {
 		return
 	}
+	m.mu.Lock()
+	_, again := m.prepared[id]
+	m.mu.Unlock()
+	// A prepare key written twice (a retried put) finds the block
+	// prepared here already: the vote is ok again.
 	vote := "ok"
-	if err := m.local.PrepareBlock(pv.Block); err != nil {
-		vote = err.Error()
-	} else {
-		m.mu.Lock()
-		m.prepared[id] = pv.Block
-		m.mu.Unlock()
+	if !again {
+		if err := m.local.PrepareBlock(pv.Block); err != nil {
+			vote = err.Error()
+		} else {
+			m.mu.Lock()
+			m.prepared[id] = pv.Block
+			m.mu.Unlock()
+		}
 	}
 	m.mu.Lock()
 	lease := m.lease

@@ -380,12 +380,21 @@ func (m *Member) rejoin() error {
 		return err
 	}
 	other, otherLease, err := m.register(ctx, g.ID)
+	if err == nil && otherLease != 0 && other.PID == os.Getpid() && other.Host == m.host {
+		// This broker's own registration from an earlier try whose
+		// answer was lost: revoke it and register again.
+		if _, err = m.cli.Revoke(ctx, otherLease); err == nil || clientv3IsLeaseGone(err) {
+			other, otherLease, err = m.register(ctx, g.ID)
+		}
+	}
 	if err == nil && otherLease != 0 {
 		err = fmt.Errorf("fleet: member name %s was taken meanwhile by pid %d on host %s; this broker stays out of the fleet", m.cfg.Name, other.PID, other.Host)
 		m.log.Error("fleet: cannot rejoin", "member", m.cfg.Name, "err", err)
 	}
 	if err != nil {
-		m.cli.Revoke(ctx, g.ID)
+		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		m.cli.Revoke(rctx, g.ID) // ctx may have run out
+		rcancel()
 		return err
 	}
 	m.mu.Lock()

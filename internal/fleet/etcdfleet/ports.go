@@ -128,10 +128,11 @@ func (m *Member) Allocate(ctx context.Context, proto uint8, start, count uint16,
 			}
 		}
 	}
-	if err != nil && ambiguous {
-		// A try may have taken it after all: delete its keys, if they
-		// are there, once etcd answers again (they lapse with the member
-		// lease at the latest).
+	if err != nil {
+		// A try whose answer never came (lost, cancelled, timed out) may
+		// have taken it after all: delete its keys, if they are there,
+		// once etcd answers again. The value carries this call's nonce:
+		// no other allocation's keys can match.
 		go m.deleteIf(proto, start, count, string(val))
 	}
 	if err != nil {
@@ -188,7 +189,10 @@ func (m *Member) Free(ctx context.Context, proto uint8, start, count uint16, tic
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
 	if err := m.deleteIfCtx(ctx, proto, start, count, h.val); err != nil {
-		return fmt.Errorf("fleet: free %s %s: %w", protoName(proto), blockText(start, count), err)
+		// Keep trying in the background: the member lease may outlive
+		// this call by most of a TTL.
+		go m.deleteIf(proto, start, count, h.val)
+		return fmt.Errorf("fleet: free %s %s (tried again in the background): %w", protoName(proto), blockText(start, count), err)
 	}
 	return nil
 }
@@ -203,9 +207,11 @@ func (m *Member) deleteIfCtx(ctx context.Context, proto uint8, start, count uint
 	})
 }
 
-// deleteIf is deleteIfCtx in the background, bounded by the member's life.
+// deleteIf is deleteIfCtx in the background, for up to twice the
+// member lease's TTL (by then the keys went with the lease, if the member
+// could not renew it) or until the member leaves the fleet.
 func (m *Member) deleteIf(proto uint8, start, count uint16, val string) {
-	ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(m.ctx, max(30*time.Second, 2*m.cfg.TTL))
 	defer cancel()
 	if err := m.deleteIfCtx(ctx, proto, start, count, val); err != nil {
 		m.log.Warn("fleet: delete the keys of a lease whose answer was lost; they lapse with the member lease",

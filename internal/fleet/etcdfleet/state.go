@@ -97,7 +97,7 @@ func (m *Member) load(ctx context.Context) (int64, error) {
 	for id, b := range m.prepared {
 		if !preparing[id] {
 			delete(m.prepared, id)
-			if _, created := want[m.blockKey(b.Proto, b.Start, b.Count)]; !created {
+			if cur, ok := want[m.blockKey(b.Proto, b.Start, b.Count)]; !ok || cur.Token != b.Token {
 				aborted = append(aborted, b)
 			}
 		}

@@ -359,20 +359,9 @@ func (h fleetHost) PrepareBlock(fb fleet.Block) error {
 	if b.inFleetRange(blk) {
 		return fmt.Errorf("%s %s overlaps this member's fleet range", proto, blk)
 	}
-	rv := &resv{proto: proto, kind: wire.KindPersistent, uid: fb.UID, pending: true, created: fb.Created, admin: true, fleetBlock: true}
-	b.mu.Lock()
-	if b.pools[proto] == nil {
-		b.mu.Unlock()
-		return fmt.Errorf("protocol %d", fb.Proto)
-	}
-	r, err := b.pools[proto].Reserve(blk, pool.Token(fb.Token), rv)
-	if err == nil {
-		rv.r = r
-		b.byToken[r.Token] = rv
-	}
-	b.mu.Unlock()
+	rv, err := h.reserve(fb)
 	if err != nil {
-		return fmt.Errorf("%s", b.poolError(proto, blk, err).Msg)
+		return err
 	}
 	if resp := b.exclude(rv, portres.WSAENOBUFS); resp != nil {
 		h.drop(rv)
@@ -387,6 +376,26 @@ func (h fleetHost) PrepareBlock(fb fleet.Block) error {
 	return nil
 }
 
+// reserve puts the fleet block fb in the pool, pending, with its token.
+func (h fleetHost) reserve(fb fleet.Block) (*resv, error) {
+	b := h.b
+	proto := portres.Proto(fb.Proto)
+	blk := pool.Block{Start: fb.Start, Count: fb.Count}
+	rv := &resv{proto: proto, kind: wire.KindPersistent, uid: fb.UID, pending: true, created: fb.Created, admin: true, fleetBlock: true}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.pools[proto] == nil {
+		return nil, fmt.Errorf("protocol %d", fb.Proto)
+	}
+	r, err := b.pools[proto].Reserve(blk, pool.Token(fb.Token), rv)
+	if err != nil {
+		return nil, fmt.Errorf("%s", b.poolError(proto, blk, err).Msg)
+	}
+	rv.r = r
+	b.byToken[r.Token] = rv
+	return rv, nil
+}
+
 func (h fleetHost) drop(rv *resv) {
 	b := h.b
 	b.mu.Lock()
@@ -397,25 +406,17 @@ func (h fleetHost) drop(rv *resv) {
 
 // CommitBlock makes a fleet block a persistent reservation of this host,
 // recorded in the store: the one it prepared, or (joining, or a block
-// created while it was cut off) a new one, enforced even if it collides.
+// created while it was cut off) a new one, enforced even if a port of it
+// is in use; a reservation in its way fails it (the member tries again).
 func (h fleetHost) CommitBlock(fb fleet.Block) error {
 	b := h.b
-	proto := portres.Proto(fb.Proto)
-	blk := pool.Block{Start: fb.Start, Count: fb.Count}
 	b.mu.Lock()
 	rv := b.byToken[pool.Token(fb.Token)]
 	b.mu.Unlock()
 	if rv == nil {
-		rv = &resv{proto: proto, kind: wire.KindPersistent, uid: fb.UID, pending: true, created: fb.Created, admin: true, fleetBlock: true}
-		b.mu.Lock()
-		r, err := b.pools[proto].Reserve(blk, pool.Token(fb.Token), rv)
-		if err == nil {
-			rv.r = r
-			b.byToken[r.Token] = rv
-		}
-		b.mu.Unlock()
-		if err != nil {
-			return fmt.Errorf("%s", b.poolError(proto, blk, err).Msg)
+		var err error
+		if rv, err = h.reserve(fb); err != nil {
+			return err
 		}
 		if resp := b.exclude(rv, portres.WSAENOBUFS); resp != nil {
 			b.log.Warn("fleet: a fleet block is not excluded from automatic assignment here", "block", fb.String(), "why", resp.Msg)

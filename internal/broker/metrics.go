@@ -70,6 +70,9 @@ func newMetrics(b *Broker) *metrics {
 	}, func() float64 { return float64(b.rlog.Dropped()) })
 	m.reg.MustRegister(m.requests, m.latency, m.sweeps, m.refused, m.reads, listWrites, logDropped, stateCollector{b},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if b.fleet != nil {
+		m.reg.MustRegister(fleetCollector{b})
+	}
 	// Every operation's series exist from the start (a rate over a
 	// series that appears with its first request misses that request).
 	for op := wire.Op(1); op.Valid(); op++ {
@@ -207,6 +210,31 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descExclusion, prometheus.GaugeValue, boolFloat(b.sysctl != nil && b.sysctlOK.Load()))
 	ch <- prometheus.MustNewConstMetric(descMode, prometheus.GaugeValue, 1, b.mode(), b.cfg.Enforce)
 	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, Version(), runtime.Version())
+}
+
+var (
+	descFleetConnected = prometheus.NewDesc("portres_fleet_connected", "1 if this member reaches etcd and its member lease certainly lives; 0 while it is cut off (fleet operations are refused).", []string{"member"}, nil)
+	descFleetMembers   = prometheus.NewDesc("portres_fleet_members", "Members registered in the fleet, as this member sees them.", nil, nil)
+	descFleetBlocks    = prometheus.NewDesc("portres_fleet_blocks", "Fleet persistent reservations.", nil, nil)
+	descFleetLeased    = prometheus.NewDesc("portres_fleet_leased_ports", "Ports held by fleet leases of all members.", nil, nil)
+)
+
+// fleetCollector reads the member's view of the fleet at scrape time
+// (a broker started with --etcd).
+type fleetCollector struct{ b *Broker }
+
+func (c fleetCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descFleetConnected, descFleetMembers, descFleetBlocks, descFleetLeased} {
+		ch <- d
+	}
+}
+
+func (c fleetCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.b.fleet.Status()
+	ch <- prometheus.MustNewConstMetric(descFleetConnected, prometheus.GaugeValue, boolFloat(st.Connected), st.Name)
+	ch <- prometheus.MustNewConstMetric(descFleetMembers, prometheus.GaugeValue, float64(len(st.Members)))
+	ch <- prometheus.MustNewConstMetric(descFleetBlocks, prometheus.GaugeValue, float64(st.Blocks))
+	ch <- prometheus.MustNewConstMetric(descFleetLeased, prometheus.GaugeValue, float64(st.Leased))
 }
 
 func boolFloat(v bool) float64 {

@@ -6,6 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +23,8 @@ import (
 // hand their ports to another member, and reconciles when it is back.
 func TestFleetFailures(t *testing.T) {
 	c := newCluster(t)
-	m1, m2, m3 := c.addMember("m1"), c.addMember("m2"), c.addMember("m3")
+	httpSock := filepath.Join(c.dir, "m3.http")
+	m1, m2, m3 := c.addMember("m1"), c.addMember("m2"), c.addMember("m3", "--http", "unix:"+httpSock)
 	ctx := context.Background()
 	c1, c2, c3 := c.client(m1), c.client(m2), c.client(m3)
 	if _, err := c1.CreateFleetPersistent(ctx, portres.TCP, 8100, 4); err != nil {
@@ -56,6 +61,10 @@ func TestFleetFailures(t *testing.T) {
 		t.Fatalf("m3's lease with one etcd member down: %v, want still held", err)
 	}
 
+	if got := scrape(t, httpSock); !strings.Contains(got, `portres_fleet_connected{member="m3"} 1`) || !strings.Contains(got, "portres_fleet_members 3") {
+		t.Errorf("m3's metrics before the cut:\n%s", grepLines(got, "portres_fleet"))
+	}
+
 	// Cut m3 off.
 	c.cut(m3, true)
 	cutAt := time.Now()
@@ -67,6 +76,9 @@ func TestFleetFailures(t *testing.T) {
 		return nil
 	})
 	t.Logf("m3 refused fleet operations %v after its link went down", took)
+	if got := scrape(t, httpSock); !strings.Contains(got, `portres_fleet_connected{member="m3"} 0`) {
+		t.Errorf("m3's metrics while it is cut off:\n%s", grepLines(got, "portres_fleet"))
+	}
 	if _, err := c3.CreateFleetPersistent(ctx, portres.UDP, 9000, 2); !errors.Is(err, portres.WSAENETDOWN) {
 		t.Errorf("a fleet create on a cut-off member: %v, want WSAENETDOWN", err)
 	}
@@ -186,4 +198,32 @@ func TestFleetFailures(t *testing.T) {
 		return nil
 	})
 	t.Logf("m3 enforced the block %v after its local use ended", took)
+}
+
+// scrape reads the metrics a broker serves on the unix socket sock
+// (portresd --http unix:PATH).
+func scrape(t *testing.T, sock string) string {
+	t.Helper()
+	cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}
+	resp, err := cl.Get("http://portresd/metrics")
+	if err != nil {
+		t.Fatalf("scrape %s: %v", sock, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// grepLines keeps the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

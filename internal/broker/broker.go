@@ -61,7 +61,8 @@ type Broker struct {
 	fair      *fairQueue                   // admits requests into service, round robin over uids
 	hints     [2]atomic.Pointer[placeHint] // TCP, UDP: recent reads of the dynamic range's socket tables
 	watchers  [2]*sockdiag.Watcher         // TCP, UDP: destroyed sockets; nil where unavailable
-	watched   [2][1024]atomic.Uint64       // TCP, UDP: ports the watchers look up (boundMarks)
+	watched   [2][1024]atomic.Uint64       // TCP, UDP: ports the watchers look up (boundMarks), unless...
+	marks     [2]*sockdiag.PortBits        // ... the kernel filters announcements by a bitmap of its own (openWatchers)
 
 	sysctlMu   sync.Mutex   // serializes sysctl writes; taken before mu
 	dynMu      sync.Mutex   // serializes dynamic range changes (store, pools, ip_local_port_range); taken before mu

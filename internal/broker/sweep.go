@@ -260,6 +260,18 @@ func (b *Broker) openWatchers() {
 			continue
 		}
 		b.watchers[i] = w
+		// Let the kernel drop the announcements of ports no runtime
+		// block has bound (most of them: every placeholder, probe and
+		// connection of the host), so that they wake nobody: the same
+		// test the watcher makes, on a bitmap shared with the kernel.
+		if m, err := w.FilterPorts(); err != nil {
+			b.log.Info("every closed socket wakes the watcher", "proto", proto, "err", err)
+		} else {
+			for j := range m {
+				m[j].Store(b.watched[i][j].Load())
+			}
+			b.marks[i] = m
+		}
 	}
 }
 
@@ -315,10 +327,14 @@ func (b *Broker) watchClosed(proto portres.Proto, w *sockdiag.Watcher) {
 // marked bound, cleared by the watcher (under b.mu) once it finds the
 // port free. It never misses a bound port; a stale mark costs a lookup.
 func (b *Broker) boundMarks(proto portres.Proto) *[1024]atomic.Uint64 {
+	i := 0
 	if proto == portres.UDP {
-		return &b.watched[1]
+		i = 1
 	}
-	return &b.watched[0]
+	if m := b.marks[i]; m != nil {
+		return m
+	}
+	return &b.watched[i]
 }
 
 // takeLocked marks port (0: any free one) of rv bound, noting when for

@@ -30,6 +30,7 @@ type Watcher struct {
 	rc     syscall.RawConn
 	buf    *[recvBufSize]byte
 	closed atomic.Bool
+	mem    []byte // FilterPorts's bitmap, mapped for the life of the process
 }
 
 // Watch starts watching destroyed sockets of proto (6 = TCP, 17 = UDP).
@@ -114,5 +115,7 @@ func (w *Watcher) Next() ([]uint16, error) {
 // Close stops watching; a Next waiting returns os.ErrClosed.
 func (w *Watcher) Close() error {
 	w.closed.Store(true)
+	// The bitmap stays mapped: the broker may still read it (a mapping
+	// of 8 KiB, gone with the process).
 	return w.f.Close()
 }

@@ -88,3 +88,72 @@ func TestWatchDestroy(t *testing.T) {
 		t.Fatal("Close did not end a waiting Next")
 	}
 }
+
+// TestWatchFilterPorts: with the kernel-side filter, only sockets whose
+// port is set in the shared bitmap are announced; clearing the bit stops
+// them again. IPv4 and IPv6, TCP and UDP.
+func TestWatchFilterPorts(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, proto := range []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+		w, err := Watch(proto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		bits, err := w.FilterPorts()
+		if err != nil {
+			t.Fatalf("FilterPorts: %v", err)
+		}
+		typ := unix.SOCK_STREAM
+		if proto == unix.IPPROTO_UDP {
+			typ = unix.SOCK_DGRAM
+		}
+		bindClose := func(af int, port uint16) {
+			fd, err := unix.Socket(af, typ|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sa unix.Sockaddr = &unix.SockaddrInet4{Port: int(port)}
+			if af == unix.AF_INET6 {
+				sa = &unix.SockaddrInet6{Port: int(port)}
+			}
+			if err := unix.Bind(fd, sa); err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(fd)
+		}
+		const watched, other = 41200, 41201 // same bitmap word
+		bits[watched/64].Or(1 << (watched % 64))
+		got := make(chan []uint16, 16)
+		go func() {
+			for {
+				ports, err := w.Next()
+				if err != nil {
+					close(got)
+					return
+				}
+				got <- ports
+			}
+		}()
+		for _, af := range []int{unix.AF_INET, unix.AF_INET6} {
+			bindClose(af, other)
+			bindClose(af, watched)
+			select {
+			case ports := <-got:
+				if len(ports) != 1 || ports[0] != watched {
+					t.Errorf("proto %d af %d: announced %v, want only %d", proto, af, ports, watched)
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatalf("proto %d af %d: closing a watched port was not announced", proto, af)
+			}
+		}
+		bits[watched/64].And(^uint64(1 << (watched % 64)))
+		bindClose(unix.AF_INET, watched)
+		select {
+		case ports := <-got:
+			t.Errorf("proto %d: announced %v after its bit was cleared", proto, ports)
+		case <-time.After(200 * time.Millisecond):
+		}
+		w.Close()
+	}
+}

@@ -48,10 +48,7 @@ func (w *Watcher) FilterPorts() (*PortBits, error) {
 		m.Close()
 		return nil, fmt.Errorf("sockdiag: filter: program: %w", err)
 	}
-	err = w.rc.Control(func(fd uintptr) {
-		err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_BPF, prog.FD())
-	})
-	if err != nil {
+	if err := unix.SetsockoptInt(w.fd, unix.SOL_SOCKET, unix.SO_ATTACH_BPF, prog.FD()); err != nil {
 		prog.Close()
 		unix.Munmap(mem)
 		m.Close()

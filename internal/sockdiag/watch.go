@@ -5,8 +5,8 @@ package sockdiag
 import (
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,11 +26,15 @@ const (
 // CAP_NET_ADMIN. Next is not safe for concurrent use; Close may be called
 // at any time and ends a waiting Next.
 type Watcher struct {
-	f      *os.File // the netlink socket, non-blocking, in the runtime's poller
-	rc     syscall.RawConn
-	buf    *[recvBufSize]byte
-	closed atomic.Bool
-	mem    []byte // FilterPorts's bitmap, mapped for the life of the process
+	// The netlink socket, non-blocking, and an eventfd that Close
+	// writes. Next waits for either in poll(2) on its own thread rather
+	// than in the runtime's poller: an announcement wakes that thread
+	// directly, not the poller and then the goroutine (a second wake-up).
+	fd, efd int
+	mu      sync.Mutex // held by Next; Close takes it to close the descriptors
+	buf     *[recvBufSize]byte
+	closed  atomic.Bool
+	mem     []byte // FilterPorts's bitmap, mapped for the life of the process
 }
 
 // Watch starts watching destroyed sockets of proto (6 = TCP, 17 = UDP).
@@ -61,13 +65,11 @@ func Watch(proto uint8) (_ *Watcher, err error) {
 			return nil, fmt.Errorf("sockdiag: watch: join group %d: %w", g, err)
 		}
 	}
-	f := os.NewFile(uintptr(fd), "sock_diag")
-	rc, err := f.SyscallConn()
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("sockdiag: watch: %w", err)
+		return nil, fmt.Errorf("sockdiag: watch: eventfd: %w", err)
 	}
-	return &Watcher{f: f, rc: rc, buf: bufPool.Get().(*[recvBufSize]byte)}, nil
+	return &Watcher{fd: fd, efd: efd, buf: bufPool.Get().(*[recvBufSize]byte)}, nil
 }
 
 // Next waits for the next destroyed sockets and returns their local
@@ -75,19 +77,22 @@ func Watch(proto uint8) (_ *Watcher, err error) {
 // unix.ENOBUFS when the kernel dropped announcements (the reader fell
 // behind: rescan), and os.ErrClosed once Close was called.
 func (w *Watcher) Next() ([]uint16, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	for {
-		var n int
-		var from unix.Sockaddr
-		var rerr error
-		err := w.rc.Read(func(fd uintptr) bool {
-			n, from, rerr = unix.Recvfrom(int(fd), w.buf[:], unix.MSG_DONTWAIT)
-			return rerr != unix.EAGAIN && rerr != unix.EINTR
-		})
-		if err == nil {
-			err = rerr
-		}
-		if err != nil && w.closed.Load() {
+		if w.closed.Load() {
 			return nil, os.ErrClosed
+		}
+		n, from, err := unix.Recvfrom(w.fd, w.buf[:], unix.MSG_DONTWAIT)
+		if err == unix.EAGAIN {
+			fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}, {Fd: int32(w.efd), Events: unix.POLLIN}}
+			if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
+				return nil, fmt.Errorf("sockdiag: watch: poll: %w", err)
+			}
+			continue
+		}
+		if err == unix.EINTR {
+			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("sockdiag: watch: receive: %w", err)
@@ -114,8 +119,14 @@ func (w *Watcher) Next() ([]uint16, error) {
 
 // Close stops watching; a Next waiting returns os.ErrClosed.
 func (w *Watcher) Close() error {
-	w.closed.Store(true)
+	if w.closed.Swap(true) {
+		return os.ErrClosed
+	}
+	unix.Write(w.efd, []byte{1, 0, 0, 0, 0, 0, 0, 0}) // wakes a waiting Next
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	// The bitmap stays mapped: the broker may still read it (a mapping
 	// of 8 KiB, gone with the process).
-	return w.f.Close()
+	unix.Close(w.efd)
+	return unix.Close(w.fd)
 }

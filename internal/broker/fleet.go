@@ -41,7 +41,7 @@ func (b *Broker) joinFleet() error {
 		var gone []*resv
 		for _, rv := range b.byToken {
 			blk := rv.block()
-			inRange := int(blk.Start) <= int(fc.RangeEnd) && blk.End() >= int(fc.RangeStart)
+			inRange := fc.Overlaps(blk.Start, blk.Count)
 			if inRange && rv.kind == wire.KindRuntime {
 				gone = append(gone, rv) // a fleet lease from before a restart
 			} else if inRange {

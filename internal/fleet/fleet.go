@@ -56,7 +56,15 @@ type Config struct {
 	Version            string        // portresd's version, shown in status --fleet
 }
 
-// DefaultTTL is the etcd lease TTL of a member and its fleet leases.
+// InRange reports whether the block lies in the fleet range.
+func (c Config) InRange(start, count uint16) bool {
+	return c.RangeStart != 0 && start >= c.RangeStart && int(start)+int(count)-1 <= int(c.RangeEnd)
+}
+
+// Overlaps reports whether the block touches the fleet range.
+func (c Config) Overlaps(start, count uint16) bool {
+	return c.RangeStart != 0 && int(start) <= int(c.RangeEnd) && int(start)+int(count)-1 >= int(c.RangeStart)
+}
 
 // MaxLeasePorts is the most ports one fleet lease may hold: its
 // transaction puts a key per port, and etcd refuses transactions of more

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portres/portres/internal/fleet"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -195,8 +196,8 @@ func (m *Member) DeleteBlock(ctx context.Context, proto uint8, start, count uint
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
 	key := m.blockKey(proto, start, count)
-	notFound := fmt.Errorf("%w: %s %s", ErrNotFound, protoName(proto), blockText(start, count))
-	what := fmt.Sprintf("delete %s %s", protoName(proto), blockText(start, count))
+	notFound := fmt.Errorf("%w: %s %s", ErrNotFound, fleet.ProtoName(proto), fleet.BlockText(start, count))
+	what := fmt.Sprintf("delete %s %s", fleet.ProtoName(proto), fleet.BlockText(start, count))
 	// Read it first, then delete that version of it: a try whose answer
 	// was lost is then told from a block that was never there.
 	var cur *clientv3.GetResponse
@@ -238,7 +239,7 @@ func (m *Member) LookupBlock(proto uint8, start, count uint16) (Block, error) {
 	b, ok := m.blocks[m.blockKey(proto, start, count)]
 	m.mu.Unlock()
 	if !ok {
-		return b, fmt.Errorf("%w: %s %s", ErrNotFound, protoName(proto), blockText(start, count))
+		return b, fmt.Errorf("%w: %s %s", ErrNotFound, fleet.ProtoName(proto), fleet.BlockText(start, count))
 	}
 	return b, nil
 }

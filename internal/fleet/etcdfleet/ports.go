@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/portres/portres/internal/fleet"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -36,12 +37,12 @@ type Lease struct {
 
 // InRange reports whether the block lies in the fleet range.
 func (m *Member) InRange(start, count uint16) bool {
-	return m.cfg.RangeStart != 0 && start >= m.cfg.RangeStart && int(start)+int(count)-1 <= int(m.cfg.RangeEnd)
+	return m.cfg.InRange(start, count)
 }
 
 // Overlaps reports whether the block touches the fleet range.
 func (m *Member) Overlaps(start, count uint16) bool {
-	return m.cfg.RangeStart != 0 && int(start) <= int(m.cfg.RangeEnd) && int(start)+int(count)-1 >= int(m.cfg.RangeStart)
+	return m.cfg.Overlaps(start, count)
 }
 
 // Candidate picks where a wildcard fleet lease of count ports could go:
@@ -80,7 +81,7 @@ func (m *Member) Candidate(proto uint8, count uint16, after uint16, free func(st
 			}
 		}
 	}
-	return 0, fmt.Errorf("%w: %d %s ports in %d-%d", ErrNoRoom, count, protoName(proto), lo, hi)
+	return 0, fmt.Errorf("%w: %d %s ports in %d-%d", ErrNoRoom, count, fleet.ProtoName(proto), lo, hi)
 }
 
 // Allocate takes the fleet lease proto/start/count for a client (pid) of
@@ -96,7 +97,7 @@ func (m *Member) Allocate(ctx context.Context, proto uint8, start, count uint16,
 		return 0, fmt.Errorf("fleet: a fleet lease holds 1 to %d ports, not %d", MaxLeasePorts, count)
 	}
 	if !m.InRange(start, count) {
-		return 0, fmt.Errorf("fleet: %s %s is outside the fleet range %d-%d", protoName(proto), blockText(start, count),
+		return 0, fmt.Errorf("fleet: %s %s is outside the fleet range %d-%d", fleet.ProtoName(proto), fleet.BlockText(start, count),
 			m.cfg.RangeStart, m.cfg.RangeEnd)
 	}
 	ctx, cancel := opCtx(ctx)
@@ -139,16 +140,16 @@ func (m *Member) Allocate(ctx context.Context, proto uint8, start, count uint16,
 		if clientv3IsLeaseGone(err) {
 			return 0, fmt.Errorf("%w: member %s lost its etcd lease", ErrCutOff, m.cfg.Name)
 		}
-		return 0, m.etcdErr(fmt.Sprintf("lease %s %s", protoName(proto), blockText(start, count)), err)
+		return 0, m.etcdErr(fmt.Sprintf("lease %s %s", fleet.ProtoName(proto), fleet.BlockText(start, count)), err)
 	}
 	if !tr.Succeeded {
 		who := "another member"
 		if kvs := tr.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
 			if pi, err := decodePort(kvs[0].Value); err == nil {
-				who = fmt.Sprintf("member %s (fleet lease %s %s)", pi.Member, protoName(proto), blockText(pi.Start, pi.Count))
+				who = fmt.Sprintf("member %s (fleet lease %s %s)", pi.Member, fleet.ProtoName(proto), fleet.BlockText(pi.Start, pi.Count))
 			}
 		}
-		return 0, fmt.Errorf("%w: %s %s overlaps what %s holds", ErrTaken, protoName(proto), blockText(start, count), who)
+		return 0, fmt.Errorf("%w: %s %s overlaps what %s holds", ErrTaken, fleet.ProtoName(proto), fleet.BlockText(start, count), who)
 	}
 	// Mark them at once, so that this member's next candidate skips them
 	// before the watch reports them.
@@ -192,7 +193,7 @@ func (m *Member) Free(ctx context.Context, proto uint8, start, count uint16, tic
 		// Keep trying in the background: the member lease may outlive
 		// this call by most of a TTL.
 		go m.deleteIf(proto, start, count, h.val)
-		return fmt.Errorf("fleet: free %s %s (tried again in the background): %w", protoName(proto), blockText(start, count), err)
+		return fmt.Errorf("fleet: free %s %s (tried again in the background): %w", fleet.ProtoName(proto), fleet.BlockText(start, count), err)
 	}
 	return nil
 }
@@ -215,7 +216,7 @@ func (m *Member) deleteIf(proto uint8, start, count uint16, val string) {
 	defer cancel()
 	if err := m.deleteIfCtx(ctx, proto, start, count, val); err != nil {
 		m.log.Warn("fleet: delete the keys of a lease whose answer was lost; they lapse with the member lease",
-			"member", m.cfg.Name, "block", protoName(proto)+" "+blockText(start, count), "err", err)
+			"member", m.cfg.Name, "block", fleet.ProtoName(proto)+" "+fleet.BlockText(start, count), "err", err)
 	}
 }
 
@@ -229,12 +230,4 @@ func (m *Member) Live(proto uint8, start, count uint16, ticket uint64) bool {
 	defer m.mu.Unlock()
 	h, ok := m.mine[Lease{proto, start, count}]
 	return ok && h.nonce == ticket && h.lease == m.lease && m.connected
-}
-
-// Holder says which member holds a fleet lease port, as the watch sees it.
-func (m *Member) Holder(proto uint8, port uint16) (member string, ok bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	pi, ok := m.ports[protoIndex(proto)][port]
-	return pi.Member, ok
 }

@@ -44,15 +44,13 @@ func decodeBlock(v []byte) (Block, error) {
 
 // blockKey is blocks/PROTO/START-COUNT.
 func (m *Member) blockKey(proto uint8, start, count uint16) string {
-	return m.key("blocks", protoName(proto), fmt.Sprintf("%05d-%05d", start, count))
+	return m.key("blocks", fleet.ProtoName(proto), fmt.Sprintf("%05d-%05d", start, count))
 }
 
 // portKey is ports/PROTO/PORT, the port in five digits so keys sort.
 func (m *Member) portKey(proto uint8, port int) string {
-	return m.key("ports", protoName(proto), fmt.Sprintf("%05d", port))
+	return m.key("ports", fleet.ProtoName(proto), fmt.Sprintf("%05d", port))
 }
-
-func protoName(p uint8) string { return fleet.ProtoName(p) }
 
 func protoIndex(p uint8) int {
 	if p == 17 {
@@ -60,8 +58,6 @@ func protoIndex(p uint8) int {
 	}
 	return 0
 }
-
-func blockText(start, count uint16) string { return fleet.BlockText(start, count) }
 
 // clientv3IsLeaseGone reports whether err says the lease does not exist
 // (any more).

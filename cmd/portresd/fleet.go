@@ -19,6 +19,7 @@ import (
 type fleetFlags struct {
 	endpoints, prefix, cacert, cert, key, user, name, rng string
 	ttl                                                   time.Duration
+	userPorts                                             int
 }
 
 func (fl *fleetFlags) define(f *pflag.FlagSet) {
@@ -30,6 +31,7 @@ func (fl *fleetFlags) define(f *pflag.FlagSet) {
 	f.StringVar(&fl.user, "etcd-user", "", "etcd user name, or name:password (the password may come from $PORTRES_ETCD_PASSWORD instead)")
 	f.StringVar(&fl.name, "fleet-name", "", "this member's name in the fleet (default: the host name)")
 	f.StringVar(&fl.rng, "fleet-range", "", "ports handed out as fleet leases, unique across the fleet, and kept out of local use (e.g. 30000-32767); none by default")
+	f.IntVar(&fl.userPorts, "fleet-user-ports", 0, "the most ports of fleet leases one uid (not root or the admin group) may hold through this member; 0: a quarter of the fleet range, -1: no limit")
 	f.DurationVar(&fl.ttl, "fleet-ttl", fleet.DefaultTTL, "the member's etcd lease: how long its fleet leases outlive a broker that died or a host that was lost")
 }
 
@@ -44,7 +46,10 @@ func (fl *fleetFlags) config(cfg *broker.Config) error {
 		}
 		return nil
 	}
-	fc := &fleet.Config{Prefix: fl.prefix, CACert: fl.cacert, Cert: fl.cert, Key: fl.key, Name: fl.name, TTL: fl.ttl}
+	if fl.userPorts < -1 {
+		return fmt.Errorf("--fleet-user-ports must be -1 (no limit), 0 (a quarter of the range) or a number of ports, not %d", fl.userPorts)
+	}
+	fc := &fleet.Config{Prefix: fl.prefix, CACert: fl.cacert, Cert: fl.cert, Key: fl.key, Name: fl.name, TTL: fl.ttl, UserPorts: fl.userPorts}
 	for _, e := range strings.Split(fl.endpoints, ",") {
 		if e = strings.TrimSpace(e); e != "" {
 			fc.Endpoints = append(fc.Endpoints, e)

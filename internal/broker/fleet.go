@@ -58,6 +58,9 @@ func (b *Broker) joinFleet() error {
 		b.exclMu.Lock()
 		b.adminCover.Add(fc.RangeStart, fc.RangeEnd)
 		b.exclMu.Unlock()
+		if fc.UserPorts == 0 {
+			fc.UserPorts = max(1, (int(fc.RangeEnd)-int(fc.RangeStart)+1)/4)
+		}
 	}
 	fc.Version = Version()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -144,6 +147,11 @@ func (b *Broker) acquireFleet(ctx context.Context, s *session, req *wire.Request
 	if req.Start != 0 && !b.fleet.InRange(req.Start, req.Count) {
 		return errf(portres.WSAEINVAL, "%s %s is outside the fleet range %d-%d", proto, pool.Block{Start: req.Start, Count: req.Count}, lo, hi)
 	}
+	if limit := b.cfg.Fleet.UserPorts; !s.admin && limit >= 0 {
+		if held := b.fleetPortsOf(s.peer.uid); held+int(req.Count) > limit {
+			return quotaError(s.peer.uid, "ports of fleet leases", held, int(req.Count), limit, "fleet-user-ports")
+		}
+	}
 	// A wildcard lease starts its search at a random multiple of its
 	// size in the range, so that members allocating at once seldom want
 	// the same block, while blocks of one size still pack the range.
@@ -186,6 +194,21 @@ func (b *Broker) acquireFleet(ctx context.Context, s *session, req *wire.Request
 		}
 		return resp
 	}
+}
+
+// fleetPortsOf counts the ports of the fleet leases uid holds here. A
+// walk of every reservation: a fleet lease costs an etcd round trip,
+// which dwarfs it.
+func (b *Broker) fleetPortsOf(uid uint32) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, rv := range b.byToken {
+		if rv.fleetLease && rv.owner != nil && rv.owner.uid == uid {
+			n += int(rv.block().Count)
+		}
+	}
+	return n
 }
 
 // keepFleetLease checks, under the broker's lock, that the fleet lease

@@ -53,6 +53,10 @@ type Config struct {
 	RangeStart         uint16        // the fleet range, kept out of local use; 0: no fleet leases
 	RangeEnd           uint16        // inclusive
 	TTL                time.Duration // the member's etcd lease: how long after its death its leases last (default 10 s)
+	// UserPorts caps the ports of fleet leases one uid (not root or an
+	// admin) may hold through this member: the fleet range is shared by
+	// every user of every member. 0: a quarter of the range; -1: none.
+	UserPorts int
 	Version            string        // portresd's version, shown in status --fleet
 }
 

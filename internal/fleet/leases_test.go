@@ -24,6 +24,28 @@ import (
 
 func init() {
 	testutil.Helpers["fleet-client"] = helperFleetClient
+	testutil.Helpers["fleet-hog"] = helperFleetHog
+}
+
+// helperFleetHog takes UDP fleet leases of 100 ports until one is
+// refused and prints "held PORTS CODE", then waits to be killed.
+func helperFleetHog(args []string) int {
+	ctx := context.Background()
+	c, err := portres.Dial(ctx, "")
+	if err != nil {
+		fmt.Println("fail dial", err)
+		return 1
+	}
+	held := 0
+	for {
+		r, err := c.AcquireFleet(ctx, portres.UDP, 0, 100)
+		if err != nil {
+			fmt.Println("held", held, code(err))
+			break
+		}
+		held += int(r.Count())
+	}
+	select {}
 }
 
 // helperFleetClient is an unprivileged client of a member (the socket in
@@ -249,6 +271,14 @@ func TestFleetLeases(t *testing.T) {
 	}
 	p.Cmd.Process.Kill()
 	p.Cmd.Wait()
+	// One unprivileged user cannot take the fleet range from everyone:
+	// its fleet leases are capped (a quarter of the range by default).
+	hog := testutil.StartHelperAs(t, nobody, "fleet-hog", []string{"PORTRES_SOCKET=" + m3.sock})
+	if l, want := hog.Line(20*time.Second), fmt.Sprintf("held 200 %d", portres.WSAEDQUOT); l != want {
+		t.Errorf("an unprivileged user taking the fleet range: %q, want %q (250 of 1000 ports)", l, want)
+	}
+	hog.Cmd.Process.Kill()
+	hog.Cmd.Wait()
 	took := eventually(t, 2*time.Second, "the dead owner's lease free on m1", func() error {
 		r, err := c1.AcquireFleet(ctx, portres.TCP, uint16(start), 4)
 		if err != nil {

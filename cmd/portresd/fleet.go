@@ -38,10 +38,10 @@ func (fl *fleetFlags) define(f *pflag.FlagSet) {
 // config fills cfg.Fleet from the flags; an error is a usage error.
 func (fl *fleetFlags) config(cfg *broker.Config) error {
 	if fl.endpoints == "" {
-		for _, n := range []string{"etcd-cacert", "etcd-cert", "etcd-key", "etcd-user", "fleet-name", "fleet-range"} {
-			if v := map[string]string{"etcd-cacert": fl.cacert, "etcd-cert": fl.cert, "etcd-key": fl.key, "etcd-user": fl.user,
-				"fleet-name": fl.name, "fleet-range": fl.rng}[n]; v != "" {
-				return fmt.Errorf("--%s needs --etcd", n)
+		for _, f := range []struct{ name, v string }{{"etcd-cacert", fl.cacert}, {"etcd-cert", fl.cert}, {"etcd-key", fl.key},
+			{"etcd-user", fl.user}, {"fleet-name", fl.name}, {"fleet-range", fl.rng}} {
+			if f.v != "" {
+				return fmt.Errorf("--%s needs --etcd", f.name)
 			}
 		}
 		return nil

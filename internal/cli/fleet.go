@@ -5,7 +5,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"text/tabwriter"
 
 	"github.com/portres/portres"
@@ -59,11 +58,7 @@ func (e *env) printFleetShow(es []portres.FleetEntry, wide bool) error {
 	for _, i := range es {
 		owner := fmt.Sprintf("uid %d", i.UID)
 		if i.PID != 0 {
-			cmdline := i.Command
-			if r := []rune(cmdline); !wide && len(r) > commandColumn {
-				cmdline = string(r[:commandColumn-1]) + "…"
-			}
-			owner = fmt.Sprintf("pid %d %s", i.PID, strconv.QuoteToASCII(cmdline))
+			owner = processOwner(i.PID, i.Command, wide)
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", termSafe(i.Member), termSafe(i.Host), i.Proto, i.Start,
 			int(i.Start)+int(i.Count)-1, i.Count, i.Kind, owner, compactPorts(i.Bound))

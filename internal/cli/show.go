@@ -106,6 +106,17 @@ broker's network namespace).`,
 // commandColumn is how long a command line may be in show's table.
 const commandColumn = 40
 
+// processOwner is the Owner column of a process's block: its pid and its
+// command line, cut to commandColumn characters unless wide. The command
+// line is another process's: quoting it escapes anything a terminal
+// could act on too.
+func processOwner(pid int32, cmdline string, wide bool) string {
+	if r := []rune(cmdline); !wide && len(r) > commandColumn {
+		cmdline = string(r[:commandColumn-1]) + "…"
+	}
+	return fmt.Sprintf("pid %d %s", pid, strconv.QuoteToASCII(cmdline))
+}
+
 // infoJSON is the stable JSON form of one reservation in show. Command is
 // the owner's command line exactly, escaped as JSON requires (printJSON
 // also escapes DEL, C1 and format characters as \uXXXX); a command line
@@ -128,13 +139,7 @@ func (e *env) printInfos(infos []portres.Info, foreign []string, wide bool) erro
 	for _, i := range infos {
 		owner := fmt.Sprintf("uid %d", i.UID)
 		if i.Kind == portres.Runtime {
-			// The command line is another process's: quote it, which
-			// escapes anything a terminal could act on too.
-			cmdline := i.Command
-			if r := []rune(cmdline); !wide && len(r) > commandColumn {
-				cmdline = string(r[:commandColumn-1]) + "…"
-			}
-			owner = fmt.Sprintf("pid %d %s", i.PID, strconv.QuoteToASCII(cmdline))
+			owner = processOwner(i.PID, i.Command, wide)
 		}
 		kind := i.Kind.String()
 		if i.Delegated {

@@ -12,13 +12,16 @@ import (
 	"net/http"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/broker"
 	"github.com/portres/portres/internal/testbroker"
+	"github.com/portres/portres/internal/testutil"
 	"github.com/portres/portres/internal/web"
 )
 
@@ -272,5 +275,107 @@ func TestEventStreamsAreCapped(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("a closed stream did not free its slot")
 		}
+	}
+}
+
+func init() { testutil.Helpers["http-get"] = helperHTTPGet }
+
+// helperHTTPGet GETs each URL of args and prints, a line each, the
+// status code and the body quoted ("error ..." if the request failed).
+func helperHTTPGet(urls []string) int {
+	for _, u := range urls {
+		resp, err := http.Get(u)
+		if err != nil {
+			fmt.Println("error", err)
+			continue
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			fmt.Println("error", err)
+			continue
+		}
+		fmt.Println(resp.StatusCode, strconv.Quote(string(body)))
+	}
+	return 0
+}
+
+// TestAPIToAnotherUser drives the pages as the hostile local user they
+// are open to: an unprivileged process (uid 65534) holds a block under a
+// command line made to attack a page or a terminal, and another
+// unprivileged process reads the JSON API. It sees every user's blocks,
+// the hostile text exact but escaped, and no token: not the root
+// client's, not the admin's persistent one (which only admins may
+// consume), not the hostile user's own.
+func TestAPIToAnotherUser(t *testing.T) {
+	b := testbroker.Start(t, func(c *broker.Config) { c.HTTP = "127.0.0.1:0" })
+	ctx := context.Background()
+	admin := b.Dial(t)
+	pr, err := admin.CreatePersistent(ctx, portres.UDP, 5060, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, err := admin.Acquire(ctx, portres.TCP, 0, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	sockEnv := []string{"PORTRES_SOCKET=" + b.Config.Socket}
+	hostileCmd := `<img src=x onerror=alert(1)> ` + "\x1b]0;owned\x07"
+	hostile := &owner{testutil.StartHelperAs(t, nobody, "as", sockEnv, hostileCmd)}
+	hStart := hostile.take(t, "tcp 0 4 bind")
+
+	base := "http://" + b.MetricsAddr()
+	paths := []string{"/api/v1/reservations", "/api/v1/status", "/api/v1/map"}
+	var urls []string
+	for _, p := range paths {
+		urls = append(urls, base+p)
+	}
+	reader := testutil.StartHelperAs(t, nobody, "http-get", nil, urls...)
+	bodies := map[string]string{}
+	for _, p := range paths {
+		l := reader.Line(10 * time.Second)
+		code, quoted, _ := strings.Cut(l, " ")
+		body, err := strconv.Unquote(quoted)
+		if code != "200" || err != nil {
+			t.Fatalf("GET %s as uid 65534: %s", p, l)
+		}
+		bodies[p] = body
+	}
+	reader.Wait()
+
+	for p, body := range bodies {
+		if strings.Contains(body, `"token"`) {
+			t.Errorf("%s shows uid 65534 a token: %s", p, body)
+		}
+		for _, tok := range []uint64{pr.Token(), mine.Token()} {
+			if strings.Contains(body, fmt.Sprintf("%x", tok)) {
+				t.Errorf("%s shows uid 65534 the token %#x: %s", p, tok, body)
+			}
+		}
+		if strings.Contains(body, "<img") || strings.Contains(body, "\x1b") || strings.Contains(body, "\x07") {
+			t.Errorf("%s has another user's text unescaped: %q", p, body)
+		}
+	}
+	var got []portres.ShowEntry
+	if err := json.Unmarshal([]byte(bodies["/api/v1/reservations"]), &got); err != nil {
+		t.Fatal(err)
+	}
+	var sawHostile, sawPersistent, sawRoot bool
+	for _, e := range got {
+		switch {
+		case e.UID == 65534 && e.Start == hStart:
+			sawHostile = true
+			if !strings.Contains(e.Command, hostileCmd) {
+				t.Errorf("the hostile block's command %q is not the owner's exact text %q", e.Command, hostileCmd)
+			}
+		case e.Kind == "persistent" && e.Start == 5060:
+			sawPersistent = true
+		case e.UID == 0 && e.Start == mine.Start():
+			sawRoot = true
+		}
+	}
+	if !sawHostile || !sawPersistent || !sawRoot {
+		t.Errorf("uid 65534 does not see every block (its own %v, the persistent one %v, root's %v): %+v", sawHostile, sawPersistent, sawRoot, got)
 	}
 }

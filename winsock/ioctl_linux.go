@@ -40,7 +40,7 @@ func (s *Socket) wsaIoctl(code uint32, in, out []byte, ov *Overlapped, completio
 		n, err := run(o.ctx)
 		n, err = o.result(name, n, err)
 		s.end(o)
-		ov.complete(n, err, completion)
+		ov.complete(n, 0, err, completion)
 	}()
 	return 0, WSA_IO_PENDING
 }

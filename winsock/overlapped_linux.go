@@ -5,73 +5,19 @@ import (
 	"time"
 )
 
-// sysOverlapped is the state of an Overlapped on Linux (Internal and
-// InternalHigh of WSAOVERLAPPED).
-type sysOverlapped struct {
-	mu      sync.Mutex
-	sock    *Socket
-	started bool
-	pending bool
-	done    chan struct{} // closed when the operation completes
-	bytes   uint32
-	err     error
-}
+// sysOverlapped is the state of an Overlapped on Linux: the record
+// alone (overlapped.go).
+type sysOverlapped struct{ ovRecord }
 
 // start claims ov for an operation on s; WSAEINVAL if it is in use.
 func (ov *Overlapped) start(name string, s *Socket, useEvent bool) error {
 	ov.sys.mu.Lock()
 	defer ov.sys.mu.Unlock()
-	if ov.sys.pending {
-		return newError(name, WSAEINVAL, "the Overlapped is in use by a pending operation")
+	if err := ov.sys.inUse(name); err != nil {
+		return err
 	}
-	ov.sys.sock, ov.sys.started, ov.sys.pending = s, true, true
-	ov.sys.done = make(chan struct{})
-	ov.sys.bytes, ov.sys.err = 0, nil
-	if useEvent && ov.Event != nil {
-		ov.Event.Reset()
-	}
+	ov.begin(s, useEvent)
 	return nil
-}
-
-// complete records the result and tells the program: through the
-// completion routine if there is one, else by setting the event.
-func (ov *Overlapped) complete(n uint32, err error, completion CompletionRoutine) {
-	ov.sys.mu.Lock()
-	ov.sys.bytes, ov.sys.err, ov.sys.pending = n, err, false
-	close(ov.sys.done)
-	ev := ov.Event
-	ov.sys.mu.Unlock()
-	if completion != nil {
-		completion(err, n, ov, 0)
-		return
-	}
-	if ev != nil {
-		ev.Set()
-	}
-}
-
-func getOverlappedResult(s *Socket, ov *Overlapped, wait bool) (uint32, uint32, error) {
-	const name = "WSAGetOverlappedResult"
-	ov.sys.mu.Lock()
-	switch {
-	case !ov.sys.started:
-		ov.sys.mu.Unlock()
-		return 0, 0, newError(name, WSAEINVAL, "no operation was started with this Overlapped")
-	case ov.sys.sock != s:
-		ov.sys.mu.Unlock()
-		return 0, 0, newError(name, WSAEINVAL, "the Overlapped's operation is on another socket")
-	}
-	done, pending := ov.sys.done, ov.sys.pending
-	ov.sys.mu.Unlock()
-	if pending {
-		if !wait {
-			return 0, 0, WSA_IO_INCOMPLETE
-		}
-		<-done
-	}
-	ov.sys.mu.Lock()
-	defer ov.sys.mu.Unlock()
-	return ov.sys.bytes, 0, ov.sys.err
 }
 
 func (s *Socket) cancelIo() error { return s.cancelOps("CancelIo", nil) }

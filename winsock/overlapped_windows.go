@@ -1,7 +1,6 @@
 package winsock
 
 import (
-	"sync"
 	"time"
 
 	"golang.org/x/sys/windows"
@@ -16,16 +15,9 @@ import (
 // code can wait on it after it is closed. The program's Overlapped.Event,
 // if any, is set by the waiter when the result is recorded.
 type sysOverlapped struct {
-	mu      sync.Mutex
-	wov     windows.Overlapped
-	sock    *Socket
-	started bool
-	pending bool
-	done    chan struct{} // closed when the operation completes
-	bytes   uint32
-	flags   uint32
-	err     error
-	in, out []byte // the buffers the system may still use
+	ovRecord // overlapped.go
+	wov      windows.Overlapped
+	in, out  []byte // the buffers the system may still use
 }
 
 // wsaIoctl calls Winsock's WSAIoctl. An overlapped call gets a waiter
@@ -79,20 +71,15 @@ func bufPtr(b []byte) *byte {
 func (ov *Overlapped) start(name string, s *Socket, in, out []byte, useEvent bool) (windows.Handle, error) {
 	ov.sys.mu.Lock()
 	defer ov.sys.mu.Unlock()
-	if ov.sys.pending {
-		return 0, newError(name, WSAEINVAL, "the Overlapped is in use by a pending operation")
+	if err := ov.sys.inUse(name); err != nil {
+		return 0, err
 	}
 	ev, err := windows.CreateEvent(nil, 1, 0, nil)
 	if err != nil {
 		return 0, sysError(name, "CreateEvent", err)
 	}
-	if useEvent && ov.Event != nil {
-		ov.Event.Reset()
-	}
+	ov.begin(s, useEvent)
 	ov.sys.wov = windows.Overlapped{HEvent: ev}
-	ov.sys.sock, ov.sys.started, ov.sys.pending = s, true, true
-	ov.sys.done = make(chan struct{})
-	ov.sys.bytes, ov.sys.flags, ov.sys.err = 0, 0, nil
 	ov.sys.in, ov.sys.out = in, out
 	return ev, nil
 }
@@ -129,23 +116,13 @@ func (s *Socket) overlappedResult(name string, wov *windows.Overlapped) (uint32,
 	return 0, 0, &Error{Op: name, Code: WSA_OPERATION_ABORTED, Msg: "the socket was closed"}
 }
 
-// complete records the result and tells the program: through the
-// completion routine if there is one, else by setting the event.
-func (ov *Overlapped) complete(n, flags uint32, err error, completion CompletionRoutine) {
-	ov.sys.mu.Lock()
-	ov.sys.bytes, ov.sys.flags, ov.sys.err, ov.sys.pending = n, flags, err, false
-	ov.sys.wov.HEvent = 0 // closed
-	ov.sys.in, ov.sys.out = nil, nil
-	close(ov.sys.done)
-	ev := ov.Event
-	ov.sys.mu.Unlock()
-	if completion != nil {
-		completion(err, n, ov, flags)
-		return
-	}
-	if ev != nil {
-		ev.Set()
-	}
+// finish records the result of the operation, with mu held, and lets
+// go of what the system no longer uses: the event (closed) and the
+// buffers.
+func (o *sysOverlapped) finish(n, flags uint32, err error) {
+	o.ovRecord.finish(n, flags, err)
+	o.wov.HEvent = 0
+	o.in, o.out = nil, nil
 }
 
 // fail records an operation that did not start: its event is closed and
@@ -153,37 +130,8 @@ func (ov *Overlapped) complete(n, flags uint32, err error, completion Completion
 func (ov *Overlapped) fail(ev windows.Handle, err error) {
 	windows.CloseHandle(ev)
 	ov.sys.mu.Lock()
-	ov.sys.err, ov.sys.pending = err, false
-	ov.sys.wov.HEvent = 0
-	ov.sys.in, ov.sys.out = nil, nil
-	close(ov.sys.done)
+	ov.sys.finish(0, 0, err)
 	ov.sys.mu.Unlock()
-}
-
-// getOverlappedResult answers from the recorded result, as on Linux: it
-// works after Close too, where the system would only say WSAENOTSOCK.
-func getOverlappedResult(s *Socket, ov *Overlapped, wait bool) (uint32, uint32, error) {
-	const name = "WSAGetOverlappedResult"
-	ov.sys.mu.Lock()
-	switch {
-	case !ov.sys.started:
-		ov.sys.mu.Unlock()
-		return 0, 0, newError(name, WSAEINVAL, "no operation was started with this Overlapped")
-	case ov.sys.sock != s:
-		ov.sys.mu.Unlock()
-		return 0, 0, newError(name, WSAEINVAL, "the Overlapped's operation is on another socket")
-	}
-	done, pending := ov.sys.done, ov.sys.pending
-	ov.sys.mu.Unlock()
-	if pending {
-		if !wait {
-			return 0, 0, WSA_IO_INCOMPLETE
-		}
-		<-done
-	}
-	ov.sys.mu.Lock()
-	defer ov.sys.mu.Unlock()
-	return ov.sys.bytes, ov.sys.flags, ov.sys.err
 }
 
 func (s *Socket) cancelIo() error {

@@ -69,9 +69,6 @@ func fromFD(fd uintptr) *Socket {
 	return &Socket{sys: sysSocket{fd: int(fd), valid: true, ops: map[*op]struct{}{}}}
 }
 
-// overlapped reports whether the socket has the overlapped attribute.
-func (s *Socket) overlapped() bool { return !s.sys.nonOverlap }
-
 func (s *Socket) fd() uintptr {
 	if !s.sys.valid {
 		return ^uintptr(0) // INVALID_SOCKET

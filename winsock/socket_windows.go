@@ -95,9 +95,6 @@ func synchronousHandle(h windows.Handle) bool {
 	return mode&(windows.FILE_SYNCHRONOUS_IO_ALERT|windows.FILE_SYNCHRONOUS_IO_NONALERT) != 0
 }
 
-// overlapped reports whether the socket has the overlapped attribute.
-func (s *Socket) overlapped() bool { return !s.sys.nonOverlap }
-
 func (s *Socket) fd() uintptr {
 	if !s.sys.valid {
 		return ^uintptr(0) // INVALID_SOCKET

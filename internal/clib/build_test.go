@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/portres/portres/internal/testutil"
@@ -32,12 +33,42 @@ func (c cleanup) Run() int {
 // srcDir is libportres's source directory.
 var srcDir, _ = filepath.Abs("../../libportres")
 
-var build struct {
+// nobody is the unprivileged user the tests run C and Go clients as.
+var nobody = &syscall.Credential{Uid: 65534, Gid: 65534}
+
+// libBuild is one build of the libraries, made once per test binary into
+// a directory others can read (uid 65534 runs the driver), kept until
+// the test binary ends (TestMain removes it).
+type libBuild struct {
 	once sync.Once
 	dir  string
 	err  error
-	out  string
+	out  []byte
 }
+
+// make runs make once, with O= the build's directory and the arguments
+// args gives for it, and returns the directory or fails t.
+func (b *libBuild) make(t *testing.T, what string, args func(dir string) []string) string {
+	t.Helper()
+	needCC(t)
+	b.once.Do(func() {
+		if b.dir, b.err = os.MkdirTemp("", "libportres-"); b.err == nil {
+			b.err = os.Chmod(b.dir, 0o755)
+		}
+		if b.err != nil {
+			return
+		}
+		argv := append([]string{"-s", "-C", srcDir, "O=" + b.dir}, args(b.dir)...)
+		b.out, b.err = exec.Command("make", argv...).CombinedOutput()
+	})
+	if b.err != nil {
+		t.Fatalf("make %s: %v\n%s", what, b.err, b.out)
+	}
+	return b.dir
+}
+
+// build is the plain build of the libraries and the C driver.
+var build libBuild
 
 // needCC skips the test without a C compiler and make.
 func needCC(t *testing.T) {
@@ -49,28 +80,10 @@ func needCC(t *testing.T) {
 	}
 }
 
-// libDir builds libportres once per test binary into a directory others
-// can read (uid 65534 runs the driver) and returns it.
+// libDir builds libportres once per test binary and returns where.
 func libDir(t *testing.T) string {
 	t.Helper()
-	needCC(t)
-	build.once.Do(func() {
-		dir, err := os.MkdirTemp("", "libportres-")
-		if err == nil {
-			err = os.Chmod(dir, 0o755)
-		}
-		if err != nil {
-			build.err = err
-			return
-		}
-		build.dir = dir
-		out, err := exec.Command("make", "-s", "-C", srcDir, "O="+dir, "all", dir+"/driver").CombinedOutput()
-		build.out, build.err = string(out), err
-	})
-	if build.err != nil {
-		t.Fatalf("make libportres: %v\n%s", build.err, build.out)
-	}
-	return build.dir
+	return build.make(t, "libportres", func(dir string) []string { return []string{"all", dir + "/driver"} })
 }
 
 // TestCheck runs the library's own tests: the codec's unit tests and

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,41 +107,33 @@ func parseScript(s string) []scriptLine {
 // broker messages name the owner "pid N (command)".
 var pidRE = regexp.MustCompile(`pid \d+( \([^)]*\))?`)
 
-// runScript feeds script to a driver (the Go one, or the C one at cDriver)
-// as cred, against the broker socket sock, and returns its output lines,
-// pids normalized.
+// runScript feeds script to a driver (the Go one, a helper of this test
+// binary, or the C one at cDriver) as cred, against the broker socket
+// sock, and returns its output lines, pids normalized.
 func runScript(t *testing.T, cDriver string, cred *syscall.Credential, sock string, lines []scriptLine, subst map[string]string) []string {
 	t.Helper()
-	var cmd *exec.Cmd
+	var (
+		cmd   *exec.Cmd
+		stdin io.WriteCloser
+		r     *bufio.Reader
+	)
 	if cDriver == "" {
-		exe := os.Args[0]
-		if cred != nil { // the go tool's build directory is root's own
-			exe = filepath.Join(testutil.Dir(t), "driver.test")
-			data, err := os.ReadFile(os.Args[0])
-			if err == nil {
-				err = os.WriteFile(exe, data, 0o755)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-		cmd = exec.Command(exe, "-test.run=^$")
-		cmd.Env = append(os.Environ(), "PORTRES_TEST_HELPER=godriver", "GORACE=atexit_sleep_ms=0")
+		p := testutil.StartHelperAs(t, cred, "godriver", []string{"PORTRES_SOCKET=" + sock})
+		cmd, stdin, r = p.Cmd, p.Stdin, p.Stdout
 	} else {
 		cmd = exec.Command(cDriver)
-		cmd.Env = os.Environ()
-	}
-	cmd.Env = append(cmd.Env, "PORTRES_SOCKET="+sock)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	cmd.Stderr = os.Stderr
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		cmd.Env = append(os.Environ(), "PORTRES_SOCKET="+sock)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		cmd.Stderr = os.Stderr
+		stdin, _ = cmd.StdinPipe()
+		stdout, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		r = bufio.NewReader(stdout)
 	}
 	defer cmd.Wait()
 	defer stdin.Close()
-	r := bufio.NewReader(stdout)
 	var out []string
 	read := func() string {
 		ch := make(chan string, 1)
@@ -232,7 +225,6 @@ func TestConformance(t *testing.T) {
 	}
 
 	user := parseScript(userScript)
-	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
 	outs = [2][]string{}
 	for i, d := range drivers {
 		t.Run("user/"+d, func(t *testing.T) {

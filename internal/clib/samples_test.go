@@ -114,36 +114,15 @@ var sanitizers = map[string]string{
 	"tsan": "-fsanitize=thread",
 }
 
-var sanBuilds = map[string]*struct {
-	dir string
-	err error
-	out []byte
-}{}
+var sanBuilds = map[string]*libBuild{"asan": {}, "tsan": {}}
 
 // sanDir builds the libraries with the sanitizer kind and returns where.
 func sanDir(t *testing.T, kind string) string {
 	t.Helper()
-	needCC(t)
-	b := sanBuilds[kind]
-	if b == nil {
-		b = &struct {
-			dir string
-			err error
-			out []byte
-		}{}
-		sanBuilds[kind] = b
-		// Kept until the test binary ends (TestMain removes it), as the
-		// plain build in libDir.
-		if b.dir, b.err = os.MkdirTemp("", "libportres-"+kind+"-"); b.err != nil {
-			t.Fatal(b.err)
-		}
-		b.out, b.err = exec.Command("make", "-s", "-C", srcDir, "O="+b.dir, "CFLAGS=-O1 -g -fno-omit-frame-pointer "+sanitizers[kind],
-			b.dir+"/libportres.a", b.dir+"/libportres-winsock.a", b.dir+"/libportres-wmain.a").CombinedOutput()
-	}
-	if b.err != nil {
-		t.Fatalf("make (%s): %v\n%s", kind, b.err, b.out)
-	}
-	return b.dir
+	return sanBuilds[kind].make(t, "("+kind+")", func(dir string) []string {
+		return []string{"CFLAGS=-O1 -g -fno-omit-frame-pointer " + sanitizers[kind],
+			dir + "/libportres.a", dir + "/libportres-winsock.a", dir + "/libportres-wmain.a"}
+	})
 }
 
 var (
@@ -235,7 +214,6 @@ func TestPublishedSamples(t *testing.T) {
 		"long-asan": compileSample(t, "acquire_sample_asan", long, true),
 	}
 	cli := portresBinary(t)
-	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
 	for _, a := range sampleArgs {
 		args := strings.Fields(a.args)
 		var cred *syscall.Credential

@@ -17,10 +17,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#define EVENT_MAGIC 0x70724576u /* "prEv" */
-
 struct event {
-	uint32_t magic;
 	int set;
 	struct event *next; /* the list of live events: handles are checked against it */
 };
@@ -41,21 +38,21 @@ int ws_event_state(WSAEVENT h)
 	return e ? e->set : -1;
 }
 
-void ws_event_set_locked(WSAEVENT h)
+/* set_locked sets (v 1) or resets (v 0) the event h, waking the waits
+ * if set; 0 if h is not an event. With the lock held. */
+static int set_locked(WSAEVENT h, int v)
 {
 	struct event *e = find(h);
-	if (e) {
-		e->set = 1;
+	if (!e)
+		return 0;
+	e->set = v;
+	if (v)
 		ws_broadcast();
-	}
+	return 1;
 }
 
-void ws_event_reset_locked(WSAEVENT h)
-{
-	struct event *e = find(h);
-	if (e)
-		e->set = 0;
-}
+void ws_event_set_locked(WSAEVENT h) { set_locked(h, 1); }
+void ws_event_reset_locked(WSAEVENT h) { set_locked(h, 0); }
 
 WSAEVENT WSACreateEvent(void)
 {
@@ -64,7 +61,6 @@ WSAEVENT WSACreateEvent(void)
 		ws_fail(WSAENOBUFS, "WSACreateEvent: out of memory");
 		return WSA_INVALID_EVENT;
 	}
-	e->magic = EVENT_MAGIC;
 	ws_lock();
 	e->next = events;
 	events = e;
@@ -81,7 +77,6 @@ BOOL WSACloseEvent(WSAEVENT h)
 			*p = e->next;
 			ws_broadcast(); /* a wait on it fails now */
 			ws_unlock();
-			e->magic = 0;
 			free(e);
 			return TRUE;
 		}
@@ -94,14 +89,9 @@ BOOL WSACloseEvent(WSAEVENT h)
 static BOOL set(WSAEVENT h, int v, const char *name)
 {
 	ws_lock();
-	struct event *e = find(h);
-	if (e) {
-		e->set = v;
-		if (v)
-			ws_broadcast();
-	}
+	int found = set_locked(h, v);
 	ws_unlock();
-	if (!e) {
+	if (!found) {
 		ws_fail(WSA_INVALID_HANDLE, "%s: not an event", name);
 		return FALSE;
 	}
@@ -192,12 +182,6 @@ void ws_queue_apc(struct ws_apcs *q, LPWSAOVERLAPPED_COMPLETION_ROUTINE fn, DWOR
 	*q->tail = a;
 	q->tail = &a->next;
 	ws_broadcast();
-}
-
-int ws_apcs_waiting(void)
-{
-	struct ws_apcs *q = mine(0);
-	return q && q->head;
 }
 
 int ws_run_apcs(void)

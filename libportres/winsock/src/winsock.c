@@ -173,16 +173,18 @@ static struct ws_socket *add(int fd, int overlapped)
 
 struct ws_socket *ws_get(SOCKET s)
 {
-	if (!ws_started()) {
+	ws_lock(); /* one lock for the WSAStartup check and the table */
+	if (startups == 0) {
+		ws_unlock();
 		ws_fail(WSANOTINITIALISED, "WSAStartup was not called");
 		return NULL;
 	}
 	if (s == INVALID_SOCKET || s > (SOCKET)INT32_MAX) {
+		ws_unlock();
 		ws_fail(WSAENOTSOCK, "descriptor %lld is not a socket", (long long)s);
 		return NULL;
 	}
 	int fd = (int)s;
-	ws_lock();
 	struct ws_socket *ws = (size_t)fd < table_len ? table[fd] : NULL;
 	if (ws && ws->closing) {
 		ws_unlock();

@@ -22,7 +22,6 @@ struct ws_socket {
 	int busy;                /* calls in progress; closesocket waits for 0 */
 	portres_client *own;     /* dialled by the first ACQUIRE; its runtime reservations end with it */
 	uint64_t token;          /* associated reservation for the next bind, 0 if none */
-	uint8_t proto;           /* PORTRES_TCP/UDP once known, 0 before */
 };
 
 /* ws_lock/ws_unlock guard the socket table, events, the shared client
@@ -67,9 +66,8 @@ void ws_apcs_unref(struct ws_apcs *q);
 void ws_queue_apc(struct ws_apcs *q, LPWSAOVERLAPPED_COMPLETION_ROUTINE fn, DWORD error, DWORD bytes,
 		  LPWSAOVERLAPPED ov); /* with the lock held */
 int ws_run_apcs(void); /* with the lock held (released while routines run); 1 if any ran */
-int ws_apcs_waiting(void); /* with the lock held */
 
-/* ws_event_signaled: nonzero if h is a live event and is set; -1 if h is
+/* ws_event_state: nonzero if h is a live event and is set; -1 if h is
  * not an event (with the lock held). */
 int ws_event_state(WSAEVENT h);
 void ws_event_set_locked(WSAEVENT h);

@@ -65,7 +65,15 @@ func (l *loop) add(s *session) error {
 	l.next++
 	l.byID[s.id] = s
 	l.mu.Unlock()
-	return l.watch(s)
+	if err := l.watch(s); err != nil {
+		// Not served: the caller ends s (closes its queue), so the
+		// loop must not end it again (stop).
+		l.mu.Lock()
+		delete(l.byID, s.id)
+		l.mu.Unlock()
+		return err
+	}
+	return nil
 }
 
 // watch (re)arms s's socket: requests and hang-ups wake the loop.
@@ -231,18 +239,7 @@ func (s *session) request(msg []byte, fds []int) {
 		s.queue <- j // never blocks: serve reads only while there is room
 		return
 	}
-	resps := s.run(j)
-	for i, r := range resps {
-		if !s.tryReply(r) {
-			// The client is not reading: its worker sends the rest,
-			// blocking, before anything else of the session.
-			s.mu.Lock()
-			s.busy++
-			s.mu.Unlock()
-			s.queue <- job{out: resps[i:]}
-			return
-		}
-	}
+	s.reply(s.runInline(j)...)
 }
 
 // admitNow reports whether j may be served at once on the loop's thread:
@@ -265,14 +262,18 @@ func (s *session) admitNow(j *job) bool {
 	return true
 }
 
-// reply sends r as the answer to a message that got no request ID, from
-// the loop: without blocking where it can, else from the worker.
-func (s *session) reply(r *wire.Response) {
-	if !s.tryReply(r) {
-		s.mu.Lock()
-		s.busy++
-		s.mu.Unlock()
-		s.queue <- job{out: []*wire.Response{r}}
+// reply sends answers from the loop, in order: without blocking where it
+// can; once the client is not reading, its worker sends the rest,
+// blocking, before anything else of the session.
+func (s *session) reply(rs ...*wire.Response) {
+	for i, r := range rs {
+		if !s.tryReply(r) {
+			s.mu.Lock()
+			s.busy++
+			s.mu.Unlock()
+			s.queue <- job{out: rs[i:]}
+			return
+		}
 	}
 }
 

@@ -128,13 +128,12 @@ func (b *Broker) acquireBind(ctx context.Context, s *session, req *wire.Request,
 	return resp
 }
 
-// bindSocket binds fd, a socket inspect described, to port of the
-// reservation token (0: any free one), on the local address sa.
+// bindSocket binds fd, a socket inspect described, to port wantPort of
+// the reservation token (0: any free one), on the local address sa.
 func (b *Broker) bindSocket(ctx context.Context, s *session, token uint64, wantPort uint16, fd int, info *sockInfo, sa unix.Sockaddr) *wire.Response {
-	req := &wire.Request{Token: token, Port: wantPort}
 	for retried, rebind := false, false; ; retried = true {
 		b.mu.Lock()
-		rv, resp := b.ownedLocked(s, req.Token, "bind")
+		rv, resp := b.ownedLocked(s, token, "bind")
 		if resp == nil {
 			resp = b.checkSocket(rv, info)
 		}
@@ -142,22 +141,22 @@ func (b *Broker) bindSocket(ctx context.Context, s *session, token uint64, wantP
 			b.mu.Unlock()
 			return resp
 		}
-		if rebind && rv.r.IsBound(req.Port) {
+		if rebind && rv.r.IsBound(wantPort) {
 			// The port's last socket is gone, its connections only
 			// lingering in TIME_WAIT (checked below, without the lock):
 			// that stops a placeholder but not a socket with
 			// SO_REUSEADDR, so the port may be bound again. Only then:
 			// the kernel alone would let two SO_REUSEADDR or SO_REUSEPORT
 			// sockets share it.
-			setPort(sa, req.Port)
+			setPort(sa, wantPort)
 			err := b.bindAllowed(rv, fd, sa)
 			b.mu.Unlock()
 			if err == nil {
-				return &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(rv.proto), Port: req.Port}
+				return &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(rv.proto), Port: wantPort}
 			}
-			return rv.bindError(req.Port, pool.ErrBound)
+			return rv.bindError(wantPort, pool.ErrBound)
 		}
-		port, err := b.takeLocked(rv, req.Port)
+		port, err := b.takeLocked(rv, wantPort)
 		if err != nil {
 			b.mu.Unlock()
 			switch {
@@ -165,22 +164,22 @@ func (b *Broker) bindSocket(ctx context.Context, s *session, token uint64, wantP
 				// Sockets may have been closed since the last sweep: look
 				// again at the wanted port, or at every port for port 0.
 				var ports []uint16
-				if req.Port != 0 {
-					ports = []uint16{req.Port}
+				if wantPort != 0 {
+					ports = []uint16{wantPort}
 				}
 				b.recheck(rv, ports)
 				continue
-			case errors.Is(err, pool.ErrBound) && req.Port != 0 && rv.proto == portres.TCP && !rebind:
-				if tw, _ := enforce.OnlyTimeWait(req.Port); tw {
+			case errors.Is(err, pool.ErrBound) && wantPort != 0 && rv.proto == portres.TCP && !rebind:
+				if tw, _ := enforce.OnlyTimeWait(wantPort); tw {
 					rebind = true
 					continue
 				}
 			}
-			return rv.bindError(req.Port, err)
+			return rv.bindError(wantPort, err)
 		}
 		resp = b.bindPortLocked(rv, fd, sa, port)
 		b.mu.Unlock()
-		if resp != nil && resp.Code == uint32(portres.WSAEADDRINUSE) && req.Port == 0 && !rv.holds() && ctx.Err() == nil {
+		if resp != nil && resp.Code == uint32(portres.WSAEADDRINUSE) && wantPort == 0 && !rv.holds() && ctx.Err() == nil {
 			// A persistent or delegated port taken by a foreign socket
 			// stays marked bound until a sweep finds it free; try another
 			// (the block runs out, WSAENOBUFS, if none is left).

@@ -168,15 +168,14 @@ func (s *session) work() {
 		}
 		s.mu.Lock()
 		s.busy--
-		if s.loop != nil {
-			s.loop.resumeLocked(s)
-		}
+		s.loop.resumeLocked(s)
 		s.mu.Unlock()
 	}
 	s.b.endSession(s)
 }
 
-// run executes one request and returns its answers.
+// run executes one request of the worker, which a cancel may abort while
+// queued or running, and returns its answers.
 func (s *session) run(j job) []*wire.Response {
 	s.mu.Lock()
 	cancelled := s.queued[j.req.ID]
@@ -184,6 +183,24 @@ func (s *session) run(j job) []*wire.Response {
 	ctx, cancel := context.WithCancel(s.ctx)
 	s.curID, s.curCancel = j.req.ID, cancel
 	s.mu.Unlock()
+	resps := s.exec(ctx, j, cancelled)
+	s.mu.Lock()
+	s.curCancel = nil
+	s.mu.Unlock()
+	cancel()
+	return resps
+}
+
+// runInline executes one request on the loop's thread and returns its
+// answers. It was never queued, and no cancel of it can be read (the
+// loop reads cancels) before it is done: it needs no cancel of its own.
+func (s *session) runInline(j job) []*wire.Response {
+	return s.exec(s.ctx, j, false)
+}
+
+// exec serves j (or answers that it was cancelled before it started),
+// counts it, and closes the descriptors it carried.
+func (s *session) exec(ctx context.Context, j job, cancelled bool) []*wire.Response {
 	var resps []*wire.Response
 	start := time.Now()
 	if cancelled {
@@ -196,10 +213,6 @@ func (s *session) run(j job) []*wire.Response {
 	}
 	s.b.metrics.observe(j.req.Op, resps[len(resps)-1].Code, time.Since(start))
 	s.closeFDs(j.fds)
-	s.mu.Lock()
-	s.curCancel = nil
-	s.mu.Unlock()
-	cancel()
 	for _, r := range resps {
 		r.ID = j.req.ID
 	}

@@ -64,27 +64,22 @@ func (c *Conn) Fd() int { return c.fd }
 // Send writes msg as one datagram, with the descriptors fds (may be none)
 // attached. The caller keeps owning fds.
 func (c *Conn) Send(msg []byte, fds ...int) error {
-	var oob []byte
-	if len(fds) > 0 {
-		oob = unix.UnixRights(fds...)
-	}
-	for {
-		err := unix.Sendmsg(c.fd, msg, oob, nil, unix.MSG_NOSIGNAL)
-		if err != unix.EINTR {
-			return c.err(err)
-		}
-	}
+	return c.send(msg, fds, 0)
 }
 
 // SendNow is Send failing with EAGAIN instead of blocking when the
 // peer's socket buffer is full.
 func (c *Conn) SendNow(msg []byte, fds ...int) error {
+	return c.send(msg, fds, unix.MSG_DONTWAIT)
+}
+
+func (c *Conn) send(msg []byte, fds []int, flags int) error {
 	var oob []byte
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
 	}
 	for {
-		err := unix.Sendmsg(c.fd, msg, oob, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
+		err := unix.Sendmsg(c.fd, msg, oob, nil, flags|unix.MSG_NOSIGNAL)
 		if err != unix.EINTR {
 			return c.err(err)
 		}

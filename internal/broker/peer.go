@@ -187,22 +187,37 @@ func peerGroups(fd int) ([]uint32, error) {
 
 // groups is the /proc fallback of peerGroups.
 func groups(pid int32) []uint32 {
+	_, _, gs, _ := readStatus(pid)
+	return gs
+}
+
+// readStatus reads the real uid and gid and the supplementary groups of
+// process pid from /proc/PID/status.
+func readStatus(pid int32) (uid, gid uint32, grps []uint32, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return nil
+		return 0, 0, nil, err
+	}
+	first := func(rest string) uint32 {
+		if f := strings.Fields(rest); len(f) > 0 {
+			v, _ := strconv.ParseUint(f[0], 10, 32)
+			return uint32(v)
+		}
+		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		rest, ok := strings.CutPrefix(line, "Groups:")
-		if !ok {
-			continue
-		}
-		var gs []uint32
-		for _, f := range strings.Fields(rest) {
-			if g, err := strconv.ParseUint(f, 10, 32); err == nil {
-				gs = append(gs, uint32(g))
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			uid = first(rest)
+		} else if rest, ok := strings.CutPrefix(line, "Gid:"); ok {
+			gid = first(rest)
+		} else if rest, ok := strings.CutPrefix(line, "Groups:"); ok {
+			for _, f := range strings.Fields(rest) {
+				if g, err := strconv.ParseUint(f, 10, 32); err == nil {
+					grps = append(grps, uint32(g))
+				}
 			}
+			break // after Uid and Gid
 		}
-		return gs
 	}
-	return nil
+	return uid, gid, grps, nil
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -15,8 +16,8 @@ import (
 	"time"
 
 	"github.com/portres/portres"
+	"github.com/portres/portres/internal/pool"
 	"github.com/portres/portres/internal/wire"
-	"golang.org/x/sys/unix"
 )
 
 // The portserver protocol, as Google's portpicker speaks it (Python's
@@ -102,7 +103,7 @@ func (b *Broker) portserverRequest(c *net.UnixConn) {
 		answer(0)
 		return
 	}
-	line, err := bufio.NewReader(&limitReader{c, 32}).ReadString('\n')
+	line, err := bufio.NewReader(io.LimitReader(c, 32)).ReadString('\n')
 	pid, perr := strconv.ParseInt(strings.TrimSpace(line), 10, 32)
 	if err != nil || perr != nil || pid <= 0 {
 		b.rlog.Log(caller.uid, slog.LevelWarn, "portserver: malformed request", "pid", caller.pid, "request", strconv.Quote(line))
@@ -155,18 +156,15 @@ func (b *Broker) pickPort(ctx context.Context, owner *peer, admin bool) (uint16,
 // releasePidOwned ends the portserver's reservation token.
 func (b *Broker) releasePidOwned(token uint64) {
 	b.mu.Lock()
-	var gone []*resv
-	for rv := range b.pidOwned {
-		if uint64(rv.r.Token) == token {
-			b.removeLocked(rv)
-			b.forgetLocked(rv)
-			gone = append(gone, rv)
-		}
+	rv := b.byToken[pool.Token(token)]
+	if _, ok := b.pidOwned[rv]; !ok {
+		b.mu.Unlock()
+		return
 	}
+	b.removeLocked(rv)
+	b.forgetLocked(rv)
 	b.mu.Unlock()
-	for _, rv := range gone {
-		b.unlist(rv, "portserver")
-	}
+	b.unlist(rv, "portserver")
 }
 
 // expirePidOwned releases the portserver's reservations whose owner
@@ -202,25 +200,11 @@ func processPeer(pid int32) (*peer, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	uid, gid, grps, err := readStatus(pid)
 	if err != nil {
 		return nil, err
 	}
-	p := &peer{pid: pid, id: st, cmd: command(pid), grps: groups(pid)}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
-			if f := strings.Fields(rest); len(f) > 0 {
-				v, _ := strconv.ParseUint(f[0], 10, 32)
-				p.uid = uint32(v)
-			}
-		}
-		if rest, ok := strings.CutPrefix(line, "Gid:"); ok {
-			if f := strings.Fields(rest); len(f) > 0 {
-				v, _ := strconv.ParseUint(f[0], 10, 32)
-				p.gid = uint32(v)
-			}
-		}
-	}
+	p := &peer{pid: pid, uid: uid, gid: gid, id: st, cmd: command(pid), grps: grps}
 	// Still the same process after all that was read?
 	if again, err := readStartTime(pid); err != nil || again != st {
 		return nil, fmt.Errorf("process %d exited", pid)
@@ -240,22 +224,4 @@ func peerOfConn(c *net.UnixConn) (*peer, error) {
 		return nil, err
 	}
 	return p, perr
-}
-
-// limitReader reads at most n bytes in all from r.
-type limitReader struct {
-	r net.Conn
-	n int
-}
-
-func (l *limitReader) Read(p []byte) (int, error) {
-	if l.n <= 0 {
-		return 0, unix.EMSGSIZE
-	}
-	if len(p) > l.n {
-		p = p[:l.n]
-	}
-	n, err := l.r.Read(p)
-	l.n -= n
-	return n, err
 }

@@ -3,7 +3,6 @@
 package broker
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -70,11 +69,7 @@ func (b *Broker) loadState() error {
 // kernelPortRange reads net.ipv4.ip_local_port_range, the default
 // dynamic range; 49152-65535 (Windows' default) if it cannot be read.
 func (b *Broker) kernelPortRange() (uint16, uint16) {
-	data, err := os.ReadFile(b.cfg.PortRange)
-	var lo, hi uint16
-	if err == nil {
-		_, err = fmt.Sscan(string(bytes.TrimSpace(data)), &lo, &hi)
-	}
+	lo, hi, err := readPortRange(b.cfg.PortRange)
 	if err != nil || lo == 0 || hi < lo {
 		b.log.Warn("cannot read the kernel's ephemeral port range; using 49152-65535", "path", b.cfg.PortRange, "err", err)
 		return 49152, 65535

@@ -48,6 +48,8 @@ func init() {
 //	malformed K                      K malformed datagrams on one connection; N = answers read
 //	burst K                          K trivial requests (dynamic range); N = milliseconds taken
 //	status                           the broker's status; N = reservations it counts, MSG = its JSON
+//	system START COUNT               dynamicport set --system (FlagSystem)
+//	listen NETWORK ADDRESS           acquire and bind in one request (FlagBind), kept; N = the port
 //	wait                             read a line from stdin
 func helperOps(args []string) int {
 	ctx := context.Background()
@@ -164,6 +166,17 @@ func helperOps(args []string) int {
 			js, _ := json.Marshal(st)
 			fmt.Fprintln(out, "status", 0, st.Counts.Runtime+st.Counts.Persistent, false, string(js))
 			out.Flush()
+		case "system":
+			_, err := c.SetSystemDynamicPortRange(ctx, uint16(mustAtoi(f[1])), uint16(mustAtoi(f[2])))
+			report("system", 0, err)
+		case "listen":
+			ln, _, err := c.Listen(ctx, f[1], f[2])
+			port := 0
+			if err == nil {
+				defer ln.Close()
+				port = ln.Addr().(*net.TCPAddr).Port
+			}
+			report("listen", port, err)
 		case "wait":
 			bufio.NewReader(os.Stdin).ReadString('\n')
 		default:

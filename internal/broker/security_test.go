@@ -111,6 +111,56 @@ func TestPrivilegedPortsNeedCapability(t *testing.T) {
 
 const unixCapNetBindService = 10
 
+// TestAcquireBindPrivileged: the one-request acquire and bind (FlagBind,
+// Client.Listen), where the root broker binds the caller's socket
+// itself, refuses an unprivileged user a port below
+// ip_unprivileged_port_start like a plain acquire, and leaves the port
+// free.
+func TestAcquireBindPrivileged(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	rs := runOps(t, b, nobodyCred, false, "listen tcp 127.0.0.1:80", "listen tcp [::1]:443")
+	for _, r := range rs {
+		if r.code != int(portres.WSAEACCES) || r.n != 0 || !strings.Contains(r.msg, "ip_unprivileged_port_start") {
+			t.Errorf("%s as uid %d: code %d port %d %q, want WSAEACCES naming ip_unprivileged_port_start", r.name, nobody, r.code, r.n, r.msg)
+		}
+	}
+	if infos, err := b.Dial(t).Show(context.Background()); err != nil || len(infos) != 0 {
+		t.Errorf("after the refused binds, show: %v, %v; want nothing reserved", infos, err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:80")
+	if err != nil {
+		t.Fatalf("root's own bind of port 80 after the refused acquire and bind: %v", err)
+	}
+	ln.Close()
+}
+
+// TestSystemRangeNeedsAdmin: an unprivileged user cannot move the
+// kernel's ephemeral port range through the root broker (dynamicport set
+// --system, FlagSystem): ERROR_ACCESS_DENIED, and neither the range file
+// (a stand-in for net.ipv4.ip_local_port_range) nor the protocols'
+// dynamic ranges change.
+func TestSystemRangeNeedsAdmin(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "ip_local_port_range")
+	const before = "32768\t60999\n"
+	if err := os.WriteFile(file, []byte(before), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := testbroker.Start(t, func(c *broker.Config) { c.PortRange = file })
+	r := runOps(t, b, nobodyCred, false, "system 40000 1000")[0]
+	if r.code != int(portres.ERROR_ACCESS_DENIED) || !strings.Contains(r.msg, "may not set the dynamic port range") {
+		t.Errorf("dynamicport set --system as uid %d: code %d %q, want ERROR_ACCESS_DENIED", nobody, r.code, r.msg)
+	}
+	if data, _ := os.ReadFile(file); string(data) != before {
+		t.Errorf("the range file holds %q after the refused change, want %q", data, before)
+	}
+	c := b.Dial(t)
+	for _, p := range []portres.Proto{portres.TCP, portres.UDP} {
+		if lo, n, err := c.DynamicPortRange(context.Background(), p); err != nil || lo != 32768 || n != 60999-32768+1 {
+			t.Errorf("%s range %d+%d, %v after the refused change; want 32768+%d", p, lo, n, err, 60999-32768+1)
+		}
+	}
+}
+
 // TestWildcardNeverPrivileged: wildcard blocks stay at or above
 // ip_unprivileged_port_start even when the dynamic range reaches below it.
 func TestWildcardNeverPrivileged(t *testing.T) {

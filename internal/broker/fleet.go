@@ -527,7 +527,9 @@ func (h fleetHost) LeasesLost(reason string) {
 func (h fleetHost) Entries() []fleet.Entry {
 	b := h.b
 	var es []wire.Entry
-	b.entries(nil, false, nil, func(e wire.Entry) { es = append(es, e) }) // under b.mu
+	// Published every second: the sweeper keeps bound ports current, no
+	// read of the socket tables of its own (under b.mu).
+	b.entriesAsSwept(nil, nil, false, func(e wire.Entry) { es = append(es, e) })
 	out := make([]fleet.Entry, 0, len(es))
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -39,6 +39,12 @@ func (b *Broker) entries(asker *peer, admin bool, inUse *[2]*enforce.PortSet, fn
 	if inUse != nil && t != nil {
 		inUse[0], inUse[1] = t.ports[6], t.ports[17]
 	}
+	b.entriesAsSwept(t, asker, admin, fn)
+}
+
+// entriesAsSwept is entries without a sweep of its own: bound ports as
+// the last sweep (t, if not nil) and the binds since left them.
+func (b *Broker) entriesAsSwept(t *tables, asker *peer, admin bool, fn func(wire.Entry)) {
 	b.walk(func(rv *resv) {
 		if rv.pending {
 			return

@@ -84,25 +84,46 @@ func (b *Broker) servePortserver(ln *net.UnixListener) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
+		// A portserver client is admitted like a session: it counts
+		// against its uid's connections and the descriptor budget, so
+		// that no user can hold the broker's descriptors with idle
+		// portserver connections.
+		caller, err := peerOfConn(c)
+		if err != nil {
+			b.rlog.Log(0, slog.LevelWarn, "portserver: refusing a client without credentials", "err", err)
+			fmt.Fprintf(c, "0\n")
+			c.Close()
+			continue
+		}
+		b.mu.Lock()
+		u, resp := b.admitConnLocked(caller.uid, b.mayAdmin(caller), "a portserver connection")
+		b.mu.Unlock()
+		if resp != nil {
+			b.rlog.Log(caller.uid, slog.LevelWarn, "portserver: connection refused", "pid", caller.pid, "why", resp.Msg)
+			fmt.Fprintf(c, "0\n")
+			c.Close()
+			continue
+		}
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
-			defer c.Close()
-			b.portserverRequest(c)
+			defer func() {
+				c.Close()
+				b.mu.Lock()
+				u.conns--
+				b.forgetUserLocked(caller.uid)
+				b.mu.Unlock()
+				b.fds.Add(-1)
+			}()
+			b.portserverRequest(c, caller)
 		}()
 	}
 }
 
 // portserverRequest reads one request on c and answers it.
-func (b *Broker) portserverRequest(c *net.UnixConn) {
+func (b *Broker) portserverRequest(c *net.UnixConn, caller *peer) {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	answer := func(port uint16) { fmt.Fprintf(c, "%d\n", port) }
-	caller, err := peerOfConn(c)
-	if err != nil {
-		b.rlog.Log(0, slog.LevelWarn, "portserver: refusing a client without credentials", "err", err)
-		answer(0)
-		return
-	}
 	line, err := bufio.NewReader(io.LimitReader(c, 32)).ReadString('\n')
 	pid, perr := strconv.ParseInt(strings.TrimSpace(line), 10, 32)
 	if err != nil || perr != nil || pid <= 0 {

@@ -100,18 +100,27 @@ func (b *Broker) startSession(c *fdpass.Conn) {
 // admitLocked checks a new connection against its uid's connection limit
 // and the descriptor budget, and charges it. Caller holds b.mu.
 func (b *Broker) admitLocked(s *session) *wire.Response {
-	u := b.userLocked(s.peer.uid)
-	if lim := b.cfg.Limits.UserConnections; !s.admin && lim >= 0 && u.conns >= lim {
-		b.forgetUserLocked(s.peer.uid)
-		return quotaError(s.peer.uid, "connections", u.conns, 1, lim, "user-connections")
+	u, resp := b.admitConnLocked(s.peer.uid, s.admin, "another connection")
+	s.use = u
+	return resp
+}
+
+// admitConnLocked lets a connection of uid in, a session's or a
+// portserver client's, against the per-user connection limit and the
+// descriptor budget, and counts it (leaveConnLocked undoes it). Caller
+// holds b.mu.
+func (b *Broker) admitConnLocked(uid uint32, admin bool, what string) (*usage, *wire.Response) {
+	u := b.userLocked(uid)
+	if lim := b.cfg.Limits.UserConnections; !admin && lim >= 0 && u.conns >= lim {
+		b.forgetUserLocked(uid)
+		return nil, quotaError(uid, "connections", u.conns, 1, lim, "user-connections")
 	}
-	if resp := b.takeFDs(1, s.admin, "another connection"); resp != nil {
-		b.forgetUserLocked(s.peer.uid)
-		return resp
+	if resp := b.takeFDs(1, admin, what); resp != nil {
+		b.forgetUserLocked(uid)
+		return nil, resp
 	}
 	u.conns++
-	s.use = u
-	return nil
+	return u, nil
 }
 
 // inlineAcquire is the largest acquire served by the reader: placeholders

@@ -57,7 +57,7 @@ type Config struct {
 	// admin) may hold through this member: the fleet range is shared by
 	// every user of every member. 0: a quarter of the range; -1: none.
 	UserPorts int
-	Version            string        // portresd's version, shown in status --fleet
+	Version   string // portresd's version, shown in status --fleet
 }
 
 // InRange reports whether the block lies in the fleet range.

@@ -301,7 +301,8 @@ func pathFloor(op string, f map[string]time.Duration) time.Duration {
 // release of one port, BindFD, acquire + Listen + release), interleaved,
 // BENCH_ROUNDS rounds (default 3) in which every client does each
 // operation for b.N milliseconds at once (BENCH_CLIENTS=1,8 picks the
-// client counts). It prints each operation's median against its floor,
+// client counts, BENCH_OPS=bindfd,trivial the operations besides the
+// floors, BENCH_ENFORCE=hold the modes). It prints each operation's median against its floor,
 // the throughput of all clients against the echo server's, and the
 // spread: the most operations one client did against the fewest. Give
 // it an explicit -benchtime (milliseconds per operation):
@@ -324,6 +325,16 @@ func BenchmarkPath(b *testing.B) {
 			counts = append(counts, n)
 		}
 	}
+	ops := pathOps
+	if v := os.Getenv("BENCH_OPS"); v != "" {
+		// The floors always run: every ratio needs them.
+		ops = []string{"rtt", "rttfd", "bind0"}
+		for _, op := range strings.Split(v, ",") {
+			if !slices.Contains(ops, op) && slices.Contains(pathOps, op) {
+				ops = append(ops, op)
+			}
+		}
+	}
 	dir := testutil.Dir(b)
 	echoSock := filepath.Join(dir, "echo.sock")
 	echo := testutil.StartHelper(b, "echo-server", nil, echoSock)
@@ -331,7 +342,11 @@ func BenchmarkPath(b *testing.B) {
 		b.Fatalf("echo server: %s", l)
 	}
 	var report strings.Builder
-	for _, mode := range []string{broker.EnforceHold, broker.EnforceBPF} {
+	modes := []string{broker.EnforceHold, broker.EnforceBPF}
+	if v := os.Getenv("BENCH_ENFORCE"); v != "" {
+		modes = strings.Split(v, ",")
+	}
+	for _, mode := range modes {
 		sock := filepath.Join(dir, mode+".sock")
 		d := daemonProc(b, daemonConfig{Socket: sock, State: filepath.Join(dir, mode+".db"), LogFile: filepath.Join(dir, mode+".log"),
 			Enforce: mode, Cgroup: cg, InfoLog: true, Sweep: time.Second})
@@ -358,7 +373,7 @@ func BenchmarkPath(b *testing.B) {
 			d := time.Duration(max(20, b.N)) * time.Millisecond
 			res := map[string][]pathResult{}
 			for r := 0; r < rounds; r++ {
-				for _, op := range pathOps {
+				for _, op := range ops {
 					res[op] = append(res[op], runPathOp(b, clients, op, d))
 				}
 			}
@@ -372,7 +387,7 @@ func BenchmarkPath(b *testing.B) {
 				floors[op] = med(op).median
 			}
 			fmt.Fprintf(&report, "%s mode, %d client process(es), medians of %d rounds of %v per operation:\n", mode, k, rounds, d)
-			for _, op := range pathOps {
+			for _, op := range ops {
 				m := med(op)
 				line := fmt.Sprintf("  %-11s %8.1f µs", op, float64(m.median)/1e3)
 				if f := pathFloor(op, floors); !slices.Contains([]string{"rtt", "rttfd", "bind0"}, op) {
@@ -383,9 +398,11 @@ func BenchmarkPath(b *testing.B) {
 				fmt.Fprintln(&report, line)
 			}
 			rtt := med("rtt").perSec
-			cyc := med("acqbindrel")
-			fmt.Fprintf(&report, "  throughput: trivial requests %.2f of echo round trips; acquire+bind+release %.0f cycles/s = %.0f requests/s, %.2f of echo round trips\n",
-				med("trivial").perSec/rtt, cyc.perSec, 3*cyc.perSec, 3*cyc.perSec/rtt)
+			if slices.Contains(ops, "trivial") && slices.Contains(ops, "acqbindrel") {
+				cyc := med("acqbindrel")
+				fmt.Fprintf(&report, "  throughput: trivial requests %.2f of echo round trips; acquire+bind+release %.0f cycles/s = %.0f requests/s, %.2f of echo round trips\n",
+					med("trivial").perSec/rtt, cyc.perSec, 3*cyc.perSec, 3*cyc.perSec/rtt)
+			}
 			for _, p := range clients {
 				p.Stdin.Close()
 				p.Wait()

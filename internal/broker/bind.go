@@ -255,7 +255,11 @@ func (b *Broker) bindAllowed(rv *resv, fd int, sa unix.Sockaddr) error {
 		if err != nil {
 			return err
 		}
-		defer done()
+		err = unix.Bind(fd, sa)
+		// Unbound, the socket goes back to its client: its allowance
+		// must end now.
+		done(err == nil)
+		return err
 	}
 	return unix.Bind(fd, sa)
 }

@@ -97,3 +97,28 @@ func TestBPFListChunks(t *testing.T) {
 	}
 	wantReserved(t, "")
 }
+
+// TestBPFFailedBindEndsAllowance: the broker lets a client's socket
+// through the guard only for the bind it makes; when that bind fails the
+// socket goes back unbound, and the client binding it itself to the
+// guarded port is refused like any other socket.
+func TestBPFFailedBindEndsAllowance(t *testing.T) {
+	cg, cgfd := testutil.Cgroup(t)
+	b := testbroker.Start(t, func(c *broker.Config) { c.Enforce = broker.EnforceBPF; c.Cgroup = cg })
+	if b.Enforcement() != broker.EnforceBPF {
+		t.Skip("the eBPF bind guard did not load here (the broker fell back to placeholders); see its log")
+	}
+	p := testutil.StartHelperIn(t, cgfd, "ops", append(socketEnv(b), quickExit()...), "misbind 47321")
+	l := p.Line(10 * time.Second)
+	p.Wait()
+	f := strings.Fields(l)
+	if len(f) != 5 || f[0] != "misbind" {
+		t.Fatalf("helper: %q", l)
+	}
+	if f[1] == "0" {
+		t.Fatalf("the brokered bind to an address not on the host succeeded: %q", l)
+	}
+	if f[4] == "ok" {
+		t.Errorf("after the failed brokered bind, the client bound its socket to the guarded port itself: %q", l)
+	}
+}

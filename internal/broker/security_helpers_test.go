@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -50,6 +52,10 @@ func init() {
 //	status                           the broker's status; N = reservations it counts, MSG = its JSON
 //	system START COUNT               dynamicport set --system (FlagSystem)
 //	listen NETWORK ADDRESS           acquire and bind in one request (FlagBind), kept; N = the port
+//	misbind PORT                     acquire tcp PORT; a brokered bind of a socket that must fail
+//	                                 (an address not on the host), then bind(2) of that socket
+//	                                 to PORT by the helper itself; CODE is the brokered bind's,
+//	                                 MSG the errno of the own bind ("ok" if it succeeded)
 //	wait                             read a line from stdin
 func helperOps(args []string) int {
 	ctx := context.Background()
@@ -177,6 +183,21 @@ func helperOps(args []string) int {
 				port = ln.Addr().(*net.TCPAddr).Port
 			}
 			report("listen", port, err)
+		case "misbind":
+			port, _ := strconv.Atoi(f[1])
+			r, err := c.Acquire(ctx, portres.TCP, uint16(port), 1)
+			if err != nil {
+				report("misbind", 0, err)
+				break
+			}
+			fd, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			_, err = c.BindFD(ctx, r.Token(), fd, netip.MustParseAddr("192.0.2.1"), uint16(port))
+			own := "ok"
+			if berr := unix.Bind(fd, &unix.SockaddrInet4{Port: port}); berr != nil {
+				own = unix.ErrnoName(berr.(unix.Errno))
+			}
+			unix.Close(fd)
+			fmt.Fprintln(out, "misbind", code(err), 0, false, own)
 		case "wait":
 			bufio.NewReader(os.Stdin).ReadString('\n')
 		default:

@@ -107,6 +107,7 @@ type BindGuard struct {
 	pin     string   // bpffs directory of the pins; "" when not pinned
 	lock    *os.File // flock on pin: one broker per pinned guard
 	adopted bool     // the map and links were found pinned
+	spent   []uint64 // allowances of sockets bound or closed since, not yet deleted
 }
 
 // GuardOptions configures OpenBindGuard.
@@ -368,6 +369,7 @@ func (g *BindGuard) Close() error {
 
 // closeFDs is Close. Caller holds g.mu or owns g exclusively.
 func (g *BindGuard) closeFDs() error {
+	g.flushSpentLocked() // a pinned map outlives the guard
 	var errs []error
 	for _, l := range g.links {
 		if err := l.Close(); err != nil {

@@ -374,7 +374,7 @@ func TestBindGuardLetsAllowedSocketThrough(t *testing.T) {
 		if got := b.do("bindsock 43000"); got != "ok" {
 			t.Errorf("%s v%s: the allowed socket: %s, want ok", c.proto, c.fam, got)
 		}
-		done()
+		done(false)
 		b.do("sock %s %s", c.proto, c.fam)
 		if got := b.do("bindsock 43000"); got != want {
 			t.Errorf("%s v%s: a socket after the allowance ended: %s, want %s", c.proto, c.fam, got, want)
@@ -390,10 +390,42 @@ func TestBindGuardLetsAllowedSocketThrough(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done()
+	done(false)
 	if _, err := g.Allow(-1); err == nil {
 		t.Error("Allow(-1): no error")
 	}
+	// A spent allowance (its socket bound or closed) stays in the map
+	// until spentBatch of them are deleted at once; one not spent goes
+	// at once.
+	if n := allowed(t, g); n != 0 {
+		t.Fatalf("%d allowances left after every done", n)
+	}
+	for i := 1; i <= spentBatch; i++ {
+		done, err := g.allowCookie(1<<62 + uint64(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		done(true)
+		if n, want := allowed(t, g), i%spentBatch; n != want {
+			t.Fatalf("after %d spent allowances the map holds %d, want %d", i, n, want)
+		}
+	}
+}
+
+// allowed counts the entries of g's allow map.
+func allowed(t *testing.T, g *BindGuard) int {
+	t.Helper()
+	var k uint64
+	var v uint8
+	n := 0
+	it := g.allow.Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func TestBindGuardUnguardAndClose(t *testing.T) {

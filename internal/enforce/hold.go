@@ -40,8 +40,9 @@ func HoldAllowed(proto uint8, port uint16, g *BindGuard) (int, error) {
 		if err != nil {
 			return err
 		}
-		defer done()
-		return unix.Bind(fd, sa)
+		err = unix.Bind(fd, sa)
+		done(true) // bound, or closed below
+		return err
 	}
 	fd, err := unix.Socket(unix.AF_INET6, typ|unix.SOCK_CLOEXEC, 0)
 	if err == nil {

@@ -270,8 +270,12 @@ func (g *BindGuard) PinDir() string { return g.pin }
 
 // Allow lets the socket fd through the guard until done is called: the
 // broker binding a client's socket, or probing a port. It costs a
-// getsockopt and two map updates.
-func (g *BindGuard) Allow(fd int) (done func(), err error) {
+// getsockopt and a map update. done(spent) ends the allowance: at once
+// (a second map update) unless spent says the socket can make no use of
+// it any more, being bound (a socket binds once) or about to be closed
+// by the caller (a cookie is never reused); spent cookies are deleted in
+// batches of spentBatch, one system call each.
+func (g *BindGuard) Allow(fd int) (done func(spent bool), err error) {
 	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
 	if err != nil {
 		return nil, fmt.Errorf("bind guard: getsockopt SO_COOKIE: %w", err)
@@ -279,8 +283,12 @@ func (g *BindGuard) Allow(fd int) (done func(), err error) {
 	return g.allowCookie(cookie)
 }
 
+// spentBatch is how many spent allowances wait for one batch delete:
+// far below allowEntries, so that they never crowd out live ones.
+const spentBatch = 64
+
 // allowCookie lets the socket with cookie through until done is called.
-func (g *BindGuard) allowCookie(cookie uint64) (func(), error) {
+func (g *BindGuard) allowCookie(cookie uint64) (func(spent bool), error) {
 	g.mu.Lock()
 	m := g.allow
 	g.mu.Unlock()
@@ -290,7 +298,33 @@ func (g *BindGuard) allowCookie(cookie uint64) (func(), error) {
 	if err := m.Update(cookie, uint8(1), ebpf.UpdateAny); err != nil {
 		return nil, fmt.Errorf("bind guard: allow socket %#x: %w", cookie, err)
 	}
-	return func() { m.Delete(cookie) }, nil
+	return func(spent bool) {
+		if !spent {
+			m.Delete(cookie)
+			return
+		}
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.spent = append(g.spent, cookie)
+		if len(g.spent) >= spentBatch {
+			g.flushSpentLocked()
+		}
+	}, nil
+}
+
+// flushSpentLocked deletes the spent allowances. Caller holds g.mu.
+func (g *BindGuard) flushSpentLocked() {
+	if len(g.spent) == 0 || g.allow == nil {
+		g.spent = g.spent[:0]
+		return
+	}
+	if n, err := g.allow.BatchDelete(g.spent, nil); err != nil {
+		// Before 5.6, or a key already gone: one by one.
+		for _, c := range g.spent[n:] {
+			g.allow.Delete(c)
+		}
+	}
+	g.spent = g.spent[:0]
 }
 
 // Reconcile makes the guarded ports exactly tcp and udp, in one batch

@@ -69,6 +69,24 @@ func (b *Broker) acquire(ctx context.Context, s *session, req *wire.Request) *wi
 // admin group), ending with the session s, or, with s nil, with owner's
 // process (the portserver's blocks).
 func (b *Broker) acquireFor(ctx context.Context, s *session, owner *peer, admin bool, req *wire.Request) *wire.Response {
+	return b.acquireBlock(ctx, s, owner, admin, req, nil)
+}
+
+// bindTarget is the client's socket that a one-request acquire and bind
+// binds in place of a placeholder (or probe): the block's port Port, or
+// its first port for 0.
+type bindTarget struct {
+	fd   int
+	sa   unix.Sockaddr
+	port uint16
+}
+
+// acquireBlock is acquireFor; with to, it binds that socket to a port of
+// the new block instead of holding or probing that port, after every
+// other port is held or probed (a bound socket cannot be unbound, so its
+// bind comes last: a failure before it leaves it free for the next
+// placement). The answer's Port is the bound port.
+func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admin bool, req *wire.Request, to *bindTarget) *wire.Response {
 	proto, bad := checkBlock(req, false)
 	if bad != nil {
 		return bad
@@ -110,14 +128,18 @@ func (b *Broker) acquireFor(ctx context.Context, s *session, owner *peer, admin 
 				return resp
 			}
 		}
-		port, err := b.enforceNew(ctx, rv)
+		port, err := b.enforceNew(ctx, rv, to)
 		if err == nil {
 			b.mu.Lock()
 			rv.pending = false
+			bound := uint16(0)
+			if to != nil {
+				bound, _ = b.takeLocked(rv, to.port) // free: enforceNew bound it just now
+			}
 			b.mu.Unlock()
 			b.record(rv)
 			blk := rv.block()
-			resp := &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(proto), Start: blk.Start, Count: blk.Count}
+			resp := &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(proto), Start: blk.Start, Count: blk.Count, Port: bound}
 			if rv.excluded() && !rv.admitted {
 				resp.Flags |= wire.NotExcluded
 			}
@@ -136,6 +158,10 @@ func (b *Broker) acquireFor(ctx context.Context, s *session, owner *peer, admin 
 			return errf(portres.WSA_OPERATION_ABORTED, "acquire of %s %s aborted: the request was cancelled or the connection closed", proto, blk)
 		case errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE):
 			return errf(portres.WSAEMFILE, "the broker ran out of file descriptors holding %s %s: %v", proto, blk, err)
+		case to != nil && port == to.port && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)):
+			r := errf(portres.WSAEACCES, "bind %s port %d: %v", proto, port, err)
+			r.Port = port
+			return r
 		case !errors.Is(err, unix.EADDRINUSE):
 			return errf(portres.WSAEINVAL, "holding %s %s: %v", proto, blk, err)
 		case want.Start != 0:
@@ -258,13 +284,19 @@ func (b *Broker) reserveLocked(rv *resv, blk pool.Block) (*pool.Reservation, err
 // enforceNew binds a placeholder on every port of a new runtime block, or
 // for a delegated block checks that every port is free. It stops early
 // when ctx is done. On failure it returns the port that failed.
-func (b *Broker) enforceNew(ctx context.Context, rv *resv) (uint16, error) {
+func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint16, error) {
 	blk := rv.block()
+	if to != nil && to.port == 0 {
+		to.port = blk.Start
+	}
 	for i := 0; i < int(blk.Count); i++ {
 		if i&63 == 0 && ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
 		port := blk.Start + uint16(i)
+		if to != nil && port == to.port {
+			continue // the client's socket takes it, last
+		}
 		if !rv.holds() {
 			if err := enforce.ProbeAllowed(uint8(rv.proto), port, b.guardOf(rv)); err != nil {
 				return port, err
@@ -276,6 +308,15 @@ func (b *Broker) enforceNew(ctx context.Context, rv *resv) (uint16, error) {
 			return port, err
 		}
 		rv.holders[i] = int32(fd) // rv is pending: nobody else touches it
+	}
+	if to != nil {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		setPort(to.sa, to.port)
+		if err := b.bindAllowed(rv, to.fd, to.sa); err != nil {
+			return to.port, err
+		}
 	}
 	return 0, nil
 }

@@ -114,18 +114,17 @@ func (b *Broker) acquireBind(ctx context.Context, s *session, req *wire.Request,
 	if info.proto != portres.Proto(req.Proto) {
 		return errf(portres.WSAEINVAL, "a %s socket cannot be bound from a %s reservation", info.proto, portres.Proto(req.Proto))
 	}
-	resp := b.acquire(ctx, s, req)
-	if resp.Code != 0 {
-		return resp
+	if bad := b.checkNetns(info); bad != nil {
+		return bad
 	}
-	bound := b.bindSocket(ctx, s, resp.Token, req.Port, fds[0], info, sa)
-	if bound.Code != 0 {
-		b.release(s, &wire.Request{Op: wire.OpRelease, Token: resp.Token})
-		bound.Start, bound.Count = resp.Start, resp.Count
-		return bound
+	if req.Port != 0 && (req.Start == 0 || req.Port < req.Start || int(req.Port) > int(req.Start)+int(req.Count)-1) {
+		r := errf(portres.WSAEINVAL, "port %d is outside the requested block (start %d, count %d)", req.Port, req.Start, req.Count)
+		r.Port = req.Port
+		return r
 	}
-	resp.Port = bound.Port
-	return resp
+	// The socket is bound in place of its port's placeholder or probe:
+	// a port in use fails the placement like a placeholder would.
+	return b.acquireBlock(ctx, s, s.peer, s.admin, req, &bindTarget{fd: fds[0], sa: sa, port: req.Port})
 }
 
 // bindSocket binds fd, a socket inspect described, to port wantPort of
@@ -194,12 +193,21 @@ func (b *Broker) checkSocket(rv *resv, info *sockInfo) *wire.Response {
 	if info.proto != rv.proto {
 		return rv.errf(portres.WSAEINVAL, "a %s socket cannot be bound from %s", info.proto, rv.describe())
 	}
+	if r := b.checkNetns(info); r != nil {
+		return rv.errf(portres.Errno(r.Code), "%s", r.Msg)
+	}
+	return nil
+}
+
+// checkNetns refuses a socket of another network namespace than the
+// broker's, where its reservations are not enforced.
+func (b *Broker) checkNetns(info *sockInfo) *wire.Response {
 	own := b.netns
 	if info.cookie {
 		own = b.netnsCookie
 	}
 	if info.netns != 0 && own != 0 && info.netns != own {
-		return rv.errf(portres.WSAEINVAL, "the socket belongs to another network namespace than the broker's; reservations are enforced in the broker's (netns inode %d)", b.netns)
+		return errf(portres.WSAEINVAL, "the socket belongs to another network namespace than the broker's; reservations are enforced in the broker's (netns inode %d)", b.netns)
 	}
 	return nil
 }

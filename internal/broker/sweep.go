@@ -188,10 +188,33 @@ func noteBound(seen map[portres.Proto]span, rv *resv) {
 	seen[rv.proto] = sp
 }
 
+// recheckByBind is the most bound ports a recheck binds on one by one.
+const recheckByBind = 16
+
 // recheck re-checks ports of rv (bound ones; every bound one if ports is
-// nil) with a read of the socket tables filtered to rv's block: for a
-// request that finds the block full or the wanted port bound.
+// nil) for a request that finds the block full or the wanted port bound.
+// A runtime block's port is free once a placeholder (or probe) binds on
+// it, which a few binds find out sooner than a read of the socket tables
+// (the kernel walks its whole connection hash for one, some hundred µs
+// here); other blocks, and runtime ones with many ports bound, are
+// checked against a read of the tables filtered to the block.
 func (b *Broker) recheck(rv *resv, ports []uint16) {
+	if rv.kind == wire.KindRuntime && !rv.delegated {
+		b.mu.Lock()
+		if ports == nil {
+			ports = rv.r.Bound()
+		}
+		if len(ports) <= recheckByBind && b.byToken[rv.r.Token] == rv {
+			for _, port := range ports {
+				if rv.r.IsBound(port) {
+					b.reholdLocked(rv, port)
+				}
+			}
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+	}
 	blk := rv.block()
 	t, err := b.readTables([]portres.Proto{rv.proto}, blk.Start, uint16(blk.End()))
 	if err != nil {
@@ -319,8 +342,19 @@ func (b *Broker) watchClosed(proto portres.Proto, w *sockdiag.Watcher) {
 			marks[port/64].And(^(uint64(1) << (port % 64)))
 		}
 		b.mu.Unlock()
+		if b.guard != nil {
+			// The guard keeps a closed port from everyone else, so its
+			// block need not have it back at once (a bind that finds the
+			// block full re-checks it first): a batch per lazyWatch costs
+			// one wake-up instead of one per closed socket.
+			w.Pause(lazyWatch)
+		}
 	}
 }
+
+// lazyWatch is how long, in bpf mode, announcements of closed sockets
+// gather before the watcher reads them.
+const lazyWatch = 2 * time.Millisecond
 
 // boundMarks is proto's bitmap of ports that may be bound in runtime
 // blocks whose sockets the destroy watcher follows: set when a port is

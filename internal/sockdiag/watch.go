@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -115,6 +116,21 @@ func (w *Watcher) Next() ([]uint16, error) {
 			return ports, nil
 		}
 	}
+}
+
+// Pause waits for d, or until Close is called, without reading: what
+// the kernel announces meanwhile waits in the socket's buffer, and the
+// next Next calls return it without waiting. A reader that need not act
+// at once trades its wake-ups for batches so (past the buffer, the
+// kernel drops announcements: Next reports ENOBUFS).
+func (w *Watcher) Pause(d time.Duration) {
+	w.mu.Lock() // Close wakes it, then waits for it, as for Next
+	defer w.mu.Unlock()
+	if w.closed.Load() {
+		return
+	}
+	fds := []unix.PollFd{{Fd: int32(w.efd), Events: unix.POLLIN}}
+	unix.Poll(fds, int(d.Milliseconds()))
 }
 
 // Close stops watching; a Next waiting returns os.ErrClosed.

@@ -89,6 +89,49 @@ func TestWatchDestroy(t *testing.T) {
 	}
 }
 
+// TestWatchPause: what is announced during a Pause waits for the next
+// Next, which returns it at once; Close ends a Pause early.
+func TestWatchPause(t *testing.T) {
+	testutil.RequireRoot(t)
+	w, err := Watch(unix.IPPROTO_UDP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	paused := make(chan struct{})
+	go func() { w.Pause(50 * time.Millisecond); close(paused) }()
+	for _, port := range []int{41011, 41012} {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: port}); err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(fd)
+	}
+	<-paused
+	got := map[uint16]bool{}
+	for start := time.Now(); !(got[41011] && got[41012]); {
+		ports, err := w.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range ports {
+			got[p] = true
+		}
+		if time.Since(start) > 3*time.Second {
+			t.Fatalf("after the pause, announced: %v, want 41011 and 41012", got)
+		}
+	}
+	start := time.Now()
+	go func() { time.Sleep(20 * time.Millisecond); w.Close() }()
+	w.Pause(10 * time.Second)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Close ended a Pause after %v", d)
+	}
+}
+
 // TestWatchFilterPorts: with the kernel-side filter, only sockets whose
 // port is set in the shared bitmap are announced; clearing the bit stops
 // them again. IPv4 and IPv6, TCP and UDP.

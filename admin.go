@@ -13,7 +13,7 @@ import (
 // Show lists every reservation on the host, runtime and persistent, with
 // owners and bound ports. Tokens of other processes are never included.
 func (c *Client) Show(ctx context.Context) ([]Info, error) {
-	out, err := c.do(ctx, &wire.Request{Op: wire.OpShow}, -1)
+	out, err := c.do(ctx, &wire.Request{Op: wire.OpShow})
 	if err != nil {
 		return nil, err
 	}

@@ -198,7 +198,7 @@ func (c *Client) current() (*fdpass.Conn, uint64) {
 // what happened, and returns WSA_OPERATION_ABORTED. If the connection
 // breaks (the broker restarted), do waits for the reconnection and sends
 // req again where that is safe (see retry).
-func (c *Client) do(ctx context.Context, req *wire.Request, fd int) ([]*wire.Response, error) {
+func (c *Client) do(ctx context.Context, req *wire.Request, fds ...int) ([]*wire.Response, error) {
 	if req.Op == wire.OpRelease {
 		// A release the broker did before it went, but did not answer,
 		// is not a loss when the client reconnects.
@@ -215,7 +215,7 @@ func (c *Client) do(ctx context.Context, req *wire.Request, fd int) ([]*wire.Res
 		if e := c.lostError(req); e != nil {
 			return nil, e
 		}
-		out, gen, err := c.doOnce(ctx, req, fd)
+		out, gen, err := c.doOnce(ctx, req, fds)
 		if gen == 0 {
 			return out, err
 		}
@@ -237,7 +237,7 @@ func (c *Client) do(ctx context.Context, req *wire.Request, fd int) ([]*wire.Res
 		if c.closed.Load() {
 			return nil, c.connError(req.Op, net.ErrClosed)
 		}
-		if out, done, err := c.afterRestart(req, fd); done {
+		if out, done, err := c.afterRestart(req, fds); done {
 			return out, err
 		}
 	}
@@ -245,7 +245,7 @@ func (c *Client) do(ctx context.Context, req *wire.Request, fd int) ([]*wire.Res
 
 // doOnce is one try of do. broke is the generation of the connection if
 // that connection broke (out and err are then nil), else 0.
-func (c *Client) doOnce(ctx context.Context, req *wire.Request, fd int) (out []*wire.Response, broke uint64, err error) {
+func (c *Client) doOnce(ctx context.Context, req *wire.Request, fds []int) (out []*wire.Response, broke uint64, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, &Error{Op: req.Op.String(), Code: WSA_OPERATION_ABORTED, Msg: "cancelled before it was sent", Err: err}
 	}
@@ -265,11 +265,7 @@ func (c *Client) doOnce(ctx context.Context, req *wire.Request, fd int) (out []*
 	c.nextID++
 	req.ID = c.nextID
 	msg := wire.AppendRequest(c.buf[:0], req)
-	if fd >= 0 {
-		err = conn.Send(msg, fd)
-	} else {
-		err = conn.Send(msg)
-	}
+	err = conn.Send(msg, fds...)
 	if err != nil {
 		if e := c.refusal(conn, req); e != nil {
 			return nil, 0, e
@@ -370,7 +366,7 @@ func (c *Client) lostError(req *wire.Request) *Error {
 // reported as done (the socket is bound), a release of a reservation the
 // broker no longer has as done, and the changes of persistent state and
 // of the dynamic range fail as not known to have happened.
-func (c *Client) afterRestart(req *wire.Request, fd int) (out []*wire.Response, done bool, err error) {
+func (c *Client) afterRestart(req *wire.Request, fds []int) (out []*wire.Response, done bool, err error) {
 	switch req.Op {
 	case wire.OpRelease:
 		c.mu.Lock()
@@ -381,11 +377,24 @@ func (c *Client) afterRestart(req *wire.Request, fd int) (out []*wire.Response, 
 			return []*wire.Response{{Token: req.Token}}, true, nil
 		}
 	case wire.OpBind:
-		if port := boundPort(fd); port != 0 {
-			return []*wire.Response{{Token: req.Token, Port: port}}, true, nil
+		// The broker binds a request's sockets in order: those bound
+		// are a prefix.
+		for _, fd := range fds {
+			port := boundPort(fd)
+			if port == 0 {
+				break
+			}
+			out = append(out, &wire.Response{Token: req.Token, Port: port})
+		}
+		switch {
+		case len(out) == len(fds):
+			return out, true, nil
+		case len(out) > 0:
+			return out, true, &Error{Op: "bind", Token: req.Token, Code: WSAENETDOWN,
+				Msg: fmt.Sprintf("the broker restarted while binding: %d of %d sockets were bound", len(out), len(fds))}
 		}
 	case wire.OpAcquire:
-		if req.Flags&wire.FlagBind != 0 && boundPort(fd) != 0 {
+		if req.Flags&wire.FlagBind != 0 && len(fds) == 1 && boundPort(fds[0]) != 0 {
 			// Acquired and bound, but the answer with the token is lost;
 			// the broker releases the block after its grace period.
 			return nil, true, &Error{Op: "listen", Proto: Proto(req.Proto), Code: WSAENETDOWN,
@@ -592,7 +601,7 @@ func errorFrom(req *wire.Request, r *wire.Response) *Error {
 
 // one is do for requests with a single answer.
 func (c *Client) one(ctx context.Context, req *wire.Request) (*wire.Response, error) {
-	out, err := c.do(ctx, req, -1)
+	out, err := c.do(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -610,6 +619,37 @@ func (c *Client) BindFD(ctx context.Context, token uint64, fd int, addr netip.Ad
 		return 0, err
 	}
 	return out[0].Port, nil
+}
+
+// MaxBindBatch is the most sockets one bind request carries; BindFDs
+// sends more in several.
+const MaxBindBatch = 64
+
+// BindFDs binds the unbound sockets fds from reservation token in one
+// round trip per MaxBindBatch of them, in order: to ports port, port+1,
+// ... or, with port 0, each to any free port of the block. It returns
+// the ports bound; on error, those of the sockets bound before the one
+// that failed (the sockets after it stay unbound). Every socket of a
+// batch is checked before any is bound.
+func (c *Client) BindFDs(ctx context.Context, token uint64, fds []int, addr netip.Addr, port uint16) ([]uint16, error) {
+	ports := make([]uint16, 0, len(fds))
+	for len(fds) > 0 {
+		n := min(len(fds), MaxBindBatch)
+		out, err := c.do(ctx, &wire.Request{Op: wire.OpBind, Token: token, Addr: addr, Port: port}, fds[:n]...)
+		for _, r := range out {
+			if r.Code == 0 {
+				ports = append(ports, r.Port)
+			}
+		}
+		if err != nil {
+			return ports, err
+		}
+		fds = fds[n:]
+		if port != 0 {
+			port += uint16(n)
+		}
+	}
+	return ports, nil
 }
 
 func closeFDs(fds []int) {

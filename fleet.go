@@ -96,7 +96,7 @@ func (c *Client) fleetPersistent(ctx context.Context, op wire.Op, proto Proto, s
 // host, pid and command, as each member last published them (within a
 // second), this broker's own read fresh.
 func (c *Client) ShowFleet(ctx context.Context) ([]FleetEntry, error) {
-	out, err := c.do(ctx, &wire.Request{Op: wire.OpShow, Flags: wire.FlagFleet}, -1)
+	out, err := c.do(ctx, &wire.Request{Op: wire.OpShow, Flags: wire.FlagFleet})
 	if err != nil {
 		return nil, err
 	}

@@ -115,3 +115,120 @@ func TestPackageListen(t *testing.T) {
 	}
 	pc.Close()
 }
+
+// TestListenMany: many sockets of one block in one round trip: UDP on
+// any free ports and TCP on consecutive ones, more than one request's
+// worth, all or nothing; a failed batch leaves no port bound.
+func TestListenMany(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	c := b.Dial(t)
+	ctx := context.Background()
+
+	r, err := c.Acquire(ctx, portres.UDP, 0, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcs, err := r.ListenPacketMany(ctx, "udp", "127.0.0.1:0", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint16]bool{}
+	for _, pc := range pcs {
+		p := port(t, pc.LocalAddr())
+		if !r.Contains(p) || seen[p] {
+			t.Errorf("ListenPacketMany: port %d (block %v, seen %v)", p, r, seen)
+		}
+		seen[p] = true
+	}
+	// Each socket is a working UDP socket.
+	if _, err := pcs[0].WriteTo([]byte("hi"), pcs[3].LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	pcs[3].SetReadDeadline(time.Now().Add(2 * time.Second))
+	if buf := make([]byte, 8); true {
+		if n, from, err := pcs[3].ReadFrom(buf); err != nil || string(buf[:n]) != "hi" || port(t, from) != port(t, pcs[0].LocalAddr()) {
+			t.Errorf("datagram between two of the sockets: %q from %v, %v", buf[:n], from, err)
+		}
+	}
+	// Two ports are left: three fail, and the two bound meanwhile are
+	// closed again (the block's ports stay usable).
+	if _, err := r.ListenPacketMany(ctx, "udp", ":0", 3); !errors.Is(err, portres.WSAENOBUFS) {
+		t.Errorf("3 sockets from the 2 free ports: %v, want WSAENOBUFS", err)
+	}
+	more, err := r.ListenPacketMany(ctx, "udp", ":0", 2)
+	if err != nil {
+		t.Fatalf("the 2 ports left after a failed batch: %v", err)
+	}
+	for _, pc := range append(pcs, more...) {
+		pc.Close()
+	}
+	if _, err := r.ListenPacketMany(ctx, "udp", ":0", 7); !errors.Is(err, portres.WSAEINVAL) {
+		t.Errorf("7 sockets of a 6-port block: %v, want WSAEINVAL", err)
+	}
+
+	// Consecutive TCP ports from the one asked for.
+	rt, err := c.Acquire(ctx, portres.TCP, 47700, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lns, err := rt.ListenMany(ctx, "tcp", ":47701", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ln := range lns {
+		if p := port(t, ln.Addr()); p != 47701+uint16(i) {
+			t.Errorf("listener %d on port %d, want %d", i, p, 47701+i)
+		}
+		conn, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second)
+		if err != nil {
+			t.Errorf("dial listener %d: %v", i, err)
+			continue
+		}
+		conn.Close()
+	}
+	// 47703 is bound: a run over it fails, and 47704 is not kept.
+	if _, err := rt.ListenMany(ctx, "tcp", ":47703", 2); !errors.Is(err, portres.WSAEADDRINUSE) {
+		t.Errorf("a run over a bound port: %v, want WSAEADDRINUSE", err)
+	}
+	if _, err := rt.ListenMany(ctx, "tcp", ":47704", 2); !errors.Is(err, portres.WSAEINVAL) {
+		t.Errorf("a run past the block: %v, want WSAEINVAL", err)
+	}
+	last, err := rt.ListenMany(ctx, "tcp", ":47704", 1)
+	if err != nil {
+		t.Fatalf("47704 after the failed runs: %v", err)
+	}
+	last[0].Close()
+	for _, ln := range lns {
+		ln.Close()
+	}
+
+	// One socket unfit for the block binds none of the batch.
+	tcp, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	udp, _ := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	defer unix.Close(tcp)
+	defer unix.Close(udp)
+	if ports, err := c.BindFDs(ctx, rt.Token(), []int{tcp, udp}, netip.Addr{}, 0); !errors.Is(err, portres.WSAEINVAL) || len(ports) != 0 {
+		t.Errorf("a TCP and a UDP socket from a TCP block: %v %v, want WSAEINVAL and nothing bound", ports, err)
+	}
+	if sa, _ := unix.Getsockname(tcp); sa.(*unix.SockaddrInet4).Port != 0 {
+		t.Errorf("the TCP socket of the refused batch was bound: %+v", sa)
+	}
+
+	// More sockets than one request carries: several batches.
+	big, err := c.Acquire(ctx, portres.UDP, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	many, err := big.ListenPacketMany(ctx, "udp", ":0", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen = map[uint16]bool{}
+	for _, pc := range many {
+		seen[port(t, pc.LocalAddr())] = true
+		pc.Close()
+	}
+	if len(seen) != 100 {
+		t.Errorf("100 sockets on %d distinct ports", len(seen))
+	}
+}

@@ -5,6 +5,7 @@ package portres
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -40,6 +41,101 @@ func (r *Reservation) ListenPacket(ctx context.Context, network, address string)
 	}
 	defer f.Close()
 	return net.FilePacketConn(f)
+}
+
+// ListenMany announces on n TCP ports of the reservation in one round
+// trip to the broker (per MaxBindBatch sockets), like n calls of Listen:
+// the ports of address and the n-1 after it, or with port 0 any n free
+// ports of the block. All or nothing: on error every socket is closed.
+func (r *Reservation) ListenMany(ctx context.Context, network, address string, n int) ([]net.Listener, error) {
+	files, err := r.boundMany(ctx, network, address, n, TCP, unix.Listen)
+	if err != nil {
+		return nil, err
+	}
+	lns := make([]net.Listener, 0, n)
+	for _, f := range files {
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			closeAll(lns)
+			closeFiles(files[len(lns)+1:])
+			return nil, r.opError("listen", err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+// ListenPacketMany opens n UDP sockets on ports of the reservation in
+// one round trip to the broker (per MaxBindBatch sockets), like n calls
+// of ListenPacket: the ports of address and the n-1 after it, or with
+// port 0 any n free ports of the block (a media server's RTP ports, say).
+// All or nothing: on error every socket is closed.
+func (r *Reservation) ListenPacketMany(ctx context.Context, network, address string, n int) ([]net.PacketConn, error) {
+	files, err := r.boundMany(ctx, network, address, n, UDP, nil)
+	if err != nil {
+		return nil, err
+	}
+	pcs := make([]net.PacketConn, 0, n)
+	for _, f := range files {
+		pc, err := net.FilePacketConn(f)
+		f.Close()
+		if err != nil {
+			closeAll(pcs)
+			closeFiles(files[len(pcs)+1:])
+			return nil, r.opError("listen", err)
+		}
+		pcs = append(pcs, pc)
+	}
+	return pcs, nil
+}
+
+// boundMany is bound for n sockets, bound by BindFDs.
+func (r *Reservation) boundMany(ctx context.Context, network, address string, n int, want Proto, listen func(fd, backlog int) error) ([]*os.File, error) {
+	if n <= 0 || n > int(r.count) {
+		return nil, &Error{Op: "listen", Proto: r.proto, Start: r.start, Count: r.count, Code: WSAEINVAL,
+			Msg: fmt.Sprintf("%d sockets asked of a block of %d ports", n, r.count)}
+	}
+	files := make([]*os.File, 0, n)
+	var addr netip.Addr
+	var port uint16
+	for len(files) < n {
+		f, a, p, err := newSocket(network, address, want)
+		if err != nil {
+			closeFiles(files)
+			return nil, r.opError("listen", err)
+		}
+		files = append(files, f)
+		addr, port = a, p
+	}
+	fds := make([]int, n)
+	for i, f := range files {
+		fds[i] = int(f.Fd())
+	}
+	if _, err := r.c.BindFDs(ctx, r.token, fds, addr, port); err != nil {
+		closeFiles(files)
+		return nil, err
+	}
+	for i, f := range files {
+		if err := listenOn("listen", f, listen); err != nil {
+			closeFiles(files[i+1:])
+			closeFiles(files[:i])
+			return nil, err
+		}
+	}
+	return files, nil
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+func closeAll[T io.Closer](cs []T) {
+	for _, c := range cs {
+		c.Close()
+	}
 }
 
 // Dialer returns a net.Dialer whose connections use a local port of the

@@ -5,6 +5,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 
 	"github.com/portres/portres"
@@ -77,13 +78,76 @@ func inspect(fd int) (*sockInfo, *wire.Response) {
 }
 
 // bind binds the passed socket to a port of the reservation: the wanted
-// port, or any free one for port 0.
-func (b *Broker) bind(ctx context.Context, s *session, req *wire.Request, fds []int) *wire.Response {
+// port, or any free one for port 0. With several sockets (up to
+// fdpass.MaxFDs), see bindMany.
+func (b *Broker) bind(ctx context.Context, s *session, req *wire.Request, fds []int) []*wire.Response {
+	if len(fds) > 1 {
+		return b.bindMany(ctx, s, req, fds)
+	}
 	info, sa, bad := passedSocket(req, fds)
 	if bad != nil {
-		return bad
+		return one(bad)
 	}
-	return b.bindSocket(ctx, s, req.Token, req.Port, fds[0], info, sa)
+	return one(b.bindSocket(ctx, s, req.Token, req.Port, fds[0], info, sa))
+}
+
+// bindMany binds the sockets of one request in order: to ports Port,
+// Port+1, ... of the reservation, or each to any free port for Port 0.
+// Every socket is checked before any is bound (one unfit binds none).
+// The answer is one response per socket bound, with More on all but the
+// last; if a bind fails, the last response is its error and the sockets
+// after it stay unbound.
+func (b *Broker) bindMany(ctx context.Context, s *session, req *wire.Request, fds []int) []*wire.Response {
+	if req.Port != 0 && int(req.Port)+len(fds)-1 > 65535 {
+		r := errf(portres.WSAEINVAL, "%d sockets from port %d run past port 65535", len(fds), req.Port)
+		r.Port = req.Port
+		return one(r)
+	}
+	infos := make([]*sockInfo, len(fds))
+	addrs := make([]unix.Sockaddr, len(fds))
+	for i, fd := range fds {
+		info, bad := inspect(fd)
+		if bad == nil {
+			addrs[i], bad = sockaddr(info.family, req.Addr)
+		}
+		if bad != nil {
+			bad.Msg = fmt.Sprintf("socket %d of %d: %s", i+1, len(fds), bad.Msg)
+			return one(bad)
+		}
+		infos[i] = info
+	}
+	b.mu.Lock()
+	rv, bad := b.ownedLocked(s, req.Token, "bind")
+	for i := 0; bad == nil && i < len(fds); i++ {
+		if bad = b.checkSocket(rv, infos[i]); bad != nil {
+			bad.Msg = fmt.Sprintf("socket %d of %d: %s", i+1, len(fds), bad.Msg)
+		}
+	}
+	b.mu.Unlock()
+	if bad != nil {
+		return one(bad)
+	}
+	out := make([]*wire.Response, 0, len(fds))
+	for i, fd := range fds {
+		want := uint16(0)
+		if req.Port != 0 {
+			want = req.Port + uint16(i)
+		}
+		var r *wire.Response
+		if ctx.Err() != nil {
+			r = errf(portres.WSA_OPERATION_ABORTED, "cancelled after %d of %d sockets were bound", i, len(fds))
+		} else {
+			r = b.bindSocket(ctx, s, req.Token, want, fd, infos[i], addrs[i])
+		}
+		out = append(out, r)
+		if r.Code != 0 {
+			break
+		}
+	}
+	for _, r := range out[:len(out)-1] {
+		r.Flags |= wire.More
+	}
+	return out
 }
 
 // passedSocket checks the one socket a bind request carries and builds

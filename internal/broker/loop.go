@@ -229,7 +229,7 @@ func (s *session) request(msg []byte, fds []int) {
 	}
 	j := job{req: req, fds: fds}
 	s.mu.Lock()
-	inline := s.busy == 0 && short(req) && !(req.Op == wire.OpRelease && s.fleetLeases.Load() > 0) && s.admitNow(&j)
+	inline := s.busy == 0 && short(req) && len(fds) <= inlineFDs && !(req.Op == wire.OpRelease && s.fleetLeases.Load() > 0) && s.admitNow(&j)
 	if !inline {
 		s.busy++
 		s.queued[req.ID] = false

@@ -6,6 +6,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,7 +78,9 @@ func TestMalformedMessages(t *testing.T) {
 			t.Errorf("message %d: answer %+v, want WSAEINVAL", i, r)
 		}
 	}
-	// Operations that take no descriptor refuse one; bind refuses two.
+	// Operations that take no descriptor refuse one; bind refuses more
+	// than fdpass.MaxFDs (the message arrives truncated) and checks every
+	// one it takes.
 	show := wire.AppendRequest(nil, &wire.Request{ID: 9, Op: wire.OpShow})
 	fdpass.Send(c, show, int(devnull.Fd()))
 	if r := readResponse(t, c); r.Code != uint32(portres.WSAEINVAL) || r.ID != 9 {
@@ -85,8 +88,16 @@ func TestMalformedMessages(t *testing.T) {
 	}
 	bind := wire.AppendRequest(nil, &wire.Request{ID: 10, Op: wire.OpBind, Token: 1})
 	fdpass.Send(c, bind, int(devnull.Fd()), int(devnull.Fd()))
-	if r := readResponse(t, c); r.Code != uint32(portres.WSAEINVAL) || r.ID != 10 {
-		t.Errorf("bind with two fds: %+v", r)
+	if r := readResponse(t, c); r.Code != uint32(portres.WSAENOTSOCK) || r.ID != 10 || !strings.Contains(r.Msg, "socket 1 of 2") {
+		t.Errorf("bind with two fds that are no sockets: %+v, want WSAENOTSOCK naming socket 1 of 2", r)
+	}
+	many := make([]int, fdpass.MaxFDs+1)
+	for i := range many {
+		many[i] = int(devnull.Fd())
+	}
+	fdpass.Send(c, bind, many...)
+	if r := readResponse(t, c); r.Code != uint32(portres.WSAEINVAL) || !strings.Contains(r.Msg, "truncated") {
+		t.Errorf("bind with %d fds: %+v, want WSAEINVAL (truncated)", len(many), r)
 	}
 	fdpass.Send(c, bind)
 	if r := readResponse(t, c); r.Code != uint32(portres.WSAEINVAL) || r.ID != 10 {

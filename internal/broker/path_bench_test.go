@@ -57,7 +57,7 @@ func helperEchoServer(args []string) int {
 		go func() {
 			runtime.LockOSThread()
 			buf := make([]byte, 256)
-			oob := make([]byte, unix.CmsgSpace(4*4))
+			oob := make([]byte, unix.CmsgSpace(manyFDs*4))
 			for {
 				n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
 				if err != nil || n == 0 {
@@ -86,7 +86,14 @@ func helperEchoServer(args []string) int {
 // pathOps are the operations a path client times. The floors talk to
 // the echo server with blocking syscalls; the others go through the
 // portres library to the broker.
-var pathOps = []string{"rtt", "rttfd", "bind0", "rawtrivial", "trivial", "acqrel", "bindfd", "acqbindrel", "listen1"}
+var pathOps = []string{"rtt", "rttfd", "rttfd8", "bind0", "rawtrivial", "trivial", "acqrel", "bindfd", "bindmany", "acqbindrel", "listen1"}
+
+// pathFloors are the floor operations among pathOps.
+var pathFloors = []string{"rtt", "rttfd", "rttfd8", "bind0"}
+
+// manyFDs is how many sockets bindmany binds in one request (and rttfd8
+// carries).
+const manyFDs = 8
 
 // helperPathClient runs commands from stdin: "run OP MS AT" does OP
 // over and over for MS milliseconds from the CLOCK_MONOTONIC time AT (so
@@ -123,6 +130,11 @@ func helperPathClient([]string) int {
 	rbuf := make([]byte, wire.MaxMessage)
 	spare, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	rights := unix.UnixRights(spare)
+	spares := make([]int, manyFDs)
+	for i := range spares {
+		spares[i] = spare
+	}
+	rights8 := unix.UnixRights(spares...)
 	ops := map[string]func() error{
 		"rtt": func() error {
 			if err := unix.Sendmsg(echo, msg, nil, nil, 0); err != nil {
@@ -133,6 +145,13 @@ func helperPathClient([]string) int {
 		},
 		"rttfd": func() error {
 			if err := unix.Sendmsg(echo, msg, rights, nil, 0); err != nil {
+				return err
+			}
+			_, _, _, _, err := unix.Recvmsg(echo, buf, nil, 0)
+			return err
+		},
+		"rttfd8": func() error {
+			if err := unix.Sendmsg(echo, msg, rights8, nil, 0); err != nil {
 				return err
 			}
 			_, _, _, _, err := unix.Recvmsg(echo, buf, nil, 0)
@@ -202,6 +221,30 @@ func helperPathClient([]string) int {
 		}
 		_, err = c.BindFD(ctx, block.Token(), fd, netip.Addr{}, 0)
 		unix.Close(fd)
+		return err
+	}
+	// bindmany binds manyFDs sockets of a block of as many ports in one
+	// request, then closes them all.
+	var many *portres.Reservation
+	fds := make([]int, manyFDs)
+	ops["bindmany"] = func() error {
+		if many == nil {
+			var err error
+			if many, err = c.Acquire(ctx, portres.TCP, 0, manyFDs); err != nil {
+				return err
+			}
+		}
+		for i := range fds {
+			fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			fds[i] = fd
+		}
+		_, err := c.BindFDs(ctx, many.Token(), fds, netip.Addr{}, 0)
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
 		return err
 	}
 	fmt.Println("ready")
@@ -285,6 +328,8 @@ func pathFloor(op string, f map[string]time.Duration) time.Duration {
 		return 2*f["rtt"] + f["bind0"]
 	case "bindfd": // a round trip with the socket, and its bind
 		return f["rttfd"] + f["bind0"]
+	case "bindmany": // a round trip with the sockets, and their binds
+		return f["rttfd8"] + manyFDs*f["bind0"]
 	case "acqbindrel":
 		return 2*f["rtt"] + f["rttfd"] + 2*f["bind0"]
 	case "listen1": // one round trip with the socket, its port's and its own bind; release
@@ -328,7 +373,7 @@ func BenchmarkPath(b *testing.B) {
 	ops := pathOps
 	if v := os.Getenv("BENCH_OPS"); v != "" {
 		// The floors always run: every ratio needs them.
-		ops = []string{"rtt", "rttfd", "bind0"}
+		ops = slices.Clone(pathFloors)
 		for _, op := range strings.Split(v, ",") {
 			if !slices.Contains(ops, op) && slices.Contains(pathOps, op) {
 				ops = append(ops, op)
@@ -383,14 +428,14 @@ func BenchmarkPath(b *testing.B) {
 				return rs[len(rs)/2]
 			}
 			floors := map[string]time.Duration{}
-			for _, op := range []string{"rtt", "rttfd", "bind0"} {
+			for _, op := range pathFloors {
 				floors[op] = med(op).median
 			}
 			fmt.Fprintf(&report, "%s mode, %d client process(es), medians of %d rounds of %v per operation:\n", mode, k, rounds, d)
 			for _, op := range ops {
 				m := med(op)
 				line := fmt.Sprintf("  %-11s %8.1f µs", op, float64(m.median)/1e3)
-				if f := pathFloor(op, floors); !slices.Contains([]string{"rtt", "rttfd", "bind0"}, op) {
+				if f := pathFloor(op, floors); !slices.Contains(pathFloors, op) {
 					line += fmt.Sprintf("  floor %6.1f µs  %5.2fx", float64(f)/1e3, float64(m.median)/float64(f))
 					b.ReportMetric(float64(m.median)/float64(f), fmt.Sprintf("%s-%dc-%s-x", mode, k, op))
 				}

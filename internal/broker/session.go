@@ -123,6 +123,10 @@ func (b *Broker) admitConnLocked(uid uint32, admin bool, what string) (*usage, *
 	return u, nil
 }
 
+// inlineFDs is the most sockets a request served by the reader may
+// carry: a bind of many goes to the session's worker.
+const inlineFDs = 4
+
 // inlineAcquire is the largest acquire served by the reader: placeholders
 // for it take well under a millisecond to bind.
 const inlineAcquire = 16
@@ -326,7 +330,7 @@ func (b *Broker) handle(ctx context.Context, s *session, req *wire.Request, fds 
 	case wire.OpAssociate:
 		return one(b.associate(s, req))
 	case wire.OpBind:
-		return one(b.bind(ctx, s, req, fds))
+		return b.bind(ctx, s, req, fds)
 	case wire.OpShow:
 		if req.Flags&wire.FlagFleet != 0 {
 			return b.showFleet(ctx)

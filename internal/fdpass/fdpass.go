@@ -17,8 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// MaxFDs is the most descriptors one message may carry.
-const MaxFDs = 4
+// MaxFDs is the most descriptors one message may carry: a bind of many
+// sockets of one block sends up to this many at once.
+const MaxFDs = 64
 
 // ErrTruncated is returned when a datagram or its control data was cut.
 var ErrTruncated = errors.New("fdpass: message or control data truncated")

@@ -76,9 +76,10 @@ func (b *Broker) acquireFor(ctx context.Context, s *session, owner *peer, admin 
 // binds in place of a placeholder (or probe): the block's port Port, or
 // its first port for 0.
 type bindTarget struct {
-	fd   int
-	sa   unix.Sockaddr
-	port uint16
+	fd     int
+	sa     unix.Sockaddr
+	port   uint16
+	cookie uint64 // the socket's, once bound
 }
 
 // acquireBlock is acquireFor; with to, it binds that socket to a port of
@@ -135,6 +136,7 @@ func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admi
 			bound := uint16(0)
 			if to != nil {
 				bound, _ = b.takeLocked(rv, to.port) // free: enforceNew bound it just now
+				rv.boundSocketLocked(bound, to.cookie)
 			}
 			b.mu.Unlock()
 			b.record(rv)
@@ -314,9 +316,11 @@ func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint
 			return 0, ctx.Err()
 		}
 		setPort(to.sa, to.port)
-		if err := b.bindAllowed(rv, to.fd, to.sa); err != nil {
+		cookie, err := b.bindAllowed(rv, to.fd, to.sa)
+		if err != nil {
 			return to.port, err
 		}
+		to.cookie = cookie
 	}
 	return 0, nil
 }

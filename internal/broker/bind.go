@@ -212,7 +212,10 @@ func (b *Broker) bindSocket(ctx context.Context, s *session, token uint64, wantP
 			// the kernel alone would let two SO_REUSEADDR or SO_REUSEPORT
 			// sockets share it.
 			setPort(sa, wantPort)
-			err := b.bindAllowed(rv, fd, sa)
+			cookie, err := b.bindAllowed(rv, fd, sa)
+			if err == nil {
+				rv.boundSocketLocked(wantPort, cookie)
+			}
 			b.mu.Unlock()
 			if err == nil {
 				return &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(rv.proto), Port: wantPort}
@@ -286,8 +289,9 @@ func (b *Broker) bindPortLocked(rv *resv, fd int, sa unix.Sockaddr, port uint16)
 		rv.holders[off] = -1
 	}
 	setPort(sa, port)
-	err := b.bindAllowed(rv, fd, sa)
+	cookie, err := b.bindAllowed(rv, fd, sa)
 	if err == nil {
+		rv.boundSocketLocked(port, cookie)
 		return &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(rv.proto), Port: port}
 	}
 	if errors.Is(err, unix.EADDRINUSE) && !rv.holds() {
@@ -320,20 +324,26 @@ func (b *Broker) bindPortLocked(rv *resv, fd int, sa unix.Sockaddr, port uint16)
 
 // bindAllowed binds the client's socket fd to sa, a port of rv, letting
 // it through the bind guard if the guard keeps rv: only the sockets the
-// broker binds get past it.
-func (b *Broker) bindAllowed(rv *resv, fd int, sa unix.Sockaddr) error {
+// broker binds get past it. It returns the socket's cookie (0 if not
+// known), which names the port's socket in announcements of destroyed
+// sockets.
+func (b *Broker) bindAllowed(rv *resv, fd int, sa unix.Sockaddr) (uint64, error) {
 	if g := b.guardOf(rv); g != nil {
-		done, err := g.Allow(fd)
+		cookie, done, err := g.Allow(fd)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		err = unix.Bind(fd, sa)
 		// Unbound, the socket goes back to its client: its allowance
 		// must end now.
 		done(err == nil)
-		return err
+		return cookie, err
 	}
-	return unix.Bind(fd, sa)
+	if err := unix.Bind(fd, sa); err != nil {
+		return 0, err
+	}
+	cookie, _ := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+	return cookie, nil
 }
 
 // bindError maps a pool.Take failure.

@@ -23,6 +23,7 @@ type resv struct {
 	owner     *peer             // runtime: the acquiring process
 	sess      *session          // runtime: the connection whose end releases it
 	holders   []int32           // runtime, not delegated: placeholder fd per offset, -1 when none
+	sockets   []uint64          // runtime, not delegated: cookie of the socket the broker bound per offset (nil until one)
 	delegated bool              // runtime: handed to another process (portres run)
 	guarded   bool              // runtime: kept by the eBPF bind guard, not placeholders
 	pending   bool              // placeholders still being bound; invisible to sweeps and tokens
@@ -45,6 +46,25 @@ type resv struct {
 }
 
 func (rv *resv) block() pool.Block { return rv.r.Block }
+
+// boundSocketLocked notes that the socket with cookie is the one the
+// broker bound on port: only its destroy frees the port (watchClosed).
+// Caller holds b.mu (or owns rv, pending).
+func (rv *resv) boundSocketLocked(port uint16, cookie uint64) {
+	if rv.sockets == nil {
+		rv.sockets = make([]uint64, rv.r.Block.Count)
+	}
+	rv.sockets[port-rv.r.Block.Start] = cookie
+}
+
+// boundSocket is the cookie of the socket the broker bound on port, 0
+// if unknown. Caller holds b.mu.
+func (rv *resv) boundSocket(port uint16) uint64 {
+	if rv.sockets == nil {
+		return 0
+	}
+	return rv.sockets[port-rv.r.Block.Start]
+}
 
 // listChunk is the alignment runtime blocks of the bpf guard and of
 // placeholders are listed in ip_local_reserved_ports with: a wildcard

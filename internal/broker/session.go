@@ -124,8 +124,9 @@ func (b *Broker) admitConnLocked(uid uint32, admin bool, what string) (*usage, *
 }
 
 // inlineFDs is the most sockets a request served by the reader may
-// carry: a bind of many goes to the session's worker.
-const inlineFDs = 4
+// carry (16 binds: well under a millisecond); a bind of more goes to
+// the session's worker.
+const inlineFDs = 16
 
 // inlineAcquire is the largest acquire served by the reader: placeholders
 // for it take well under a millisecond to bind.

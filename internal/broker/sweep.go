@@ -193,13 +193,15 @@ const recheckByBind = 16
 
 // recheck re-checks ports of rv (bound ones; every bound one if ports is
 // nil) for a request that finds the block full or the wanted port bound.
-// A runtime block's port is free once a placeholder (or probe) binds on
+// Announcements of destroyed sockets not read yet go first. A runtime
+// block's port is free once a placeholder (or probe) binds on
 // it, which a few binds find out sooner than a read of the socket tables
 // (the kernel walks its whole connection hash for one, some hundred µs
 // here); other blocks, and runtime ones with many ports bound, are
 // checked against a read of the tables filtered to the block.
 func (b *Broker) recheck(rv *resv, ports []uint16) {
 	if rv.kind == wire.KindRuntime && !rv.delegated {
+		b.drainClosed(rv.proto)
 		b.mu.Lock()
 		if ports == nil {
 			ports = rv.r.Bound()
@@ -319,29 +321,7 @@ func (b *Broker) watchClosed(proto portres.Proto, w *sockdiag.Watcher) {
 			b.log.Warn("closed sockets are noticed by sweeps only from now", "proto", proto, "err", err)
 			return
 		}
-		// Most announcements are of sockets that are none of the
-		// broker's business (every TCP or UDP socket of the host, the
-		// broker's own placeholders among them): look them up without
-		// the lock first.
-		marks := b.boundMarks(proto)
-		ports = slices.DeleteFunc(ports, func(p uint16) bool { return marks[p/64].Load()&(1<<(p%64)) == 0 })
-		if len(ports) == 0 {
-			continue
-		}
-		b.mu.Lock()
-		for _, port := range ports {
-			r := b.pools[proto].Find(port)
-			if r != nil {
-				if rv := r.Owner.(*resv); !rv.pending && rv.kind == wire.KindRuntime && !rv.delegated && rv.r.IsBound(port) {
-					b.reholdLocked(rv, port)
-					if rv.r.IsBound(port) {
-						continue // still held by a socket (or TIME_WAIT)
-					}
-				}
-			}
-			marks[port/64].And(^(uint64(1) << (port % 64)))
-		}
-		b.mu.Unlock()
+		b.applyClosed(proto, ports)
 		if b.guard != nil {
 			// The guard keeps a closed port from everyone else, so its
 			// block need not have it back at once (a bind that finds the
@@ -355,6 +335,62 @@ func (b *Broker) watchClosed(proto portres.Proto, w *sockdiag.Watcher) {
 // lazyWatch is how long, in bpf mode, announcements of closed sockets
 // gather before the watcher reads them.
 const lazyWatch = 2 * time.Millisecond
+
+// applyClosed frees the ports of runtime blocks whose socket the kernel
+// announced destroyed. Only the destroy of the socket the broker bound
+// there counts (its cookie; any, where the broker does not know it): the
+// others are connections that socket accepted, or an earlier socket of
+// the port announced late. A held block's port is held again at once
+// (hold mode: a placeholder). A guarded one is free as soon as its
+// socket is gone: the guard keeps it from everyone else, and what may
+// linger on it (TIME_WAIT, accepted connections) makes the next bind
+// there fail and mark it bound again, like a probe would.
+func (b *Broker) applyClosed(proto portres.Proto, closed []sockdiag.Closed) {
+	// Most announcements are of sockets that are none of the broker's
+	// business (every TCP or UDP socket of the host where the kernel
+	// does not filter them): look them up without the lock first.
+	marks := b.boundMarks(proto)
+	closed = slices.DeleteFunc(closed, func(c sockdiag.Closed) bool { return marks[c.Port/64].Load()&(1<<(c.Port%64)) == 0 })
+	if len(closed) == 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, c := range closed {
+		port := c.Port
+		if r := b.pools[proto].Find(port); r != nil {
+			if rv := r.Owner.(*resv); !rv.pending && rv.kind == wire.KindRuntime && !rv.delegated && rv.r.IsBound(port) {
+				bound := rv.boundSocket(port)
+				switch {
+				case bound != 0 && c.Cookie != 0 && bound != c.Cookie:
+					continue // the socket bound there is alive
+				case bound != 0 && !rv.holds():
+					rv.r.Put(port)
+				default:
+					b.reholdLocked(rv, port)
+					if rv.r.IsBound(port) {
+						continue // still held by a socket (or TIME_WAIT)
+					}
+				}
+			}
+		}
+		marks[port/64].And(^(uint64(1) << (port % 64)))
+	}
+}
+
+// drainClosed applies the announcements of destroyed sockets of proto
+// not read yet: the watcher may be pausing (bpf mode) or behind.
+func (b *Broker) drainClosed(proto portres.Proto) {
+	i := 0
+	if proto == portres.UDP {
+		i = 1
+	}
+	if w := b.watchers[i]; w != nil {
+		if closed, _ := w.Drain(); len(closed) > 0 {
+			b.applyClosed(proto, closed)
+		}
+	}
+}
 
 // boundMarks is proto's bitmap of ports that may be bound in runtime
 // blocks whose sockets the destroy watcher follows: set when a port is

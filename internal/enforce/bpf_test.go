@@ -386,12 +386,15 @@ func TestBindGuardLetsAllowedSocketThrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	done, err := g.Allow(fd)
+	cookie, done, err := g.Allow(fd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	done(false)
-	if _, err := g.Allow(-1); err == nil {
+	if want, _ := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE); cookie != want || cookie == 0 {
+		t.Errorf("Allow returned cookie %#x, the socket's is %#x", cookie, want)
+	}
+	if _, _, err := g.Allow(-1); err == nil {
 		t.Error("Allow(-1): no error")
 	}
 	// A spent allowance (its socket bound or closed) stays in the map

@@ -269,18 +269,19 @@ func (g *BindGuard) Adopted() bool { return g.adopted }
 func (g *BindGuard) PinDir() string { return g.pin }
 
 // Allow lets the socket fd through the guard until done is called: the
-// broker binding a client's socket, or probing a port. It costs a
-// getsockopt and a map update. done(spent) ends the allowance: at once
+// broker binding a client's socket, or probing a port. It returns the
+// socket's cookie, and costs a getsockopt and a map update. done(spent) ends the allowance: at once
 // (a second map update) unless spent says the socket can make no use of
 // it any more, being bound (a socket binds once) or about to be closed
 // by the caller (a cookie is never reused); spent cookies are deleted in
 // batches of spentBatch, one system call each.
-func (g *BindGuard) Allow(fd int) (done func(spent bool), err error) {
-	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+func (g *BindGuard) Allow(fd int) (cookie uint64, done func(spent bool), err error) {
+	cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
 	if err != nil {
-		return nil, fmt.Errorf("bind guard: getsockopt SO_COOKIE: %w", err)
+		return 0, nil, fmt.Errorf("bind guard: getsockopt SO_COOKIE: %w", err)
 	}
-	return g.allowCookie(cookie)
+	done, err = g.allowCookie(cookie)
+	return cookie, done, err
 }
 
 // spentBatch is how many spent allowances wait for one batch delete:

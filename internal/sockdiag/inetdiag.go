@@ -101,6 +101,7 @@ type diagSocket struct {
 	family uint8
 	state  uint8
 	port   uint16 // local port
+	cookie uint64 // the socket's cookie (SO_COOKIE)
 }
 
 // parseMsg decodes the head of an inet_diag_msg; ok is false when data
@@ -111,5 +112,8 @@ func parseMsg(data []byte) (s diagSocket, ok bool) {
 	}
 	// idiag_family, idiag_state, idiag_timer, idiag_retrans, then the
 	// socket id, whose idiag_sport is in network byte order.
-	return diagSocket{family: data[0], state: data[1], port: binary.BigEndian.Uint16(data[4:])}, true
+	// idiag_cookie follows idiag_sport, idiag_dport, idiag_src[4],
+	// idiag_dst[4] and idiag_if: two u32, low half first, in host order.
+	cookie := uint64(binary.NativeEndian.Uint32(data[44:])) | uint64(binary.NativeEndian.Uint32(data[48:]))<<32
+	return diagSocket{family: data[0], state: data[1], port: binary.BigEndian.Uint16(data[4:]), cookie: cookie}, true
 }

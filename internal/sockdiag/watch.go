@@ -24,15 +24,17 @@ const (
 // Watcher reports the local ports of destroyed TCP or UDP sockets (IPv4
 // and IPv6) in the caller's network namespace, as the kernel announces
 // them: the moment a bound socket's last descriptor closes. It needs
-// CAP_NET_ADMIN. Next is not safe for concurrent use; Close may be called
-// at any time and ends a waiting Next.
+// CAP_NET_ADMIN. Next and Pause are for one reader; Drain may be called
+// by others meanwhile (what it reads, Next does not return); Close may be
+// called at any time and ends a waiting Next or Pause.
 type Watcher struct {
 	// The netlink socket, non-blocking, and an eventfd that Close
 	// writes. Next waits for either in poll(2) on its own thread rather
 	// than in the runtime's poller: an announcement wakes that thread
 	// directly, not the poller and then the goroutine (a second wake-up).
 	fd, efd int
-	mu      sync.Mutex // held by Next; Close takes it to close the descriptors
+	mu      sync.Mutex   // held while reading the socket (buf)
+	waiting sync.RWMutex // read-held while polling; Close takes it to close the descriptors
 	buf     *[recvBufSize]byte
 	closed  atomic.Bool
 	mem     []byte // FilterPorts's bitmap, mapped for the life of the process
@@ -73,11 +75,56 @@ func Watch(proto uint8) (_ *Watcher, err error) {
 	return &Watcher{fd: fd, efd: efd, buf: bufPool.Get().(*[recvBufSize]byte)}, nil
 }
 
-// Next waits for the next destroyed sockets and returns their local
-// ports (one datagram may announce several). It returns an error wrapping
+// Closed is a destroyed socket as the kernel announces it.
+type Closed struct {
+	Port   uint16 // its local port
+	Cookie uint64 // its cookie (SO_COOKIE): which socket of the port it was
+}
+
+// Next waits for the next destroyed sockets and returns them (one
+// datagram may announce several). It returns an error wrapping
 // unix.ENOBUFS when the kernel dropped announcements (the reader fell
 // behind: rescan), and os.ErrClosed once Close was called.
-func (w *Watcher) Next() ([]uint16, error) {
+func (w *Watcher) Next() ([]Closed, error) {
+	for {
+		ports, err := w.read(true)
+		if err != unix.EAGAIN {
+			return ports, err
+		}
+		w.waiting.RLock()
+		if w.closed.Load() {
+			w.waiting.RUnlock()
+			return nil, os.ErrClosed
+		}
+		fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}, {Fd: int32(w.efd), Events: unix.POLLIN}}
+		_, err = unix.Poll(fds, -1)
+		w.waiting.RUnlock()
+		if err != nil && err != unix.EINTR {
+			return nil, fmt.Errorf("sockdiag: watch: poll: %w", err)
+		}
+	}
+}
+
+// Drain returns, without waiting, the destroyed sockets announced and
+// not yet read (by Next or an earlier Drain).
+func (w *Watcher) Drain() ([]Closed, error) {
+	var all []Closed
+	for {
+		ports, err := w.read(false)
+		switch {
+		case err == unix.EAGAIN:
+			return all, nil
+		case err != nil:
+			return all, err
+		}
+		all = append(all, ports...)
+	}
+}
+
+// read reads announcements until it has some (one datagram may carry
+// several), or the socket is empty: unix.EAGAIN. untilSome false returns
+// after one datagram, announcing or not.
+func (w *Watcher) read(untilSome bool) ([]Closed, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for {
@@ -85,15 +132,11 @@ func (w *Watcher) Next() ([]uint16, error) {
 			return nil, os.ErrClosed
 		}
 		n, from, err := unix.Recvfrom(w.fd, w.buf[:], unix.MSG_DONTWAIT)
-		if err == unix.EAGAIN {
-			fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}, {Fd: int32(w.efd), Events: unix.POLLIN}}
-			if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
-				return nil, fmt.Errorf("sockdiag: watch: poll: %w", err)
-			}
-			continue
-		}
 		if err == unix.EINTR {
 			continue
+		}
+		if err == unix.EAGAIN {
+			return nil, err
 		}
 		if err != nil {
 			return nil, fmt.Errorf("sockdiag: watch: receive: %w", err)
@@ -101,18 +144,18 @@ func (w *Watcher) Next() ([]uint16, error) {
 		if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != 0 {
 			continue // only the kernel speaks here
 		}
-		var ports []uint16
+		var ports []Closed
 		// Announcements carry sequence number 0.
 		_, _, err = readMessages(w.buf[:n], 0, func(typ uint16, data []byte) bool {
 			if s, ok := parseMsg(data); ok && typ == unix.SOCK_DIAG_BY_FAMILY && s.port != 0 {
-				ports = append(ports, s.port)
+				ports = append(ports, Closed{Port: s.port, Cookie: s.cookie})
 			}
 			return false
 		})
 		if err != nil {
 			return nil, fmt.Errorf("sockdiag: watch: %w", err)
 		}
-		if len(ports) > 0 {
+		if len(ports) > 0 || !untilSome {
 			return ports, nil
 		}
 	}
@@ -124,8 +167,8 @@ func (w *Watcher) Next() ([]uint16, error) {
 // at once trades its wake-ups for batches so (past the buffer, the
 // kernel drops announcements: Next reports ENOBUFS).
 func (w *Watcher) Pause(d time.Duration) {
-	w.mu.Lock() // Close wakes it, then waits for it, as for Next
-	defer w.mu.Unlock()
+	w.waiting.RLock() // Close wakes it, then waits for it, as for Next
+	defer w.waiting.RUnlock()
 	if w.closed.Load() {
 		return
 	}
@@ -138,7 +181,9 @@ func (w *Watcher) Close() error {
 	if w.closed.Swap(true) {
 		return os.ErrClosed
 	}
-	unix.Write(w.efd, []byte{1, 0, 0, 0, 0, 0, 0, 0}) // wakes a waiting Next
+	unix.Write(w.efd, []byte{1, 0, 0, 0, 0, 0, 0, 0}) // wakes a waiting Next or Pause
+	w.waiting.Lock()
+	defer w.waiting.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	// The bitmap stays mapped: the broker may still read it (a mapping

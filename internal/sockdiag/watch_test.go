@@ -12,8 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestWatchDestroy: closing a bound socket is announced with its port at
-// once, for TCP and UDP, IPv4 and IPv6.
+// TestWatchDestroy: closing a bound socket is announced with its port
+// and cookie at once, for TCP and UDP, IPv4 and IPv6.
 func TestWatchDestroy(t *testing.T) {
 	testutil.RequireRoot(t)
 	for _, tc := range []struct {
@@ -51,6 +51,10 @@ func TestWatchDestroy(t *testing.T) {
 			case *unix.SockaddrInet6:
 				port = uint16(a.Port)
 			}
+			cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+			if err != nil {
+				t.Fatal(err)
+			}
 			unix.Close(fd)
 			deadline := time.Now().Add(3 * time.Second)
 			for time.Now().Before(deadline) {
@@ -59,7 +63,10 @@ func TestWatchDestroy(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, p := range ports {
-					if p == port {
+					if p.Port == port {
+						if p.Cookie != cookie {
+							t.Errorf("closing a %s on port %d: announced with cookie %#x, want %#x", tc.name, port, p.Cookie, cookie)
+						}
 						return
 					}
 				}
@@ -89,8 +96,9 @@ func TestWatchDestroy(t *testing.T) {
 	}
 }
 
-// TestWatchPause: what is announced during a Pause waits for the next
-// Next, which returns it at once; Close ends a Pause early.
+// TestWatchPause: what is announced during a Pause waits in the socket:
+// Drain returns it without waiting (or else Next); Close ends a Pause
+// early.
 func TestWatchPause(t *testing.T) {
 	testutil.RequireRoot(t)
 	w, err := Watch(unix.IPPROTO_UDP)
@@ -111,14 +119,26 @@ func TestWatchPause(t *testing.T) {
 		unix.Close(fd)
 	}
 	<-paused
+	// Drain returns what waits without waiting; then nothing.
+	time.Sleep(20 * time.Millisecond) // the kernel announces from a work queue
+	drained, err := w.Drain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := w.Drain(); len(again) != 0 || err != nil {
+		t.Errorf("a second Drain: %v %v, want nothing", again, err)
+	}
 	got := map[uint16]bool{}
+	for _, c := range drained {
+		got[c.Port] = true
+	}
 	for start := time.Now(); !(got[41011] && got[41012]); {
 		ports, err := w.Next()
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, p := range ports {
-			got[p] = true
+			got[p.Port] = true
 		}
 		if time.Since(start) > 3*time.Second {
 			t.Fatalf("after the pause, announced: %v, want 41011 and 41012", got)
@@ -167,7 +187,7 @@ func TestWatchFilterPorts(t *testing.T) {
 		}
 		const watched, other = 41200, 41201 // same bitmap word
 		bits[watched/64].Or(1 << (watched % 64))
-		got := make(chan []uint16, 16)
+		got := make(chan []Closed, 16)
 		go func() {
 			for {
 				ports, err := w.Next()
@@ -183,7 +203,7 @@ func TestWatchFilterPorts(t *testing.T) {
 			bindClose(af, watched)
 			select {
 			case ports := <-got:
-				if len(ports) != 1 || ports[0] != watched {
+				if len(ports) != 1 || ports[0].Port != watched {
 					t.Errorf("proto %d af %d: announced %v, want only %d", proto, af, ports, watched)
 				}
 			case <-time.After(3 * time.Second):

@@ -3,11 +3,14 @@
 package enforce
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -108,7 +111,14 @@ type BindGuard struct {
 	lock    *os.File // flock on pin: one broker per pinned guard
 	adopted bool     // the map and links were found pinned
 	spent   []uint64 // allowances of sockets bound or closed since, not yet deleted
+	// mem is the guarded map mapped into the process (nil if it could
+	// not be): slot i, 8 bytes (the kernel rounds array values up), holds
+	// entry i in its first byte.
+	mem []byte
 }
+
+// guardSlot is the size of one entry of the guarded map in its mapping.
+const guardSlot = 8
 
 // GuardOptions configures OpenBindGuard.
 type GuardOptions struct {
@@ -173,6 +183,9 @@ func (g *BindGuard) open(cgroupPath string) (err error) {
 	}
 	if g.guarded, err = g.openMap(pinPorts, guardedSpec()); err != nil {
 		return err
+	}
+	if mem, err := unix.Mmap(g.guarded.FD(), 0, guardMapEntries*guardSlot, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err == nil {
+		g.mem = mem
 	}
 	if g.allow, err = g.openMap(pinAllow, allowSpec()); err != nil {
 		return err
@@ -316,6 +329,15 @@ func (g *BindGuard) set(proto uint8, lo, hi uint16, v uint8) error {
 	if g.guarded == nil {
 		return errors.New("bind guard: closed")
 	}
+	if g.mem != nil {
+		var val [guardSlot]byte
+		val[0] = v
+		word := binary.NativeEndian.Uint64(val[:])
+		for port := int(lo); port <= int(hi); port++ {
+			atomic.StoreUint64((*uint64)(unsafe.Pointer(&g.mem[int(base|uint32(port))*guardSlot])), word)
+		}
+		return nil
+	}
 	n := int(hi) - int(lo) + 1
 	keys := make([]uint32, n)
 	vals := make([]uint8, n)
@@ -350,6 +372,9 @@ func (g *BindGuard) Guarded(proto uint8, port uint16) (bool, error) {
 	if g.guarded == nil {
 		return false, errors.New("bind guard: closed")
 	}
+	if g.mem != nil {
+		return atomic.LoadUint64((*uint64)(unsafe.Pointer(&g.mem[int(base|uint32(port))*guardSlot]))) != 0 && port != 0, nil
+	}
 	var v uint8
 	if err := g.guarded.Lookup(base|uint32(port), &v); err != nil {
 		return false, fmt.Errorf("bind guard: look up %s port %d: %w", protoName(proto), port, err)
@@ -370,6 +395,10 @@ func (g *BindGuard) Close() error {
 // closeFDs is Close. Caller holds g.mu or owns g exclusively.
 func (g *BindGuard) closeFDs() error {
 	g.flushSpentLocked() // a pinned map outlives the guard
+	if g.mem != nil {
+		unix.Munmap(g.mem)
+		g.mem = nil
+	}
 	var errs []error
 	for _, l := range g.links {
 		if err := l.Close(); err != nil {

@@ -46,7 +46,12 @@ func DefaultPinDir() (string, error) {
 
 // guardedSpec is the guarded-ports array.
 func guardedSpec() *ebpf.MapSpec {
-	return &ebpf.MapSpec{Name: "portres_guard", Type: ebpf.Array, KeySize: 4, ValueSize: 1, MaxEntries: guardMapEntries}
+	// Mappable (kernel 5.5, older than anything else the guard needs):
+	// the broker guards and unguards ports with stores, not system calls.
+	// A map pinned by a broker before that is replaced at adoption, its
+	// entries copied.
+	return &ebpf.MapSpec{Name: "portres_guard", Type: ebpf.Array, KeySize: 4, ValueSize: 1, MaxEntries: guardMapEntries,
+		Flags: unix.BPF_F_MMAPABLE}
 }
 
 // allowSpec is the hash of socket cookies the broker is binding.

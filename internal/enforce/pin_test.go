@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/portres/portres/internal/testutil"
@@ -190,4 +191,60 @@ func TestEnsureBPFFS(t *testing.T) {
 	if d, err := DefaultPinDir(); err != nil || !strings.HasPrefix(d, "/sys/fs/bpf/portres/net-") {
 		t.Errorf("DefaultPinDir() = %q, %v", d, err)
 	}
+}
+
+// TestBindGuardMapsItsPorts: the guarded map is mapped into the process,
+// so Guard and Unguard are stores the kernel sees (the map read through
+// system calls agrees, and binds are refused); a map pinned by an older
+// broker, not mappable, is replaced at adoption with its ports kept.
+func TestBindGuardMapsItsPorts(t *testing.T) {
+	cg, fd := testCgroup(t)
+	pin := testPinDir(t)
+	if err := EnsureBPFFS(pin); err != nil {
+		t.Fatal(err)
+	}
+	old := guardedSpec()
+	old.Flags = 0
+	m, err := ebpf.NewMap(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Update(uint32(48300), uint8(1), ebpf.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Pin(filepath.Join(pin, pinPorts)); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+
+	g, err := OpenBindGuard(GuardOptions{Cgroup: cg, PinDir: pin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		g.Close()
+		UninstallGuard(pin)
+	})
+	if g.mem == nil {
+		t.Fatal("the guarded map is not mapped")
+	}
+	if ok, err := g.Guarded(unix.IPPROTO_TCP, 48300); !ok || err != nil {
+		t.Errorf("port 48300 of the old pinned map: guarded %v, %v", ok, err)
+	}
+	if err := g.Guard(unix.IPPROTO_UDP, 48301, 48302); err != nil {
+		t.Fatal(err)
+	}
+	for _, port := range []uint32{48301, 48302} {
+		var v uint8
+		if err := g.guarded.Lookup(1<<16|port, &v); err != nil || v != 1 {
+			t.Errorf("udp %d through the map: %d, %v; want 1", port, v, err)
+		}
+	}
+	b := startBinder(t, fd, false)
+	b.expectBind(t, unix.IPPROTO_TCP, 48300, "EACCES")
+	b.expectBind(t, unix.IPPROTO_UDP, 48302, "EACCES")
+	if err := g.Unguard(unix.IPPROTO_UDP, 48302, 48302); err != nil {
+		t.Fatal(err)
+	}
+	b.expectBind(t, unix.IPPROTO_UDP, 48302, "ok")
 }

@@ -107,29 +107,33 @@ func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admi
 		if resp := b.place(rv, want, from, busy); resp != nil {
 			return resp
 		}
+		var port uint16
+		var err error
 		if rv.guarded {
-			blk := rv.block()
-			if err := b.guard.Guard(uint8(proto), blk.Start, uint16(blk.End())); err != nil {
-				b.mu.Lock()
-				b.removeLocked(rv)
-				b.mu.Unlock()
-				return errf(portres.WSAEINVAL, "guarding %s %s: %v", proto, blk, err)
+			port, err = b.enforceGuarded(ctx, rv, to)
+		} else {
+			if rv.excluded() || rv.holds() && b.sysctl != nil {
+				// Out of automatic assignment first, then check the ports
+				// are free: the other order leaves a window for connect().
+				// Placeholder-held blocks go in too, by chunks, where the
+				// list may be written (best effort: their placeholders
+				// keep them from automatic assignment anyway).
+				if resp := b.exclude(rv, portres.WSAENOBUFS); resp != nil {
+					b.mu.Lock()
+					b.removeLocked(rv)
+					b.mu.Unlock()
+					return resp
+				}
 			}
+			port, err = b.enforceNew(ctx, rv, to)
 		}
-		if rv.excluded() || rv.holds() && b.sysctl != nil {
-			// Out of automatic assignment first, then check the ports are
-			// free: the other order leaves a window for connect().
-			// Placeholder-held blocks go in too, by chunks, where the
-			// list may be written (best effort: their placeholders keep
-			// them from automatic assignment anyway).
-			if resp := b.exclude(rv, portres.WSAENOBUFS); resp != nil {
-				b.mu.Lock()
-				b.removeLocked(rv)
-				b.mu.Unlock()
-				return resp
-			}
+		var refused *refusal
+		if errors.As(err, &refused) {
+			b.mu.Lock()
+			b.removeLocked(rv)
+			b.mu.Unlock()
+			return refused.resp
 		}
-		port, err := b.enforceNew(ctx, rv, to)
 		if err == nil {
 			b.mu.Lock()
 			rv.pending = false
@@ -284,8 +288,10 @@ func (b *Broker) reserveLocked(rv *resv, blk pool.Block) (*pool.Reservation, err
 }
 
 // enforceNew binds a placeholder on every port of a new runtime block, or
-// for a delegated block checks that every port is free. It stops early
-// when ctx is done. On failure it returns the port that failed.
+// for a delegated (or large guarded) block checks that every port is
+// free, then binds the client's socket of a one-request acquire and
+// bind. It stops early when ctx is done. On failure it returns the port
+// that failed.
 func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint16, error) {
 	blk := rv.block()
 	if to != nil && to.port == 0 {
@@ -311,17 +317,99 @@ func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint
 		}
 		rv.holders[i] = int32(fd) // rv is pending: nobody else touches it
 	}
-	if to != nil {
-		if ctx.Err() != nil {
+	return b.bindTarget(ctx, rv, to)
+}
+
+// heldBeforeGuard is the largest guarded block whose ports are checked
+// by placeholders held until the guard keeps them (one descriptor each).
+const heldBeforeGuard = 64
+
+// refusal is an acquire's answer that ends it before its ports were all
+// checked (the guard or the kernel list failed).
+type refusal struct{ resp *wire.Response }
+
+func (r *refusal) Error() string { return r.resp.Msg }
+
+// enforceGuarded enforces a new block the guard will keep: a placeholder
+// on each port (but the one the client's socket takes, if any) finds
+// whatever is bound there already and keeps the port meanwhile; then the
+// guard and the kernel list take the block, the placeholders go, and the
+// client's socket is bound, last. Bound before the guard, the
+// placeholders need no pass through it (probes made after it each cost a
+// getsockopt and a map update). On failure it returns the port that
+// failed, or a *refusal.
+func (b *Broker) enforceGuarded(ctx context.Context, rv *resv, to *bindTarget) (uint16, error) {
+	blk := rv.block()
+	proto := uint8(rv.proto)
+	if blk.Count > heldBeforeGuard {
+		// Too many descriptors at once: guard and list it first, then
+		// probe port by port through the guard.
+		if err := b.guard.Guard(proto, blk.Start, uint16(blk.End())); err != nil {
+			return 0, &refusal{errf(portres.WSAEINVAL, "guarding %s %s: %v", rv.proto, blk, err)}
+		}
+		if resp := b.exclude(rv, portres.WSAENOBUFS); resp != nil {
+			return 0, &refusal{resp}
+		}
+		return b.enforceNew(ctx, rv, to)
+	}
+	if to != nil && to.port == 0 {
+		to.port = blk.Start
+	}
+	held := make([]int, 0, blk.Count)
+	defer func() {
+		for _, fd := range held {
+			enforce.Unhold(fd)
+		}
+	}()
+	for i := 0; i < int(blk.Count); i++ {
+		if i&63 == 0 && ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
-		setPort(to.sa, to.port)
-		cookie, err := b.bindAllowed(rv, to.fd, to.sa)
-		if err != nil {
-			return to.port, err
+		port := blk.Start + uint16(i)
+		if to != nil && port == to.port {
+			continue
 		}
-		to.cookie = cookie
+		fd, err := enforce.Hold(proto, port)
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			// Guarded already (an entry a crashed broker left, until the
+			// restore reconciles the guard): a probe let through it.
+			fd, err = -1, enforce.ProbeAllowed(proto, port, b.guard)
+		}
+		if err != nil {
+			return port, err
+		}
+		if fd >= 0 {
+			held = append(held, fd)
+		}
 	}
+	if err := b.guard.Guard(proto, blk.Start, uint16(blk.End())); err != nil {
+		return 0, &refusal{errf(portres.WSAEINVAL, "guarding %s %s: %v", rv.proto, blk, err)}
+	}
+	if resp := b.exclude(rv, portres.WSAENOBUFS); resp != nil {
+		return 0, &refusal{resp}
+	}
+	for _, fd := range held {
+		enforce.Unhold(fd)
+	}
+	held = held[:0]
+	return b.bindTarget(ctx, rv, to)
+}
+
+// bindTarget binds the client's socket of a one-request acquire and bind
+// (none: nothing to do).
+func (b *Broker) bindTarget(ctx context.Context, rv *resv, to *bindTarget) (uint16, error) {
+	if to == nil {
+		return 0, nil
+	}
+	if ctx.Err() != nil {
+		return 0, ctx.Err()
+	}
+	setPort(to.sa, to.port)
+	cookie, err := b.bindAllowed(rv, to.fd, to.sa)
+	if err != nil {
+		return to.port, err
+	}
+	to.cookie = cookie
 	return 0, nil
 }
 

@@ -4,6 +4,7 @@ package broker_test
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/portres/portres/internal/enforce"
 	"github.com/portres/portres/internal/testbroker"
 	"github.com/portres/portres/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // TestBPFEnforcement: in bpf mode the broker holds no descriptor per
@@ -120,5 +122,63 @@ func TestBPFFailedBindEndsAllowance(t *testing.T) {
 	}
 	if f[4] == "ok" {
 		t.Errorf("after the failed brokered bind, the client bound its socket to the guarded port itself: %q", l)
+	}
+}
+
+// TestBPFAcquireFindsPortsInUse: in bpf mode a new block's ports are
+// checked for sockets bound before it, by placeholders held until the
+// guard keeps the block (small blocks) or by probes through the guard
+// (large ones): a port in use fails an explicit acquire, the failed
+// block leaves nothing guarded, and the acquired one is guarded.
+func TestBPFAcquireFindsPortsInUse(t *testing.T) {
+	cg, cgfd := testutil.Cgroup(t)
+	b := testbroker.Start(t, func(c *broker.Config) { c.Enforce = broker.EnforceBPF; c.Cgroup = cg })
+	if b.Enforcement() != broker.EnforceBPF {
+		t.Skip("the eBPF bind guard did not load here (the broker fell back to placeholders); see its log")
+	}
+	c := b.Dial(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name        string
+		start, busy uint16
+		count       uint16
+	}{
+		{"small block", 47400, 47402, 4},
+		{"large block", 47500, 47600, 200},
+	} {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(tc.busy)}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Acquire(ctx, portres.TCP, tc.start, tc.count)
+		var pe *portres.Error
+		if !errors.As(err, &pe) || pe.Code != portres.WSAEADDRINUSE || pe.Port != tc.busy {
+			t.Errorf("%s: acquire over a bound port: %v, want WSAEADDRINUSE naming port %d", tc.name, err, tc.busy)
+		}
+		unix.Close(fd)
+		// Nothing of the failed block is left guarded: a process in the
+		// guarded cgroup binds its first port.
+		first := strconv.Itoa(int(tc.start))
+		p := testutil.StartHelperIn(t, cgfd, "foreign", nil, "tcp", first, "1", "0")
+		if l := p.Line(10 * time.Second); !strings.HasPrefix(l, "bound "+first) {
+			t.Errorf("%s: port %s after the failed acquire: %q, want it bindable", tc.name, first, l)
+		}
+		p.Wait()
+		r, err := c.Acquire(ctx, portres.TCP, tc.start, tc.count)
+		if err != nil {
+			t.Errorf("%s: acquire once the port is free: %v", tc.name, err)
+			continue
+		}
+		// Acquired, the block is guarded: the same process gets none of
+		// its ports (the helper prints only what it bound, then "done").
+		p = testutil.StartHelperIn(t, cgfd, "foreign", nil, "tcp", first, strconv.Itoa(int(tc.count)), "0")
+		for l := p.Line(10 * time.Second); l != "done"; l = p.Line(10 * time.Second) {
+			t.Errorf("%s: a process in the guarded cgroup got a port of the block: %s", tc.name, l)
+		}
+		p.Wait()
+		r.Release(ctx)
 	}
 }

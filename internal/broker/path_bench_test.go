@@ -98,7 +98,7 @@ const manyFDs = 8
 // helperPathClient runs commands from stdin: "run OP MS AT" does OP
 // over and over for MS milliseconds from the CLOCK_MONOTONIC time AT (so
 // that every client runs at once; a few untimed ones first) and prints
-// "done MEDIAN_NS COUNT". The
+// "done MEDIAN_NS COUNT P90_NS". The
 // environment names the broker (PORTRES_SOCKET) and the echo server
 // (ECHO_SOCKET).
 func helperPathClient([]string) int {
@@ -278,7 +278,7 @@ func helperPathClient([]string) int {
 			continue
 		}
 		slices.Sort(lat)
-		fmt.Println("done", int64(lat[len(lat)/2]), len(lat))
+		fmt.Println("done", int64(lat[len(lat)/2]), len(lat), int64(lat[len(lat)*9/10]))
 	}
 	return 0
 }
@@ -287,6 +287,7 @@ func helperPathClient([]string) int {
 // clients' medians, and the throughput of all clients together.
 type pathResult struct {
 	median time.Duration
+	p90    time.Duration // of the client whose median is the median
 	perSec float64
 	spread float64 // most operations one client did : fewest (starvation)
 }
@@ -298,23 +299,23 @@ func runPathOp(b *testing.B, clients []*testutil.Process, op string, d time.Dura
 	for _, c := range clients {
 		fmt.Fprintf(c.Stdin, "run %s %d %d\n", op, d.Milliseconds(), at)
 	}
-	var meds []time.Duration
+	var meds [][2]time.Duration
 	total, most, fewest := 0, 0, 0
 	for _, c := range clients {
-		var med int64
+		var med, p90 int64
 		var count int
-		if l := c.Line(5 * time.Minute); !scan(l, "done %d %d", &med, &count) {
+		if l := c.Line(5 * time.Minute); !scan(l, "done %d %d %d", &med, &count, &p90) {
 			b.Fatalf("path client, %s: %s", op, l)
 		}
-		meds = append(meds, time.Duration(med))
+		meds = append(meds, [2]time.Duration{time.Duration(med), time.Duration(p90)})
 		total += count
 		most = max(most, count)
 		if fewest == 0 || count < fewest {
 			fewest = count
 		}
 	}
-	slices.Sort(meds)
-	return pathResult{median: meds[len(meds)/2], perSec: float64(total) / d.Seconds(), spread: float64(most) / float64(max(fewest, 1))}
+	slices.SortFunc(meds, func(a, b [2]time.Duration) int { return int(a[0] - b[0]) })
+	return pathResult{median: meds[len(meds)/2][0], p90: meds[len(meds)/2][1], perSec: float64(total) / d.Seconds(), spread: float64(most) / float64(max(fewest, 1))}
 }
 
 // pathFloor is the floor of a broker operation, from the floors measured
@@ -434,7 +435,7 @@ func BenchmarkPath(b *testing.B) {
 			fmt.Fprintf(&report, "%s mode, %d client process(es), medians of %d rounds of %v per operation:\n", mode, k, rounds, d)
 			for _, op := range ops {
 				m := med(op)
-				line := fmt.Sprintf("  %-11s %8.1f µs", op, float64(m.median)/1e3)
+				line := fmt.Sprintf("  %-11s %8.1f µs (p90 %7.1f)", op, float64(m.median)/1e3, float64(m.p90)/1e3)
 				if f := pathFloor(op, floors); !slices.Contains(pathFloors, op) {
 					line += fmt.Sprintf("  floor %6.1f µs  %5.2fx", float64(f)/1e3, float64(m.median)/float64(f))
 					b.ReportMetric(float64(m.median)/float64(f), fmt.Sprintf("%s-%dc-%s-x", mode, k, op))

@@ -78,9 +78,17 @@ func (b *Broker) acquireFor(ctx context.Context, s *session, owner *peer, admin 
 type bindTarget struct {
 	fd     int
 	sa     unix.Sockaddr
-	port   uint16
+	want   uint16 // the port asked for; 0: the block's first
+	port   uint16 // the port of this placement's block (enforceNew)
 	cookie uint64 // the socket's, once bound
 }
+
+// clientBindError is the failure of the bind of a client's socket in a
+// one-request acquire and bind (not of a placeholder or probe).
+type clientBindError struct{ err error }
+
+func (e *clientBindError) Error() string { return e.err.Error() }
+func (e *clientBindError) Unwrap() error { return e.err }
 
 // acquireBlock is acquireFor; with to, it binds that socket to a port of
 // the new block instead of holding or probing that port, after every
@@ -107,31 +115,22 @@ func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admi
 		if resp := b.place(rv, want, from, busy); resp != nil {
 			return resp
 		}
-		var port uint16
-		var err error
-		if rv.guarded {
-			port, err = b.enforceGuarded(ctx, rv, to)
-		} else {
-			if rv.excluded() || rv.holds() && b.sysctl != nil {
-				// Out of automatic assignment first, then check the ports
-				// are free: the other order leaves a window for connect().
-				// Placeholder-held blocks go in too, by chunks, where the
-				// list may be written (best effort: their placeholders
-				// keep them from automatic assignment anyway).
-				if resp := b.exclude(rv, portres.WSAENOBUFS); resp != nil {
-					b.mu.Lock()
-					b.removeLocked(rv)
-					b.mu.Unlock()
-					return resp
-				}
+		if !rv.guarded && (rv.excluded() || rv.holds() && b.sysctl != nil) {
+			// Out of automatic assignment first, then check the ports are
+			// free: the other order leaves a window for connect().
+			// Placeholder-held blocks go in too, by chunks, where the
+			// list may be written (best effort: their placeholders keep
+			// them from automatic assignment anyway). Guarded blocks go
+			// in with the guard (enforceNew).
+			if resp := b.exclude(rv, portres.WSAENOBUFS); resp != nil {
+				b.remove(rv)
+				return resp
 			}
-			port, err = b.enforceNew(ctx, rv, to)
 		}
+		port, err := b.enforceNew(ctx, rv, to)
 		var refused *refusal
 		if errors.As(err, &refused) {
-			b.mu.Lock()
-			b.removeLocked(rv)
-			b.mu.Unlock()
+			b.remove(rv)
 			return refused.resp
 		}
 		if err == nil {
@@ -139,7 +138,15 @@ func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admi
 			rv.pending = false
 			bound := uint16(0)
 			if to != nil {
-				bound, _ = b.takeLocked(rv, to.port) // free: enforceNew bound it just now
+				// Free: the block is new, and enforceNew bound the port
+				// just now.
+				var err error
+				if bound, err = b.takeLocked(rv, to.port); err != nil {
+					b.mu.Unlock()
+					b.remove(rv)
+					b.log.Error("acquire and bind: the bound port is not free in its new block", "proto", proto, "port", to.port, "err", err)
+					return errf(portres.WSAEINVAL, "acquire and bind of %s port %d: %v", proto, to.port, err)
+				}
 				rv.boundSocketLocked(bound, to.cookie)
 			}
 			b.mu.Unlock()
@@ -155,19 +162,28 @@ func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admi
 			return resp
 		}
 		blk := rv.block()
-		b.mu.Lock()
-		b.removeLocked(rv)
-		b.mu.Unlock()
+		b.remove(rv)
 		b.unlist(rv, "failed acquire")
+		var cbe *clientBindError
+		clientBind := errors.As(err, &cbe)
 		switch {
+		case clientBind && (want.Start != 0 || !errors.Is(err, unix.EADDRINUSE)):
+			// The client's socket did not bind (another error, or its
+			// port was taken in the moment its placeholder let it go).
+			code := portres.WSAEINVAL
+			switch {
+			case errors.Is(err, unix.EADDRINUSE):
+				code = portres.WSAEADDRINUSE
+			case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+				code = portres.WSAEACCES
+			}
+			r := errf(code, "bind %s port %d: %v", proto, port, cbe.err)
+			r.Port = port
+			return r
 		case ctx.Err() != nil:
 			return errf(portres.WSA_OPERATION_ABORTED, "acquire of %s %s aborted: the request was cancelled or the connection closed", proto, blk)
 		case errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE):
 			return errf(portres.WSAEMFILE, "the broker ran out of file descriptors holding %s %s: %v", proto, blk, err)
-		case to != nil && port == to.port && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)):
-			r := errf(portres.WSAEACCES, "bind %s port %d: %v", proto, port, err)
-			r.Port = port
-			return r
 		case !errors.Is(err, unix.EADDRINUSE):
 			return errf(portres.WSAEINVAL, "holding %s %s: %v", proto, blk, err)
 		case want.Start != 0:
@@ -287,116 +303,117 @@ func (b *Broker) reserveLocked(rv *resv, blk pool.Block) (*pool.Reservation, err
 	}
 }
 
-// enforceNew binds a placeholder on every port of a new runtime block, or
-// for a delegated (or large guarded) block checks that every port is
-// free, then binds the client's socket of a one-request acquire and
-// bind. It stops early when ctx is done. On failure it returns the port
-// that failed.
-func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint16, error) {
-	blk := rv.block()
-	if to != nil && to.port == 0 {
-		to.port = blk.Start
-	}
-	for i := 0; i < int(blk.Count); i++ {
-		if i&63 == 0 && ctx.Err() != nil {
-			return 0, ctx.Err()
-		}
-		port := blk.Start + uint16(i)
-		if to != nil && port == to.port {
-			continue // the client's socket takes it, last
-		}
-		if !rv.holds() {
-			if err := enforce.ProbeAllowed(uint8(rv.proto), port, b.guardOf(rv)); err != nil {
-				return port, err
-			}
-			continue
-		}
-		fd, err := enforce.Hold(uint8(rv.proto), port)
-		if err != nil {
-			return port, err
-		}
-		rv.holders[i] = int32(fd) // rv is pending: nobody else touches it
-	}
-	return b.bindTarget(ctx, rv, to)
-}
-
 // heldBeforeGuard is the largest guarded block whose ports are checked
 // by placeholders held until the guard keeps them (one descriptor each).
 const heldBeforeGuard = 64
 
 // refusal is an acquire's answer that ends it before its ports were all
-// checked (the guard or the kernel list failed).
+// checked (the guard, the kernel list or the descriptor budget refused).
 type refusal struct{ resp *wire.Response }
 
 func (r *refusal) Error() string { return r.resp.Msg }
 
-// enforceGuarded enforces a new block the guard will keep: a placeholder
-// on each port (but the one the client's socket takes, if any) finds
-// whatever is bound there already and keeps the port meanwhile; then the
-// guard and the kernel list take the block, the placeholders go, and the
-// client's socket is bound, last. Bound before the guard, the
-// placeholders need no pass through it (probes made after it each cost a
-// getsockopt and a map update). On failure it returns the port that
-// failed, or a *refusal.
-func (b *Broker) enforceGuarded(ctx context.Context, rv *resv, to *bindTarget) (uint16, error) {
+// enforceNew checks that every port of a new runtime block is free and
+// keeps it so, then binds the client's socket of a one-request acquire
+// and bind (to), last: a bound socket cannot be unbound, so a failure
+// before it leaves it free for the next placement. A held block keeps a
+// placeholder on each port (the one the client's socket takes is let go
+// just before its bind). A guarded block of up to heldBeforeGuard ports
+// is checked by placeholders bound before the guard and the kernel list
+// take it and closed after: they find whatever is bound there already,
+// keep the ports in between, and need no pass through the guard; a
+// larger one is guarded and listed first, then probed port by port
+// through the guard. A delegated block is probed. It stops early when
+// ctx is done. On failure it returns the port that failed (an error
+// wrapping *clientBindError if it was the client's socket's bind), or a
+// *refusal.
+func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint16, error) {
 	blk := rv.block()
 	proto := uint8(rv.proto)
-	if blk.Count > heldBeforeGuard {
-		// Too many descriptors at once: guard and list it first, then
-		// probe port by port through the guard.
-		if err := b.guard.Guard(proto, blk.Start, uint16(blk.End())); err != nil {
-			return 0, &refusal{errf(portres.WSAEINVAL, "guarding %s %s: %v", rv.proto, blk, err)}
+	if to != nil {
+		to.port = to.want
+		if to.port == 0 {
+			to.port = blk.Start
 		}
-		if resp := b.exclude(rv, portres.WSAENOBUFS); resp != nil {
+	}
+	early := rv.guarded && blk.Count <= heldBeforeGuard
+	if rv.guarded && !early {
+		if err := b.guardAndList(rv); err != nil {
+			return 0, err
+		}
+	}
+	var held []int // early: placeholders until the guard keeps the block
+	if early {
+		if resp := b.takeFDs(int(blk.Count), rv.admin, fmt.Sprintf("checking %d %s ports", blk.Count, rv.proto)); resp != nil {
 			return 0, &refusal{resp}
 		}
-		return b.enforceNew(ctx, rv, to)
+		held = make([]int, 0, blk.Count)
+		defer func() {
+			for _, fd := range held {
+				enforce.Unhold(fd)
+			}
+			b.fds.Add(-int64(blk.Count))
+		}()
 	}
-	if to != nil && to.port == 0 {
-		to.port = blk.Start
-	}
-	held := make([]int, 0, blk.Count)
-	defer func() {
-		for _, fd := range held {
-			enforce.Unhold(fd)
-		}
-	}()
 	for i := 0; i < int(blk.Count); i++ {
 		if i&63 == 0 && ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
 		port := blk.Start + uint16(i)
-		if to != nil && port == to.port {
-			continue
-		}
-		fd, err := enforce.Hold(proto, port)
-		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
-			// Guarded already (an entry a crashed broker left, until the
-			// restore reconciles the guard): a probe let through it.
-			fd, err = -1, enforce.ProbeAllowed(proto, port, b.guard)
-		}
-		if err != nil {
-			return port, err
-		}
-		if fd >= 0 {
-			held = append(held, fd)
+		switch {
+		case rv.holds():
+			fd, err := enforce.Hold(proto, port)
+			if err != nil {
+				return port, err
+			}
+			rv.holders[i] = int32(fd) // rv is pending: nobody else touches it
+		case early:
+			fd, err := enforce.Hold(proto, port)
+			if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+				// Guarded already (an entry a crashed broker left, until
+				// the restore reconciles the guard): a probe let through.
+				fd, err = -1, enforce.ProbeAllowed(proto, port, b.guard)
+			}
+			if err != nil {
+				return port, err
+			}
+			if fd >= 0 {
+				held = append(held, fd)
+			}
+		default:
+			if err := enforce.ProbeAllowed(proto, port, b.guardOf(rv)); err != nil {
+				return port, err
+			}
 		}
 	}
-	if err := b.guard.Guard(proto, blk.Start, uint16(blk.End())); err != nil {
-		return 0, &refusal{errf(portres.WSAEINVAL, "guarding %s %s: %v", rv.proto, blk, err)}
+	if early {
+		if err := b.guardAndList(rv); err != nil {
+			return 0, err
+		}
+		for _, fd := range held {
+			enforce.Unhold(fd)
+		}
+		held = held[:0]
 	}
-	if resp := b.exclude(rv, portres.WSAENOBUFS); resp != nil {
-		return 0, &refusal{resp}
-	}
-	for _, fd := range held {
-		enforce.Unhold(fd)
-	}
-	held = held[:0]
 	return b.bindTarget(ctx, rv, to)
 }
 
+// guardAndList has the guard keep rv's block and lists it in the
+// kernel's reserved ports; a failure is a *refusal.
+func (b *Broker) guardAndList(rv *resv) error {
+	blk := rv.block()
+	if err := b.guard.Guard(uint8(rv.proto), blk.Start, uint16(blk.End())); err != nil {
+		return &refusal{errf(portres.WSAEINVAL, "guarding %s %s: %v", rv.proto, blk, err)}
+	}
+	if resp := b.exclude(rv, portres.WSAENOBUFS); resp != nil {
+		return &refusal{resp}
+	}
+	return nil
+}
+
 // bindTarget binds the client's socket of a one-request acquire and bind
-// (none: nothing to do).
+// (none: nothing to do) to its port, whose placeholder (held blocks) it
+// lets go just before, as a brokered bind does.
 func (b *Broker) bindTarget(ctx context.Context, rv *resv, to *bindTarget) (uint16, error) {
 	if to == nil {
 		return 0, nil
@@ -404,13 +421,24 @@ func (b *Broker) bindTarget(ctx context.Context, rv *resv, to *bindTarget) (uint
 	if ctx.Err() != nil {
 		return 0, ctx.Err()
 	}
+	if off := to.port - rv.block().Start; rv.holds() && rv.holders[off] >= 0 {
+		enforce.Unhold(int(rv.holders[off]))
+		rv.holders[off] = -1
+	}
 	setPort(to.sa, to.port)
 	cookie, err := b.bindAllowed(rv, to.fd, to.sa)
 	if err != nil {
-		return to.port, err
+		return to.port, fmt.Errorf("bind %s port %d: %w", rv.proto, to.port, &clientBindError{err})
 	}
 	to.cookie = cookie
 	return 0, nil
+}
+
+// remove forgets rv, which failed before it was acquired.
+func (b *Broker) remove(rv *resv) {
+	b.mu.Lock()
+	b.removeLocked(rv)
+	b.mu.Unlock()
 }
 
 // guardOf is the bind guard that keeps rv's ports, nil if none does:

@@ -93,7 +93,8 @@ func (b *Broker) bind(ctx context.Context, s *session, req *wire.Request, fds []
 
 // bindMany binds the sockets of one request in order: to ports Port,
 // Port+1, ... of the reservation, or each to any free port for Port 0.
-// Every socket is checked before any is bound (one unfit binds none).
+// Every socket, and the run of ports, is checked before any is bound
+// (one unfit binds none).
 // The answer is one response per socket bound, with More on all but the
 // last; if a bind fails, the last response is its error and the sockets
 // after it stay unbound.
@@ -106,18 +107,20 @@ func (b *Broker) bindMany(ctx context.Context, s *session, req *wire.Request, fd
 	infos := make([]*sockInfo, len(fds))
 	addrs := make([]unix.Sockaddr, len(fds))
 	for i, fd := range fds {
-		info, bad := inspect(fd)
-		if bad == nil {
-			addrs[i], bad = sockaddr(info.family, req.Addr)
-		}
-		if bad != nil {
+		var bad *wire.Response
+		if infos[i], addrs[i], bad = checkPassed(fd, req.Addr); bad != nil {
 			bad.Msg = fmt.Sprintf("socket %d of %d: %s", i+1, len(fds), bad.Msg)
 			return one(bad)
 		}
-		infos[i] = info
 	}
 	b.mu.Lock()
 	rv, bad := b.ownedLocked(s, req.Token, "bind")
+	if bad == nil && req.Port != 0 {
+		if last := int(req.Port) + len(fds) - 1; !rv.block().Contains(req.Port) || last > rv.block().End() {
+			bad = rv.errf(portres.WSAEINVAL, "ports %d-%d for %d sockets are not all in %s", req.Port, last, len(fds), rv.describe())
+			bad.Port = req.Port
+		}
+	}
 	for i := 0; bad == nil && i < len(fds); i++ {
 		if bad = b.checkSocket(rv, infos[i]); bad != nil {
 			bad.Msg = fmt.Sprintf("socket %d of %d: %s", i+1, len(fds), bad.Msg)
@@ -156,11 +159,17 @@ func passedSocket(req *wire.Request, fds []int) (*sockInfo, unix.Sockaddr, *wire
 	if len(fds) != 1 {
 		return nil, nil, errf(portres.WSAEINVAL, "%s needs exactly one socket descriptor, got %d", req.Op, len(fds))
 	}
-	info, bad := inspect(fds[0])
+	return checkPassed(fds[0], req.Addr)
+}
+
+// checkPassed checks a passed socket (inspect) and builds the address
+// addr to bind it to.
+func checkPassed(fd int, addr netip.Addr) (*sockInfo, unix.Sockaddr, *wire.Response) {
+	info, bad := inspect(fd)
 	if bad != nil {
 		return nil, nil, bad
 	}
-	sa, bad := sockaddr(info.family, req.Addr)
+	sa, bad := sockaddr(info.family, addr)
 	if bad != nil {
 		return nil, nil, bad
 	}
@@ -188,7 +197,7 @@ func (b *Broker) acquireBind(ctx context.Context, s *session, req *wire.Request,
 	}
 	// The socket is bound in place of its port's placeholder or probe:
 	// a port in use fails the placement like a placeholder would.
-	return b.acquireBlock(ctx, s, s.peer, s.admin, req, &bindTarget{fd: fds[0], sa: sa, port: req.Port})
+	return b.acquireBlock(ctx, s, s.peer, s.admin, req, &bindTarget{fd: fds[0], sa: sa, want: req.Port})
 }
 
 // bindSocket binds fd, a socket inspect described, to port wantPort of

@@ -13,8 +13,10 @@ import (
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/broker"
 	"github.com/portres/portres/internal/enforce"
+	"github.com/portres/portres/internal/fdpass"
 	"github.com/portres/portres/internal/testbroker"
 	"github.com/portres/portres/internal/testutil"
+	"github.com/portres/portres/internal/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -180,5 +182,59 @@ func TestBPFAcquireFindsPortsInUse(t *testing.T) {
 		}
 		p.Wait()
 		r.Release(ctx)
+	}
+}
+
+// TestAcquireBindPlacementRetry: a one-request acquire and bind whose
+// first placements meet ports in use moves on, in both modes, and binds
+// the socket to a port of the block it finally gets (each placement
+// works out its own port: a port kept from a failed placement would lie
+// outside the block, and an earlier broker bound the socket there and
+// then crashed). Wildcard blocks of one and of three ports.
+func TestAcquireBindPlacementRetry(t *testing.T) {
+	cg, _ := testutil.Cgroup(t)
+	narrowEphemeral(t, 47800, 47839)
+	var busy []int
+	for port := 47800; port < 47830; port += 3 { // every third port of the first 30
+		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet6{Port: port}); err != nil {
+			t.Fatal(err)
+		}
+		busy = append(busy, fd)
+	}
+	defer closeAllFDs(busy)
+	for _, mode := range []string{broker.EnforceHold, broker.EnforceBPF} {
+		b := testbroker.Start(t, func(c *broker.Config) { c.Enforce = mode; c.Cgroup = cg })
+		c := b.Dial(t)
+		ctx := context.Background()
+		for _, count := range []uint16{1, 3} {
+			raw := rawConn(t, b)
+			fd, _ := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			req := wire.AppendRequest(nil, &wire.Request{ID: 1, Op: wire.OpAcquire, Flags: wire.FlagBind, Proto: uint8(portres.TCP), Count: count})
+			if err := fdpass.Send(raw, req, fd); err != nil {
+				t.Fatal(err)
+			}
+			r := readResponse(t, raw)
+			sa, _ := unix.Getsockname(fd)
+			bound := sa.(*unix.SockaddrInet6).Port
+			unix.Close(fd)
+			if r.Code != 0 || r.Port == 0 || int(r.Port) != bound || r.Port < r.Start || int(r.Port) >= int(r.Start)+int(count) {
+				t.Errorf("%s, %d ports: answer %+v, socket bound to %d; want success, the socket on a port of the block", mode, count, r, bound)
+			}
+			raw.Close()
+		}
+		// The broker is alive and well.
+		if _, _, err := c.DynamicPortRange(ctx, portres.TCP); err != nil {
+			t.Fatalf("%s: broker after the retried placements: %v", mode, err)
+		}
+	}
+}
+
+func closeAllFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync/atomic"
 
 	"golang.org/x/time/rate"
 
@@ -21,6 +22,9 @@ type usage struct {
 	ports int // ports in those reservations
 	// rate paces the uid's requests (Limits.UserRate); nil: no limit.
 	rate *rate.Limiter
+	// passed counts the descriptors its requests hold in the broker
+	// (session.takePassed); atomic, read and written without b.mu.
+	passed atomic.Int64
 }
 
 // inService is how many requests the broker works on at once; the others

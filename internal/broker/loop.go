@@ -205,7 +205,7 @@ func (l *loop) end(s *session) {
 // thread wait, anything else on s's worker.
 func (s *session) request(msg []byte, fds []int) {
 	if len(fds) > 0 {
-		if resp := s.b.takeFDs(len(fds), s.admin, "a passed socket"); resp != nil {
+		if resp := s.takePassed(len(fds)); resp != nil {
 			closeAll(fds)
 			s.reply(resp)
 			return

@@ -50,7 +50,12 @@ func (rv *resv) block() pool.Block { return rv.r.Block }
 // boundSocketLocked notes that the socket with cookie is the one the
 // broker bound on port: only its destroy frees the port (watchClosed).
 // Caller holds b.mu (or owns rv, pending).
+// A cookie of 0 forgets the port's socket: any destroy on the port may
+// then be its last socket's.
 func (rv *resv) boundSocketLocked(port uint16, cookie uint64) {
+	if !rv.r.Block.Contains(port) || rv.sockets == nil && cookie == 0 {
+		return
+	}
 	if rv.sockets == nil {
 		rv.sockets = make([]uint64, rv.r.Block.Count)
 	}
@@ -60,7 +65,7 @@ func (rv *resv) boundSocketLocked(port uint16, cookie uint64) {
 // boundSocket is the cookie of the socket the broker bound on port, 0
 // if unknown. Caller holds b.mu.
 func (rv *resv) boundSocket(port uint16) uint64 {
-	if rv.sockets == nil {
+	if rv.sockets == nil || !rv.r.Block.Contains(port) {
 		return 0
 	}
 	return rv.sockets[port-rv.r.Block.Start]

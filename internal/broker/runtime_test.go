@@ -505,3 +505,62 @@ func TestClosedPortReheldAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestHoldAfterAcceptedConnections: in hold mode a listener closed while
+// a connection it accepted lives cannot take its placeholder back at
+// once; the placeholder returns when that connection goes, announced as
+// a destroyed socket of the port, not at the next sweep (set to an hour
+// here): meanwhile and after, no other socket gets the port.
+func TestHoldAfterAcceptedConnections(t *testing.T) {
+	b := testbroker.Start(t, func(c *broker.Config) { c.Enforce = broker.EnforceHold; c.Sweep = time.Hour })
+	c := b.Dial(t)
+	ctx := context.Background()
+	r, err := c.Acquire(ctx, portres.TCP, 47900, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := r.Listen(ctx, "tcp", "127.0.0.1:47900")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialed, err := net.Dial("tcp", "127.0.0.1:47900")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dialed.Close()
+	accepted, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	// Let the broker handle the listener's end (the announcement comes
+	// from a kernel work queue) while the connection still holds the port.
+	time.Sleep(200 * time.Millisecond)
+	// A foreign socket with SO_REUSEADDR, which a placeholder (none set)
+	// refuses and an accepted connection (set, by Listen) does not.
+	foreignBind := func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+		return unix.Bind(fd, &unix.SockaddrInet4{Port: 47900, Addr: [4]byte{127, 0, 0, 2}})
+	}
+	// Gone without TIME_WAIT (linger 0): the port has no socket left.
+	accepted.(*net.TCPConn).SetLinger(0)
+	accepted.Close()
+	deadline := time.Now().Add(2 * time.Second)
+	for foreignBind() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the port was still open to other sockets 2 s after its last connection closed (no placeholder until the sweep)")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Held again: free in the block for its owner.
+	ln2, err := r.Listen(ctx, "tcp", "127.0.0.1:47900")
+	if err != nil {
+		t.Fatalf("the owner's listen after the connections closed: %v", err)
+	}
+	ln2.Close()
+}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/portres/portres"
 	"github.com/portres/portres/internal/broker"
+	"github.com/portres/portres/internal/fdpass"
 	"github.com/portres/portres/internal/testutil"
 	"github.com/portres/portres/internal/wire"
 	"golang.org/x/sys/unix"
@@ -56,6 +57,8 @@ func init() {
 //	                                 (an address not on the host), then bind(2) of that socket
 //	                                 to PORT by the helper itself; CODE is the brokered bind's,
 //	                                 MSG the errno of the own bind ("ok" if it succeeded)
+//	passmany K                       K bind requests of 64 descriptors each on one connection,
+//	                                 sent before any answer is read; N = answers WSAEDQUOT
 //	wait                             read a line from stdin
 func helperOps(args []string) int {
 	ctx := context.Background()
@@ -183,6 +186,35 @@ func helperOps(args []string) int {
 				port = ln.Addr().(*net.TCPAddr).Port
 			}
 			report("listen", port, err)
+		case "passmany":
+			conn, err := net.Dial("unixpacket", os.Getenv("PORTRES_SOCKET"))
+			if err != nil {
+				report("passmany", 0, err)
+				break
+			}
+			devnull, _ := os.Open(os.DevNull)
+			many := make([]int, fdpass.MaxFDs)
+			for i := range many {
+				many[i] = int(devnull.Fd())
+			}
+			k := mustAtoi(f[1])
+			for i := 0; i < k; i++ {
+				fdpass.Send(conn.(*net.UnixConn), wire.AppendRequest(nil, &wire.Request{ID: uint32(i + 1), Op: wire.OpBind, Token: 1}), many...)
+			}
+			n := 0
+			buf := make([]byte, wire.MaxMessage)
+			for i := 0; i < k; i++ {
+				m, _, err := fdpass.Recv(conn.(*net.UnixConn), buf)
+				if err != nil {
+					break
+				}
+				if r, err := wire.DecodeResponse(buf[:m]); err == nil && r.Code == uint32(portres.WSAEDQUOT) {
+					n++
+				}
+			}
+			conn.Close()
+			devnull.Close()
+			report("passmany", n, nil)
 		case "misbind":
 			port, _ := strconv.Atoi(f[1])
 			r, err := c.Acquire(ctx, portres.TCP, uint16(port), 1)

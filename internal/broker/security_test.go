@@ -447,6 +447,26 @@ func TestUserRate(t *testing.T) {
 	}
 }
 
+// TestPassedSocketsPerUser: an unprivileged uid's requests may hold at
+// most 256 passed descriptors in the broker at once (here they queue
+// behind a slow request rate): past that a request carrying more is
+// refused with WSAEDQUOT and its descriptors closed, so one user cannot
+// take the broker's descriptors from the others. Root is not limited.
+func TestPassedSocketsPerUser(t *testing.T) {
+	b := testbroker.Start(t, func(c *broker.Config) { c.Limits.UserRate = 5 })
+	r := runOps(t, b, nobodyCred, false, "passmany 8")[0]
+	if r.code != 0 || r.n < 1 || r.n > 4 {
+		t.Errorf("8 requests of 64 descriptors queued at once: %d refused with WSAEDQUOT (code %d %s), want 1 to 4", r.n, r.code, r.msg)
+	}
+	if r := runOps(t, b, nil, false, "passmany 8")[0]; r.code != 0 || r.n != 0 {
+		t.Errorf("root: %d of 8 requests refused with WSAEDQUOT (code %d %s), want none", r.n, r.code, r.msg)
+	}
+	// Every descriptor went back: nobody's next requests pass again.
+	if r := runOps(t, b, nobodyCred, false, "passmany 2")[0]; r.code != 0 || r.n != 0 {
+		t.Errorf("after the others were answered, 2 requests: %d refused (code %d %s), want none", r.n, r.code, r.msg)
+	}
+}
+
 // TestStatusForAnyone: any local user may ask the broker's status; it
 // counts everyone's reservations but names no owner and no token.
 func TestStatusForAnyone(t *testing.T) {

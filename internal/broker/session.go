@@ -263,7 +263,29 @@ func (s *session) closeFDs(fds []int) {
 	if len(fds) > 0 {
 		closeAll(fds)
 		s.b.fds.Add(-int64(len(fds)))
+		s.use.passed.Add(-int64(len(fds)))
 	}
+}
+
+// userPassed is how many passed descriptors the requests of one
+// unprivileged uid may hold in the broker at once (all its connections:
+// each queues up to sessionQueue requests of up to fdpass.MaxFDs
+// sockets), so that no uid takes the descriptor budget from the others.
+const userPassed = 4 * fdpass.MaxFDs
+
+// takePassed counts n descriptors passed with a request against the
+// uid's share (admins have none) and the broker's budget; closeFDs gives
+// them back.
+func (s *session) takePassed(n int) *wire.Response {
+	if used := s.use.passed.Add(int64(n)); !s.admin && used > userPassed {
+		s.use.passed.Add(-int64(n))
+		return errf(portres.WSAEDQUOT, "uid %d has %d passed sockets waiting in the broker; at most %d may wait at once", s.peer.uid, used-int64(n), userPassed)
+	}
+	if resp := s.b.takeFDs(n, s.admin, "a passed socket"); resp != nil {
+		s.use.passed.Add(-int64(n))
+		return resp
+	}
+	return nil
 }
 
 func (s *session) send(r *wire.Response) {

@@ -369,7 +369,11 @@ func (b *Broker) applyClosed(proto portres.Proto, closed []sockdiag.Closed) {
 				default:
 					b.reholdLocked(rv, port)
 					if rv.r.IsBound(port) {
-						continue // still held by a socket (or TIME_WAIT)
+						// Still held by other sockets (connections its
+						// listener accepted, TIME_WAIT): the destroy of
+						// any of them may be the last.
+						rv.boundSocketLocked(port, 0)
+						continue
 					}
 				}
 			}
@@ -415,6 +419,7 @@ func (b *Broker) takeLocked(rv *resv, port uint16) (uint16, error) {
 		if rv.kind == wire.KindRuntime && !rv.delegated {
 			b.boundMarks(rv.proto)[p/64].Or(1 << (p % 64))
 		}
+		rv.boundSocketLocked(p, 0) // until a bind names its socket
 		b.takeSeq++
 		rv.lastTake = b.takeSeq
 		sp, ok := b.bound[rv.proto]

@@ -48,22 +48,7 @@ func (r *Reservation) ListenPacket(ctx context.Context, network, address string)
 // the ports of address and the n-1 after it, or with port 0 any n free
 // ports of the block. All or nothing: on error every socket is closed.
 func (r *Reservation) ListenMany(ctx context.Context, network, address string, n int) ([]net.Listener, error) {
-	files, err := r.boundMany(ctx, network, address, n, TCP, unix.Listen)
-	if err != nil {
-		return nil, err
-	}
-	lns := make([]net.Listener, 0, n)
-	for _, f := range files {
-		ln, err := net.FileListener(f)
-		f.Close()
-		if err != nil {
-			closeAll(lns)
-			closeFiles(files[len(lns)+1:])
-			return nil, r.opError("listen", err)
-		}
-		lns = append(lns, ln)
-	}
-	return lns, nil
+	return boundMany(ctx, r, network, address, n, TCP, unix.Listen, net.FileListener)
 }
 
 // ListenPacketMany opens n UDP sockets on ports of the reservation in
@@ -72,64 +57,50 @@ func (r *Reservation) ListenMany(ctx context.Context, network, address string, n
 // port 0 any n free ports of the block (a media server's RTP ports, say).
 // All or nothing: on error every socket is closed.
 func (r *Reservation) ListenPacketMany(ctx context.Context, network, address string, n int) ([]net.PacketConn, error) {
-	files, err := r.boundMany(ctx, network, address, n, UDP, nil)
-	if err != nil {
-		return nil, err
-	}
-	pcs := make([]net.PacketConn, 0, n)
-	for _, f := range files {
-		pc, err := net.FilePacketConn(f)
-		f.Close()
-		if err != nil {
-			closeAll(pcs)
-			closeFiles(files[len(pcs)+1:])
-			return nil, r.opError("listen", err)
-		}
-		pcs = append(pcs, pc)
-	}
-	return pcs, nil
+	return boundMany(ctx, r, network, address, n, UDP, nil, net.FilePacketConn)
 }
 
-// boundMany is bound for n sockets, bound by BindFDs.
-func (r *Reservation) boundMany(ctx context.Context, network, address string, n int, want Proto, listen func(fd, backlog int) error) ([]*os.File, error) {
+// boundMany makes n sockets for network, binds them through the broker
+// (BindFDs), calls listen on each if given, and wraps each with wrap.
+func boundMany[T io.Closer](ctx context.Context, r *Reservation, network, address string, n int, want Proto,
+	listen func(fd, backlog int) error, wrap func(*os.File) (T, error)) ([]T, error) {
 	if n <= 0 || n > int(r.count) {
 		return nil, &Error{Op: "listen", Proto: r.proto, Start: r.start, Count: r.count, Code: WSAEINVAL,
 			Msg: fmt.Sprintf("%d sockets asked of a block of %d ports", n, r.count)}
 	}
 	files := make([]*os.File, 0, n)
+	defer func() { closeAll(files) }() // the wrapped sockets are dups
+	fds := make([]int, 0, n)
 	var addr netip.Addr
 	var port uint16
 	for len(files) < n {
 		f, a, p, err := newSocket(network, address, want)
 		if err != nil {
-			closeFiles(files)
 			return nil, r.opError("listen", err)
 		}
 		files = append(files, f)
+		fds = append(fds, int(f.Fd()))
 		addr, port = a, p
 	}
-	fds := make([]int, n)
-	for i, f := range files {
-		fds[i] = int(f.Fd())
-	}
 	if _, err := r.c.BindFDs(ctx, r.token, fds, addr, port); err != nil {
-		closeFiles(files)
 		return nil, err
 	}
+	out := make([]T, 0, n)
 	for i, f := range files {
 		if err := listenOn("listen", f, listen); err != nil {
-			closeFiles(files[i+1:])
-			closeFiles(files[:i])
+			files = files[i+1:] // listenOn closed f
+			closeAll(out)
 			return nil, err
 		}
+		c, err := wrap(f)
+		if err != nil {
+			files = files[i:]
+			closeAll(out)
+			return nil, r.opError("listen", err)
+		}
+		out = append(out, c)
 	}
-	return files, nil
-}
-
-func closeFiles(files []*os.File) {
-	for _, f := range files {
-		f.Close()
-	}
+	return out, nil
 }
 
 func closeAll[T io.Closer](cs []T) {

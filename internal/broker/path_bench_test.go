@@ -290,11 +290,44 @@ type pathResult struct {
 	p90    time.Duration // of the client whose median is the median
 	perSec float64
 	spread float64 // most operations one client did : fewest (starvation)
+	// CPU time per operation of the answering process (broker or echo
+	// server) and of all clients together (including untimed warm-ups).
+	serverCPU, clientCPU time.Duration
 }
 
-// runPathOp has every client run op for the same d at once and collects.
-func runPathOp(b *testing.B, clients []*testutil.Process, op string, d time.Duration) pathResult {
+// cpuTime is the CPU time (user and system, every thread) process pid
+// has used, at the kernel's clock-tick resolution (10 ms).
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may hold spaces): state is the
+	// 3rd field of the line, utime and stime the 14th and 15th.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
+
+// runPathOp has every client run op for the same d at once and collects;
+// server (nil: none) is the process that answers them, whose CPU time is
+// measured with the clients'.
+func runPathOp(b *testing.B, clients []*testutil.Process, server *testutil.Process, op string, d time.Duration) pathResult {
 	b.Helper()
+	cpu := func() (srv, cl time.Duration) {
+		if server != nil {
+			srv = cpuTime(server.Cmd.Process.Pid)
+		}
+		for _, c := range clients {
+			cl += cpuTime(c.Cmd.Process.Pid)
+		}
+		return srv, cl
+	}
+	srv0, cl0 := cpu()
 	at := monoNow() + int64(50*time.Millisecond) + int64(len(clients))*int64(2*time.Millisecond)
 	for _, c := range clients {
 		fmt.Fprintf(c.Stdin, "run %s %d %d\n", op, d.Milliseconds(), at)
@@ -314,8 +347,10 @@ func runPathOp(b *testing.B, clients []*testutil.Process, op string, d time.Dura
 			fewest = count
 		}
 	}
+	srv1, cl1 := cpu()
 	slices.SortFunc(meds, func(a, b [2]time.Duration) int { return int(a[0] - b[0]) })
-	return pathResult{median: meds[len(meds)/2][0], p90: meds[len(meds)/2][1], perSec: float64(total) / d.Seconds(), spread: float64(most) / float64(max(fewest, 1))}
+	return pathResult{median: meds[len(meds)/2][0], p90: meds[len(meds)/2][1], perSec: float64(total) / d.Seconds(), spread: float64(most) / float64(max(fewest, 1)),
+		serverCPU: (srv1 - srv0) / time.Duration(max(total, 1)), clientCPU: (cl1 - cl0) / time.Duration(max(total, 1))}
 }
 
 // pathFloor is the floor of a broker operation, from the floors measured
@@ -416,11 +451,18 @@ func BenchmarkPath(b *testing.B) {
 				}
 				clients = append(clients, p)
 			}
-			d := time.Duration(max(20, b.N)) * time.Millisecond
+			dur := time.Duration(max(20, b.N)) * time.Millisecond
 			res := map[string][]pathResult{}
 			for r := 0; r < rounds; r++ {
 				for _, op := range ops {
-					res[op] = append(res[op], runPathOp(b, clients, op, d))
+					server := d
+					switch op {
+					case "rtt", "rttfd", "rttfd8":
+						server = echo
+					case "bind0":
+						server = nil
+					}
+					res[op] = append(res[op], runPathOp(b, clients, server, op, dur))
 				}
 			}
 			med := func(op string) pathResult {
@@ -432,7 +474,7 @@ func BenchmarkPath(b *testing.B) {
 			for _, op := range pathFloors {
 				floors[op] = med(op).median
 			}
-			fmt.Fprintf(&report, "%s mode, %d client process(es), medians of %d rounds of %v per operation:\n", mode, k, rounds, d)
+			fmt.Fprintf(&report, "%s mode, %d client process(es), medians of %d rounds of %v per operation:\n", mode, k, rounds, dur)
 			for _, op := range ops {
 				m := med(op)
 				line := fmt.Sprintf("  %-11s %8.1f µs (p90 %7.1f)", op, float64(m.median)/1e3, float64(m.p90)/1e3)
@@ -440,7 +482,8 @@ func BenchmarkPath(b *testing.B) {
 					line += fmt.Sprintf("  floor %6.1f µs  %5.2fx", float64(f)/1e3, float64(m.median)/float64(f))
 					b.ReportMetric(float64(m.median)/float64(f), fmt.Sprintf("%s-%dc-%s-x", mode, k, op))
 				}
-				line += fmt.Sprintf("  %8.0f ops/s  spread %.2f", m.perSec, m.spread)
+				line += fmt.Sprintf("  %8.0f ops/s  spread %.2f  cpu/op: server %.1f µs, clients %.1f µs", m.perSec, m.spread,
+					float64(m.serverCPU)/1e3, float64(m.clientCPU)/1e3)
 				fmt.Fprintln(&report, line)
 			}
 			rtt := med("rtt").perSec

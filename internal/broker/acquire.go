@@ -170,14 +170,7 @@ func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admi
 		case clientBind && (want.Start != 0 || !errors.Is(err, unix.EADDRINUSE)):
 			// The client's socket did not bind (another error, or its
 			// port was taken in the moment its placeholder let it go).
-			code := portres.WSAEINVAL
-			switch {
-			case errors.Is(err, unix.EADDRINUSE):
-				code = portres.WSAEADDRINUSE
-			case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
-				code = portres.WSAEACCES
-			}
-			r := errf(code, "bind %s port %d: %v", proto, port, cbe.err)
+			r := errf(bindErrno(err), "bind %s port %d: %v", proto, port, cbe.err)
 			r.Port = port
 			return r
 		case ctx.Err() != nil:

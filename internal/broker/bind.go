@@ -319,16 +319,21 @@ func (b *Broker) bindPortLocked(rv *resv, fd int, sa unix.Sockaddr, port uint16)
 		// nobody is handed it, until a sweep gets the placeholder back.
 		b.log.Warn("placeholder lost to a foreign socket", "proto", rv.proto, "port", port, "err", herr)
 	}
-	code := portres.WSAEINVAL
-	switch {
-	case errors.Is(err, unix.EADDRINUSE):
-		code = portres.WSAEADDRINUSE
-	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
-		code = portres.WSAEACCES
-	}
-	r := rv.errf(code, "bind %s port %d: %v", rv.proto, port, err)
+	r := rv.errf(bindErrno(err), "bind %s port %d: %v", rv.proto, port, err)
 	r.Port = port
 	return r
+}
+
+// bindErrno is the answer's code for a failed bind(2) of a client's
+// socket.
+func bindErrno(err error) portres.Errno {
+	switch {
+	case errors.Is(err, unix.EADDRINUSE):
+		return portres.WSAEADDRINUSE
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+		return portres.WSAEACCES
+	}
+	return portres.WSAEINVAL
 }
 
 // bindAllowed binds the client's socket fd to sa, a port of rv, letting

@@ -115,7 +115,13 @@ func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admi
 		if resp := b.place(rv, want, from, busy); resp != nil {
 			return resp
 		}
-		if !rv.guarded && (rv.excluded() || rv.holds() && b.sysctl != nil) {
+		// A held block of the one port a client's socket takes: that
+		// socket holds it from the start, in place of a placeholder (so
+		// the port is never free between the two), and nothing can fail
+		// after its bind: the kernel list, best effort for held blocks,
+		// comes after.
+		bindFirst := to != nil && rv.holds() && rv.block().Count == 1
+		if !rv.guarded && !bindFirst && (rv.excluded() || rv.holds() && b.sysctl != nil) {
 			// Out of automatic assignment first, then check the ports are
 			// free: the other order leaves a window for connect().
 			// Placeholder-held blocks go in too, by chunks, where the
@@ -128,6 +134,9 @@ func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admi
 			}
 		}
 		port, err := b.enforceNew(ctx, rv, to)
+		if err == nil && bindFirst && b.sysctl != nil {
+			b.exclude(rv, portres.WSAENOBUFS) // never refuses a held block
+		}
 		var refused *refusal
 		if errors.As(err, &refused) {
 			b.remove(rv)
@@ -311,7 +320,8 @@ func (r *refusal) Error() string { return r.resp.Msg }
 // and bind (to), last: a bound socket cannot be unbound, so a failure
 // before it leaves it free for the next placement. A held block keeps a
 // placeholder on each port (the one the client's socket takes is let go
-// just before its bind). A guarded block of up to heldBeforeGuard ports
+// just before its bind; in a block of that one port, the socket is
+// bound at once in its place). A guarded block of up to heldBeforeGuard ports
 // is checked by placeholders bound before the guard and the kernel list
 // take it and closed after: they find whatever is bound there already,
 // keep the ports in between, and need no pass through the guard; a
@@ -354,6 +364,10 @@ func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint
 		}
 		port := blk.Start + uint16(i)
 		switch {
+		case rv.holds() && to != nil && blk.Count == 1:
+			// The client's socket holds the one port, from the start
+			// (acquireBlock's bindFirst).
+			return b.bindTarget(ctx, rv, to)
 		case rv.holds():
 			fd, err := enforce.Hold(proto, port)
 			if err != nil {

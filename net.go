@@ -86,15 +86,13 @@ func boundMany[T io.Closer](ctx context.Context, r *Reservation, network, addres
 		return nil, err
 	}
 	out := make([]T, 0, n)
-	for i, f := range files {
+	for _, f := range files {
 		if err := listenOn("listen", f, listen); err != nil {
-			files = files[i+1:] // listenOn closed f
-			closeAll(out)
+			closeAll(out) // and the deferred close takes every file (a closed one again: harmless)
 			return nil, err
 		}
 		c, err := wrap(f)
 		if err != nil {
-			files = files[i:]
 			closeAll(out)
 			return nil, r.opError("listen", err)
 		}

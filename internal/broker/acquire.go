@@ -81,6 +81,28 @@ type bindTarget struct {
 	want   uint16 // the port asked for; 0: the block's first
 	port   uint16 // the port of this placement's block (enforceNew)
 	cookie uint64 // the socket's, once bound
+	// holds: the socket's bind claims the port as a placeholder's would:
+	// dual-stack on [::], no SO_REUSEADDR or SO_REUSEPORT, so that it
+	// fails wherever any other socket has the port (placeholderLike).
+	holds bool
+}
+
+// placeholderLike reports whether binding fd to sa claims the whole
+// port, as a placeholder does: an IPv6 socket that is not IPv6-only, on
+// the unspecified address, without address or port sharing. Any other
+// bind can succeed beside a socket on another address or sharing the
+// port, so it cannot prove the port free.
+func placeholderLike(fd int, sa unix.Sockaddr) bool {
+	a, ok := sa.(*unix.SockaddrInet6)
+	if !ok || a.Addr != ([16]byte{}) {
+		return false
+	}
+	for _, opt := range [][2]int{{unix.IPPROTO_IPV6, unix.IPV6_V6ONLY}, {unix.SOL_SOCKET, unix.SO_REUSEADDR}, {unix.SOL_SOCKET, unix.SO_REUSEPORT}} {
+		if v, err := unix.GetsockoptInt(fd, opt[0], opt[1]); err != nil || v != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // clientBindError is the failure of the bind of a client's socket in a
@@ -115,12 +137,12 @@ func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admi
 		if resp := b.place(rv, want, from, busy); resp != nil {
 			return resp
 		}
-		// A held block of the one port a client's socket takes: that
-		// socket holds it from the start, in place of a placeholder (so
-		// the port is never free between the two), and nothing can fail
-		// after its bind: the kernel list, best effort for held blocks,
-		// comes after.
-		bindFirst := to != nil && rv.holds() && rv.block().Count == 1
+		// A held block of the one port a client's socket takes, if that
+		// socket claims the port as a placeholder would: it holds it from
+		// the start, in place of a placeholder (so the port is never free
+		// between the two), and nothing can fail after its bind: the
+		// kernel list, best effort for held blocks, comes after.
+		bindFirst := to != nil && to.holds && rv.holds() && rv.block().Count == 1
 		if !rv.guarded && !bindFirst && (rv.excluded() || rv.holds() && b.sysctl != nil) {
 			// Out of automatic assignment first, then check the ports are
 			// free: the other order leaves a window for connect().
@@ -140,6 +162,7 @@ func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admi
 		var refused *refusal
 		if errors.As(err, &refused) {
 			b.remove(rv)
+			b.unlist(rv, "refused acquire")
 			return refused.resp
 		}
 		if err == nil {
@@ -153,6 +176,7 @@ func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admi
 				if bound, err = b.takeLocked(rv, to.port); err != nil {
 					b.mu.Unlock()
 					b.remove(rv)
+					b.unlist(rv, "failed acquire")
 					b.log.Error("acquire and bind: the bound port is not free in its new block", "proto", proto, "port", to.port, "err", err)
 					return errf(portres.WSAEINVAL, "acquire and bind of %s port %d: %v", proto, to.port, err)
 				}
@@ -364,7 +388,7 @@ func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint
 		}
 		port := blk.Start + uint16(i)
 		switch {
-		case rv.holds() && to != nil && blk.Count == 1:
+		case rv.holds() && to != nil && to.holds && blk.Count == 1:
 			// The client's socket holds the one port, from the start
 			// (acquireBlock's bindFirst).
 			return b.bindTarget(ctx, rv, to)
@@ -434,7 +458,11 @@ func (b *Broker) bindTarget(ctx context.Context, rv *resv, to *bindTarget) (uint
 	}
 	setPort(to.sa, to.port)
 	cookie, err := b.bindAllowed(rv, to.fd, to.sa)
-	if err != nil {
+	var ge *guardError
+	switch {
+	case errors.As(err, &ge):
+		return 0, &refusal{errf(portres.WSAEINVAL, "letting %s port %d through the bind guard: %v", rv.proto, to.port, ge.err)}
+	case err != nil:
 		return to.port, fmt.Errorf("bind %s port %d: %w", rv.proto, to.port, &clientBindError{err})
 	}
 	to.cookie = cookie

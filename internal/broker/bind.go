@@ -197,7 +197,8 @@ func (b *Broker) acquireBind(ctx context.Context, s *session, req *wire.Request,
 	}
 	// The socket is bound in place of its port's placeholder or probe:
 	// a port in use fails the placement like a placeholder would.
-	return b.acquireBlock(ctx, s, s.peer, s.admin, req, &bindTarget{fd: fds[0], sa: sa, want: req.Port})
+	to := &bindTarget{fd: fds[0], sa: sa, want: req.Port, holds: b.guard == nil && req.Count == 1 && placeholderLike(fds[0], sa)}
+	return b.acquireBlock(ctx, s, s.peer, s.admin, req, to)
 }
 
 // bindSocket binds fd, a socket inspect described, to port wantPort of
@@ -324,6 +325,13 @@ func (b *Broker) bindPortLocked(rv *resv, fd int, sa unix.Sockaddr, port uint16)
 	return r
 }
 
+// guardError is a failure of the bind guard to let a socket through (a
+// broker-side failure, not the bind's).
+type guardError struct{ err error }
+
+func (e *guardError) Error() string { return e.err.Error() }
+func (e *guardError) Unwrap() error { return e.err }
+
 // bindErrno is the answer's code for a failed bind(2) of a client's
 // socket.
 func bindErrno(err error) portres.Errno {
@@ -343,9 +351,16 @@ func bindErrno(err error) portres.Errno {
 // sockets.
 func (b *Broker) bindAllowed(rv *resv, fd int, sa unix.Sockaddr) (uint64, error) {
 	if g := b.guardOf(rv); g != nil {
-		cookie, done, err := g.Allow(fd)
+		port := uint16(0)
+		switch a := sa.(type) {
+		case *unix.SockaddrInet4:
+			port = uint16(a.Port)
+		case *unix.SockaddrInet6:
+			port = uint16(a.Port)
+		}
+		cookie, done, err := g.Allow(fd, uint8(rv.proto), port)
 		if err != nil {
-			return 0, err
+			return 0, &guardError{err}
 		}
 		err = unix.Bind(fd, sa)
 		// Unbound, the socket goes back to its client: its allowance

@@ -207,6 +207,7 @@ func (s *session) request(msg []byte, fds []int) {
 	if len(fds) > 0 {
 		if resp := s.takePassed(len(fds)); resp != nil {
 			closeAll(fds)
+			resp.ID = requestID(msg)
 			s.reply(resp)
 			return
 		}
@@ -216,9 +217,7 @@ func (s *session) request(msg []byte, fds []int) {
 		s.closeFDs(fds)
 		s.b.rlog.Log(s.peer.uid, slog.LevelWarn, "malformed request", "pid", s.peer.pid, "err", err)
 		r := errf(portres.WSAEINVAL, "%v", err)
-		if len(msg) >= 10 && msg[0] == wire.Magic {
-			r.ID = uint32(msg[6]) | uint32(msg[7])<<8 | uint32(msg[8])<<16 | uint32(msg[9])<<24
-		}
+		r.ID = requestID(msg)
 		s.reply(r)
 		return
 	}
@@ -240,6 +239,15 @@ func (s *session) request(msg []byte, fds []int) {
 		return
 	}
 	s.reply(s.runInline(j)...)
+}
+
+// requestID is the id of the request in msg, read before (or without)
+// decoding it; 0 if msg is too short or not a request.
+func requestID(msg []byte) uint32 {
+	if len(msg) >= 10 && msg[0] == wire.Magic {
+		return uint32(msg[6]) | uint32(msg[7])<<8 | uint32(msg[8])<<16 | uint32(msg[9])<<24
+	}
+	return 0
 }
 
 // admitNow reports whether j may be served at once on the loop's thread:

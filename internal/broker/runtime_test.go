@@ -564,3 +564,53 @@ func TestHoldAfterAcceptedConnections(t *testing.T) {
 	}
 	ln2.Close()
 }
+
+// TestAcquireBindFindsPortInUse: a one-request acquire and bind of an
+// explicit port in hold mode is refused when another socket has the port
+// on another address or shares it with SO_REUSEADDR, whether the
+// client's socket could have bound beside it (a TCP listener sets
+// SO_REUSEADDR: a placeholder checks the port first) or not (a
+// dual-stack UDP socket without sharing binds in the placeholder's
+// place); nothing is left reserved.
+func TestAcquireBindFindsPortInUse(t *testing.T) {
+	b := testbroker.Start(t, func(c *broker.Config) { c.Enforce = broker.EnforceHold })
+	c := b.Dial(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, network string
+		typ           int
+		reuse         bool
+		port          int
+	}{
+		{"tcp, foreign on 127.0.0.2", "tcp", unix.SOCK_STREAM, false, 47950},
+		{"tcp, foreign sharing", "tcp", unix.SOCK_STREAM, true, 47951},
+		{"udp, foreign on 127.0.0.2", "udp", unix.SOCK_DGRAM, false, 47952},
+		{"udp, foreign sharing", "udp", unix.SOCK_DGRAM, true, 47953},
+	} {
+		fd, err := unix.Socket(unix.AF_INET, tc.typ|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := [4]byte{127, 0, 0, 2}
+		if tc.reuse {
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+			addr = [4]byte{}
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: tc.port, Addr: addr}); err != nil {
+			t.Fatal(err)
+		}
+		address := ":" + strconv.Itoa(tc.port)
+		if tc.network == "tcp" {
+			_, _, err = c.Listen(ctx, "tcp", address)
+		} else {
+			_, _, err = c.ListenPacket(ctx, "udp", address)
+		}
+		if !errors.Is(err, portres.WSAEADDRINUSE) {
+			t.Errorf("%s: acquire and bind of port %d: %v, want WSAEADDRINUSE", tc.name, tc.port, err)
+		}
+		unix.Close(fd)
+	}
+	if infos, _ := c.Show(ctx); len(infos) != 0 {
+		t.Errorf("after the refused acquires, show lists %+v", infos)
+	}
+}

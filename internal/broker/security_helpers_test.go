@@ -59,6 +59,7 @@ func init() {
 //	                                 MSG the errno of the own bind ("ok" if it succeeded)
 //	passmany K                       K bind requests of 64 descriptors each on one connection,
 //	                                 sent before any answer is read; N = answers WSAEDQUOT
+//	                                 that name their request
 //	wait                             read a line from stdin
 func helperOps(args []string) int {
 	ctx := context.Background()
@@ -208,7 +209,7 @@ func helperOps(args []string) int {
 				if err != nil {
 					break
 				}
-				if r, err := wire.DecodeResponse(buf[:m]); err == nil && r.Code == uint32(portres.WSAEDQUOT) {
+				if r, err := wire.DecodeResponse(buf[:m]); err == nil && r.Code == uint32(portres.WSAEDQUOT) && r.ID != 0 {
 					n++
 				}
 			}

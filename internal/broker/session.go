@@ -277,9 +277,14 @@ const userPassed = 4 * fdpass.MaxFDs
 // uid's share (admins have none) and the broker's budget; closeFDs gives
 // them back.
 func (s *session) takePassed(n int) *wire.Response {
-	if used := s.use.passed.Add(int64(n)); !s.admin && used > userPassed {
-		s.use.passed.Add(-int64(n))
-		return errf(portres.WSAEDQUOT, "uid %d has %d passed sockets waiting in the broker; at most %d may wait at once", s.peer.uid, used-int64(n), userPassed)
+	for {
+		used := s.use.passed.Load()
+		if !s.admin && used+int64(n) > userPassed {
+			return errf(portres.WSAEDQUOT, "uid %d has %d passed sockets waiting in the broker; at most %d may wait at once", s.peer.uid, used, userPassed)
+		}
+		if s.use.passed.CompareAndSwap(used, used+int64(n)) {
+			break
+		}
 	}
 	if resp := s.b.takeFDs(n, s.admin, "a passed socket"); resp != nil {
 		s.use.passed.Add(-int64(n))

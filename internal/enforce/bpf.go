@@ -32,13 +32,15 @@ import (
 //	idx = 1<<16 | port   if ctx->protocol == IPPROTO_UDP
 //	otherwise                                    → allow
 //	if !guarded[idx]                             → allow
-//	if allow[bpf_get_socket_cookie(ctx)]         → allow (the broker binds it)
+//	if allow[bpf_get_socket_cookie(ctx)] == idx  → allow (the broker binds it, there)
 //	bpf_set_retval(-EACCES); reject
 //
 // cookie is a constant patched into the instructions at load time.
 // allow is a hash map of socket cookies: the broker puts the cookie of
-// the socket it is about to bind there (SO_COOKIE) and takes it out
-// after. A socket cookie is never reused while the system runs, so the
+// the socket it is about to bind there (SO_COOKIE), with the index of
+// the one port it binds it to, and takes it out after. The port matters:
+// the client still holds the socket and could bind it itself, to another
+// guarded port, while the broker's allowance stands. A socket cookie is never reused while the system runs, so the
 // exception is exactly that socket; a process id (what the guard once
 // compared) can be reused by anyone while the broker is down. guarded is a BPF_MAP_TYPE_ARRAY of 2*65536 one-byte values indexed
 // by idx rather than a hash: a lookup is an index computation, every key
@@ -278,17 +280,21 @@ func (g *BindGuard) instructions(setRetval bool) asm.Instructions {
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, -16),
 		asm.FnMapLookupElem.Call(),
-		asm.JNE.Imm(asm.R0, 0, "allow"), // the broker binds it
+		asm.JEq.Imm(asm.R0, 0, "reject"),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
+		asm.JEq.Reg(asm.R1, asm.R7, "allow"), // the broker binds it, to this port
 	}
 	if setRetval {
 		insns = append(insns,
-			asm.Mov.Imm(asm.R1, -int32(unix.EACCES)),
+			asm.Mov.Imm(asm.R1, -int32(unix.EACCES)).WithSymbol("reject"),
 			asm.FnSetRetval.Call(),
+			asm.Mov.Imm(asm.R0, 0),
 		)
+	} else {
+		insns = append(insns, asm.Mov.Imm(asm.R0, 0).WithSymbol("reject"))
 	}
 	return append(insns,
-		asm.Mov.Imm(asm.R0, 0), // reject
-		asm.Return(),
+		asm.Return(), // reject
 		asm.Mov.Imm(asm.R0, 1).WithSymbol("allow"),
 		asm.Return(),
 	)

@@ -39,6 +39,7 @@ func init() {
 //	bench N PROTO PORT       → nanoseconds taken by N socket+bind+close
 //	sock PROTO FAM           → makes a socket and keeps it: its SO_COOKIE
 //	bindsock PORT            → binds the kept socket, closes it: "ok" or errno
+//	trysock PORT             → binds the kept socket and keeps it: "ok" or errno
 //
 // PROTO is tcp, udp (socket protocol 0), tcpx, udpx (IPPROTO_TCP/UDP
 // given explicitly) or mptcp; FAM is 4 (0.0.0.0) or 6 ([::], dual-stack);
@@ -62,15 +63,17 @@ func bpfBindHelper([]string) int {
 			if err != nil {
 				res = errnoName(err)
 			}
-		case len(f) == 2 && f[0] == "bindsock":
+		case len(f) == 2 && (f[0] == "bindsock" || f[0] == "trysock"):
 			port, _ := strconv.Atoi(f[1])
 			var sa unix.Sockaddr = &unix.SockaddrInet6{Port: port}
 			if d, _ := unix.GetsockoptInt(kept, unix.SOL_SOCKET, unix.SO_DOMAIN); d == unix.AF_INET {
 				sa = &unix.SockaddrInet4{Port: port}
 			}
 			res = errnoName(unix.Bind(kept, sa))
-			unix.Close(kept)
-			kept = -1
+			if f[0] == "bindsock" { // trysock keeps it, for another try
+				unix.Close(kept)
+				kept = -1
+			}
 		case len(f) == 5 && f[0] == "bind":
 			port, _ := strconv.Atoi(f[3])
 			res = errnoName(helperBind(f[1], f[2], port, f[4] == "reuse"))
@@ -353,7 +356,7 @@ func TestBindGuardLetsAllowedSocketThrough(t *testing.T) {
 	b := startBinder(t, cgfd, false)
 	g := newTestGuard(t, cg)
 	for _, proto := range []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
-		if err := g.Guard(proto, 43000, 43000); err != nil {
+		if err := g.Guard(proto, 43000, 43001); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -363,13 +366,22 @@ func TestBindGuardLetsAllowedSocketThrough(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		done, err := g.allowCookie(cookie)
+		idx := uint32(43000)
+		if c.proto == "udp" {
+			idx |= 1 << 16
+		}
+		done, err := g.allowCookie(cookie, idx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		// Another socket of the same process is still refused.
 		if got := b.do("bind %s %s 43000 -", c.proto, c.fam); got != want {
 			t.Errorf("%s v%s: another socket while one is allowed: %s, want %s", c.proto, c.fam, got, want)
+		}
+		// The allowed socket gets the one port it is allowed, no other
+		// guarded port (its owner could bind it itself meanwhile).
+		if got := b.do("trysock 43001"); got != want {
+			t.Errorf("%s v%s: the allowed socket on another guarded port: %s, want %s", c.proto, c.fam, got, want)
 		}
 		if got := b.do("bindsock 43000"); got != "ok" {
 			t.Errorf("%s v%s: the allowed socket: %s, want ok", c.proto, c.fam, got)
@@ -386,7 +398,7 @@ func TestBindGuardLetsAllowedSocketThrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	cookie, done, err := g.Allow(fd)
+	cookie, done, err := g.Allow(fd, unix.IPPROTO_TCP, 43000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +406,7 @@ func TestBindGuardLetsAllowedSocketThrough(t *testing.T) {
 	if want, _ := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE); cookie != want || cookie == 0 {
 		t.Errorf("Allow returned cookie %#x, the socket's is %#x", cookie, want)
 	}
-	if _, _, err := g.Allow(-1); err == nil {
+	if _, _, err := g.Allow(-1, unix.IPPROTO_TCP, 43000); err == nil {
 		t.Error("Allow(-1): no error")
 	}
 	// A spent allowance (its socket bound or closed) stays in the map
@@ -404,7 +416,7 @@ func TestBindGuardLetsAllowedSocketThrough(t *testing.T) {
 		t.Fatalf("%d allowances left after every done", n)
 	}
 	for i := 1; i <= spentBatch; i++ {
-		done, err := g.allowCookie(1<<62 + uint64(i))
+		done, err := g.allowCookie(1<<62+uint64(i), 43000)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -419,7 +431,7 @@ func TestBindGuardLetsAllowedSocketThrough(t *testing.T) {
 func allowed(t *testing.T, g *BindGuard) int {
 	t.Helper()
 	var k uint64
-	var v uint8
+	var v uint32
 	n := 0
 	it := g.allow.Iterate()
 	for it.Next(&k, &v) {

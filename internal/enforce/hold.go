@@ -36,7 +36,7 @@ func HoldAllowed(proto uint8, port uint16, g *BindGuard) (int, error) {
 		if g == nil {
 			return unix.Bind(fd, sa)
 		}
-		_, done, err := g.Allow(fd)
+		_, done, err := g.Allow(fd, proto, port)
 		if err != nil {
 			return err
 		}

@@ -54,9 +54,10 @@ func guardedSpec() *ebpf.MapSpec {
 		Flags: unix.BPF_F_MMAPABLE}
 }
 
-// allowSpec is the hash of socket cookies the broker is binding.
+// allowSpec is the hash of the sockets the broker is binding: socket
+// cookie → the one port each may bind (the guarded map's index).
 func allowSpec() *ebpf.MapSpec {
-	return &ebpf.MapSpec{Name: "portres_allow", Type: ebpf.Hash, KeySize: 8, ValueSize: 1, MaxEntries: allowEntries}
+	return &ebpf.MapSpec{Name: "portres_allow", Type: ebpf.Hash, KeySize: 8, ValueSize: 4, MaxEntries: allowEntries}
 }
 
 // IsBPFFS reports whether path is on a bpffs.
@@ -188,7 +189,7 @@ func copyNonZero(from, to *ebpf.Map) {
 func (g *BindGuard) clearAllow() error {
 	var keys []uint64
 	var k uint64
-	var v uint8
+	var v uint32
 	it := g.allow.Iterate()
 	for it.Next(&k, &v) {
 		keys = append(keys, k)
@@ -273,19 +274,24 @@ func (g *BindGuard) Adopted() bool { return g.adopted }
 // not pinned.
 func (g *BindGuard) PinDir() string { return g.pin }
 
-// Allow lets the socket fd through the guard until done is called: the
-// broker binding a client's socket, or probing a port. It returns the
+// Allow lets the socket fd bind port of proto through the guard (that
+// port only) until done is called: the broker binding a client's socket,
+// or probing a port. It returns the
 // socket's cookie, and costs a getsockopt and a map update. done(spent) ends the allowance: at once
 // (a second map update) unless spent says the socket can make no use of
 // it any more, being bound (a socket binds once) or about to be closed
 // by the caller (a cookie is never reused); spent cookies are deleted in
 // batches of spentBatch, one system call each.
-func (g *BindGuard) Allow(fd int) (cookie uint64, done func(spent bool), err error) {
+func (g *BindGuard) Allow(fd int, proto uint8, port uint16) (cookie uint64, done func(spent bool), err error) {
+	base, err := guardBase(proto)
+	if err != nil {
+		return 0, nil, err
+	}
 	cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
 	if err != nil {
 		return 0, nil, fmt.Errorf("bind guard: getsockopt SO_COOKIE: %w", err)
 	}
-	done, err = g.allowCookie(cookie)
+	done, err = g.allowCookie(cookie, base|uint32(port))
 	return cookie, done, err
 }
 
@@ -293,15 +299,16 @@ func (g *BindGuard) Allow(fd int) (cookie uint64, done func(spent bool), err err
 // far below allowEntries, so that they never crowd out live ones.
 const spentBatch = 64
 
-// allowCookie lets the socket with cookie through until done is called.
-func (g *BindGuard) allowCookie(cookie uint64) (func(spent bool), error) {
+// allowCookie lets the socket with cookie bind the port of the guarded
+// map's index idx until done is called.
+func (g *BindGuard) allowCookie(cookie uint64, idx uint32) (func(spent bool), error) {
 	g.mu.Lock()
 	m := g.allow
 	g.mu.Unlock()
 	if m == nil {
 		return nil, errors.New("bind guard: closed")
 	}
-	if err := m.Update(cookie, uint8(1), ebpf.UpdateAny); err != nil {
+	if err := m.Update(cookie, idx, ebpf.UpdateAny); err != nil {
 		return nil, fmt.Errorf("bind guard: allow socket %#x: %w", cookie, err)
 	}
 	return func(spent bool) {

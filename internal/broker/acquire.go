@@ -180,7 +180,7 @@ func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admi
 					b.log.Error("acquire and bind: the bound port is not free in its new block", "proto", proto, "port", to.port, "err", err)
 					return errf(portres.WSAEINVAL, "acquire and bind of %s port %d: %v", proto, to.port, err)
 				}
-				rv.boundSocketLocked(bound, to.cookie)
+				b.boundSocketLocked(rv, bound, to.cookie)
 			}
 			b.mu.Unlock()
 			b.record(rv)

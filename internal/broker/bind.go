@@ -224,7 +224,7 @@ func (b *Broker) bindSocket(ctx context.Context, s *session, token uint64, wantP
 			setPort(sa, wantPort)
 			cookie, err := b.bindAllowed(rv, fd, sa)
 			if err == nil {
-				rv.boundSocketLocked(wantPort, cookie)
+				b.boundSocketLocked(rv, wantPort, cookie)
 			}
 			b.mu.Unlock()
 			if err == nil {
@@ -301,7 +301,7 @@ func (b *Broker) bindPortLocked(rv *resv, fd int, sa unix.Sockaddr, port uint16)
 	setPort(sa, port)
 	cookie, err := b.bindAllowed(rv, fd, sa)
 	if err == nil {
-		rv.boundSocketLocked(port, cookie)
+		b.boundSocketLocked(rv, port, cookie)
 		return &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(rv.proto), Port: port}
 	}
 	if errors.Is(err, unix.EADDRINUSE) && !rv.holds() {

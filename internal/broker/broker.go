@@ -63,6 +63,7 @@ type Broker struct {
 	watchers  [2]*sockdiag.Watcher         // TCP, UDP: destroyed sockets; nil where unavailable
 	watched   [2][1024]atomic.Uint64       // TCP, UDP: ports the watchers look up (boundMarks), unless...
 	marks     [2]*sockdiag.PortBits        // ... the kernel filters announcements by a bitmap of its own (openWatchers)
+	sockets   [2]*sockdiag.PortCookies     // TCP, UDP: the socket bound per port, for the kernel's filter; nil without it
 
 	sysctlMu   sync.Mutex   // serializes sysctl writes; taken before mu
 	dynMu      sync.Mutex   // serializes dynamic range changes (store, pools, ip_local_port_range); taken before mu

@@ -287,15 +287,18 @@ func (b *Broker) openWatchers() {
 		b.watchers[i] = w
 		// Let the kernel drop the announcements of ports no runtime
 		// block has bound (most of them: every placeholder, probe and
-		// connection of the host), so that they wake nobody: the same
-		// test the watcher makes, on a bitmap shared with the kernel.
-		if m, err := w.FilterPorts(); err != nil {
+		// connection of the host), and of sockets other than the one
+		// the broker bound on a port (its placeholder, closed for the
+		// bind; connections a listener accepted), so that they wake
+		// nobody: the same tests the watcher makes, on a bitmap and
+		// cookies shared with the kernel.
+		if m, cookies, err := w.FilterPorts(); err != nil {
 			b.log.Info("every closed socket wakes the watcher", "proto", proto, "err", err)
 		} else {
 			for j := range m {
 				m[j].Store(b.watched[i][j].Load())
 			}
-			b.marks[i] = m
+			b.marks[i], b.sockets[i] = m, cookies
 		}
 	}
 }
@@ -372,7 +375,7 @@ func (b *Broker) applyClosed(proto portres.Proto, closed []sockdiag.Closed) {
 						// Still held by other sockets (connections its
 						// listener accepted, TIME_WAIT): the destroy of
 						// any of them may be the last.
-						rv.boundSocketLocked(port, 0)
+						b.boundSocketLocked(rv, port, 0)
 						continue
 					}
 				}
@@ -393,6 +396,25 @@ func (b *Broker) drainClosed(proto portres.Proto) {
 		if closed, _ := w.Drain(); len(closed) > 0 {
 			b.applyClosed(proto, closed)
 		}
+	}
+}
+
+// boundSocketLocked notes that the socket with cookie (0: none known)
+// is the one the broker bound on port of rv: only its destroy frees the
+// port, and, where the kernel filters announcements, only its destroy
+// is announced (while the port is marked). Caller holds b.mu (or owns
+// rv, pending).
+func (b *Broker) boundSocketLocked(rv *resv, port uint16, cookie uint64) {
+	rv.boundSocketLocked(port, cookie)
+	if rv.kind != wire.KindRuntime || rv.delegated {
+		return
+	}
+	i := 0
+	if rv.proto == portres.UDP {
+		i = 1
+	}
+	if c := b.sockets[i]; c != nil {
+		c.Set(port, cookie)
 	}
 }
 
@@ -419,7 +441,7 @@ func (b *Broker) takeLocked(rv *resv, port uint16) (uint16, error) {
 		if rv.kind == wire.KindRuntime && !rv.delegated {
 			b.boundMarks(rv.proto)[p/64].Or(1 << (p % 64))
 		}
-		rv.boundSocketLocked(p, 0) // until a bind names its socket
+		b.boundSocketLocked(rv, p, 0) // until a bind names its socket
 		b.takeSeq++
 		rv.lastTake = b.takeSeq
 		sp, ok := b.bound[rv.proto]

@@ -153,7 +153,8 @@ func TestWatchPause(t *testing.T) {
 }
 
 // TestWatchFilterPorts: with the kernel-side filter, only sockets whose
-// port is set in the shared bitmap are announced; clearing the bit stops
+// port is set in the shared bitmap are announced, and of those, where a
+// cookie is set for the port, only that socket; clearing the bit stops
 // them again. IPv4 and IPv6, TCP and UDP.
 func TestWatchFilterPorts(t *testing.T) {
 	testutil.RequireRoot(t)
@@ -163,7 +164,7 @@ func TestWatchFilterPorts(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer w.Close()
-		bits, err := w.FilterPorts()
+		bits, cookies, err := w.FilterPorts()
 		if err != nil {
 			t.Fatalf("FilterPorts: %v", err)
 		}
@@ -171,7 +172,10 @@ func TestWatchFilterPorts(t *testing.T) {
 		if proto == unix.IPPROTO_UDP {
 			typ = unix.SOCK_DGRAM
 		}
-		bindClose := func(af int, port uint16) {
+		// bindClose binds a socket on port and closes it; named, before
+		// the close, sets the port's cookie to the socket's own (true)
+		// or to another socket's (false).
+		bindClose := func(af int, port uint16, named ...bool) uint64 {
 			fd, err := unix.Socket(af, typ|unix.SOCK_CLOEXEC, 0)
 			if err != nil {
 				t.Fatal(err)
@@ -183,7 +187,16 @@ func TestWatchFilterPorts(t *testing.T) {
 			if err := unix.Bind(fd, sa); err != nil {
 				t.Fatal(err)
 			}
+			cookie, _ := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+			if len(named) > 0 {
+				if named[0] {
+					cookies.Set(port, cookie)
+				} else {
+					cookies.Set(port, cookie+1) // never a live socket's: cookies grow
+				}
+			}
 			unix.Close(fd)
+			return cookie
 		}
 		const watched, other = 41200, 41201 // same bitmap word
 		bits[watched/64].Or(1 << (watched % 64))
@@ -210,6 +223,20 @@ func TestWatchFilterPorts(t *testing.T) {
 				t.Fatalf("proto %d af %d: closing a watched port was not announced", proto, af)
 			}
 		}
+		// With a cookie for the port, only that socket's destroy comes.
+		for _, af := range []int{unix.AF_INET, unix.AF_INET6} {
+			bindClose(af, watched, false)
+			mine := bindClose(af, watched, true)
+			select {
+			case ports := <-got:
+				if len(ports) != 1 || ports[0].Port != watched || ports[0].Cookie != mine {
+					t.Errorf("proto %d af %d: announced %v, want only the named socket (%#x) on %d", proto, af, ports, mine, watched)
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatalf("proto %d af %d: the named socket's destroy was not announced", proto, af)
+			}
+		}
+		cookies.Set(watched, 0)
 		bits[watched/64].And(^uint64(1 << (watched % 64)))
 		bindClose(unix.AF_INET, watched)
 		select {

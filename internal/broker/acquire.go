@@ -456,8 +456,7 @@ func (b *Broker) bindTarget(ctx context.Context, rv *resv, to *bindTarget) (uint
 		enforce.Unhold(int(rv.holders[off]))
 		rv.holders[off] = -1
 	}
-	setPort(to.sa, to.port)
-	cookie, err := b.bindAllowed(rv, to.fd, to.sa)
+	cookie, err := b.bindAllowed(rv, to.fd, to.sa, to.port)
 	var ge *guardError
 	switch {
 	case errors.As(err, &ge):

@@ -221,8 +221,7 @@ func (b *Broker) bindSocket(ctx context.Context, s *session, token uint64, wantP
 			// SO_REUSEADDR, so the port may be bound again. Only then:
 			// the kernel alone would let two SO_REUSEADDR or SO_REUSEPORT
 			// sockets share it.
-			setPort(sa, wantPort)
-			cookie, err := b.bindAllowed(rv, fd, sa)
+			cookie, err := b.bindAllowed(rv, fd, sa, wantPort)
 			if err == nil {
 				b.boundSocketLocked(rv, wantPort, cookie)
 			}
@@ -298,8 +297,7 @@ func (b *Broker) bindPortLocked(rv *resv, fd int, sa unix.Sockaddr, port uint16)
 		enforce.Unhold(int(rv.holders[off]))
 		rv.holders[off] = -1
 	}
-	setPort(sa, port)
-	cookie, err := b.bindAllowed(rv, fd, sa)
+	cookie, err := b.bindAllowed(rv, fd, sa, port)
 	if err == nil {
 		b.boundSocketLocked(rv, port, cookie)
 		return &wire.Response{Token: uint64(rv.r.Token), Proto: uint8(rv.proto), Port: port}
@@ -344,20 +342,14 @@ func bindErrno(err error) portres.Errno {
 	return portres.WSAEINVAL
 }
 
-// bindAllowed binds the client's socket fd to sa, a port of rv, letting
-// it through the bind guard if the guard keeps rv: only the sockets the
-// broker binds get past it. It returns the socket's cookie (0 if not
+// bindAllowed binds the client's socket fd to sa with port, a port of
+// rv, letting it through the bind guard (to that port only) if the guard
+// keeps rv: only the sockets the broker binds get past it. It returns the socket's cookie (0 if not
 // known), which names the port's socket in announcements of destroyed
 // sockets.
-func (b *Broker) bindAllowed(rv *resv, fd int, sa unix.Sockaddr) (uint64, error) {
+func (b *Broker) bindAllowed(rv *resv, fd int, sa unix.Sockaddr, port uint16) (uint64, error) {
+	setPort(sa, port)
 	if g := b.guardOf(rv); g != nil {
-		port := uint16(0)
-		switch a := sa.(type) {
-		case *unix.SockaddrInet4:
-			port = uint16(a.Port)
-		case *unix.SockaddrInet6:
-			port = uint16(a.Port)
-		}
 		cookie, done, err := g.Allow(fd, uint8(rv.proto), port)
 		if err != nil {
 			return 0, &guardError{err}

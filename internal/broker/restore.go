@@ -137,10 +137,7 @@ func (b *Broker) restoreOne(slot store.RuntimeSlot, rec store.RuntimeRecord, dea
 func (b *Broker) markRestoredBound(rv *resv, tables *[2]*enforce.PortSet) {
 	blk := rv.block()
 	if rv.delegated {
-		i := 0
-		if rv.proto == portres.UDP {
-			i = 1
-		}
+		i := protoIndex(rv.proto)
 		if tables[i] == nil {
 			set, err := enforce.InUse(uint8(rv.proto))
 			if err != nil {

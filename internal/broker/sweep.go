@@ -388,10 +388,7 @@ func (b *Broker) applyClosed(proto portres.Proto, closed []sockdiag.Closed) {
 // drainClosed applies the announcements of destroyed sockets of proto
 // not read yet: the watcher may be pausing (bpf mode) or behind.
 func (b *Broker) drainClosed(proto portres.Proto) {
-	i := 0
-	if proto == portres.UDP {
-		i = 1
-	}
+	i := protoIndex(proto)
 	if w := b.watchers[i]; w != nil {
 		if closed, _ := w.Drain(); len(closed) > 0 {
 			b.applyClosed(proto, closed)
@@ -409,13 +406,19 @@ func (b *Broker) boundSocketLocked(rv *resv, port uint16, cookie uint64) {
 	if rv.kind != wire.KindRuntime || rv.delegated {
 		return
 	}
-	i := 0
-	if rv.proto == portres.UDP {
-		i = 1
-	}
+	i := protoIndex(rv.proto)
 	if c := b.sockets[i]; c != nil {
 		c.Set(port, cookie)
 	}
+}
+
+// protoIndex is proto's index in the broker's per-protocol arrays
+// (watchers, marks, sockets): TCP 0, UDP 1.
+func protoIndex(proto portres.Proto) int {
+	if proto == portres.UDP {
+		return 1
+	}
+	return 0
 }
 
 // boundMarks is proto's bitmap of ports that may be bound in runtime
@@ -423,10 +426,7 @@ func (b *Broker) boundSocketLocked(rv *resv, port uint16, cookie uint64) {
 // marked bound, cleared by the watcher (under b.mu) once it finds the
 // port free. It never misses a bound port; a stale mark costs a lookup.
 func (b *Broker) boundMarks(proto portres.Proto) *[1024]atomic.Uint64 {
-	i := 0
-	if proto == portres.UDP {
-		i = 1
-	}
+	i := protoIndex(proto)
 	if m := b.marks[i]; m != nil {
 		return m
 	}

@@ -87,6 +87,13 @@ type bindTarget struct {
 	holds bool
 }
 
+// first reports whether to (nil: none) is bound first, in place of the
+// placeholder of rv's one port: rv is held and to claims the port as a
+// placeholder would.
+func (to *bindTarget) first(rv *resv) bool {
+	return to != nil && to.holds && rv.holds() && rv.block().Count == 1
+}
+
 // placeholderLike reports whether binding fd to sa claims the whole
 // port, as a placeholder does: an IPv6 socket that is not IPv6-only, on
 // the unspecified address, without address or port sharing. Any other
@@ -112,11 +119,9 @@ type clientBindError struct{ err error }
 func (e *clientBindError) Error() string { return e.err.Error() }
 func (e *clientBindError) Unwrap() error { return e.err }
 
-// acquireBlock is acquireFor; with to, it binds that socket to a port of
-// the new block instead of holding or probing that port, after every
-// other port is held or probed (a bound socket cannot be unbound, so its
-// bind comes last: a failure before it leaves it free for the next
-// placement). The answer's Port is the bound port.
+// acquireBlock is acquireFor; with to, it also binds that socket to a
+// port of the new block, last (enforceNew), and the answer's Port is the
+// bound port.
 func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admin bool, req *wire.Request, to *bindTarget) *wire.Response {
 	proto, bad := checkBlock(req, false)
 	if bad != nil {
@@ -142,7 +147,7 @@ func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admi
 		// the start, in place of a placeholder (so the port is never free
 		// between the two), and nothing can fail after its bind: the
 		// kernel list, best effort for held blocks, comes after.
-		bindFirst := to != nil && to.holds && rv.holds() && rv.block().Count == 1
+		bindFirst := to.first(rv)
 		if !rv.guarded && !bindFirst && (rv.excluded() || rv.holds() && b.sysctl != nil) {
 			// Out of automatic assignment first, then check the ports are
 			// free: the other order leaves a window for connect().
@@ -388,7 +393,7 @@ func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint
 		}
 		port := blk.Start + uint16(i)
 		switch {
-		case rv.holds() && to != nil && to.holds && blk.Count == 1:
+		case to.first(rv):
 			// The client's socket holds the one port, from the start
 			// (acquireBlock's bindFirst).
 			return b.bindTarget(ctx, rv, to)

@@ -110,10 +110,8 @@ func (b *Broker) servePortserver(ln *net.UnixListener) {
 			defer func() {
 				c.Close()
 				b.mu.Lock()
-				u.conns--
-				b.forgetUserLocked(caller.uid)
+				b.leaveConnLocked(u, caller.uid)
 				b.mu.Unlock()
-				b.fds.Add(-1)
 			}()
 			b.portserverRequest(c, caller)
 		}()

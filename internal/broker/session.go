@@ -105,6 +105,14 @@ func (b *Broker) admitLocked(s *session) *wire.Response {
 	return resp
 }
 
+// leaveConnLocked gives back what admitConnLocked took for a connection
+// of uid, whose usage is u. Caller holds b.mu.
+func (b *Broker) leaveConnLocked(u *usage, uid uint32) {
+	u.conns--
+	b.forgetUserLocked(uid)
+	b.fds.Add(-1)
+}
+
 // admitConnLocked lets a connection of uid in, a session's or a
 // portserver client's, against the per-user connection limit and the
 // descriptor budget, and counts it (leaveConnLocked undoes it). Caller
@@ -319,10 +327,8 @@ func (b *Broker) endSession(s *session) {
 		b.removeLocked(rv)
 		b.forgetLocked(rv)
 	}
-	s.use.conns--
-	b.forgetUserLocked(s.peer.uid)
+	b.leaveConnLocked(s.use, s.peer.uid)
 	b.mu.Unlock()
-	b.fds.Add(-1)
 	for _, rv := range gone {
 		b.rlog.Log(s.peer.uid, slog.LevelInfo, "released on disconnect", "proto", rv.proto, "block", rv.block().String(), "pid", s.peer.pid)
 	}

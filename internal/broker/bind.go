@@ -190,7 +190,7 @@ func (b *Broker) acquireBind(ctx context.Context, s *session, req *wire.Request,
 	if bad := b.checkNetns(info); bad != nil {
 		return bad
 	}
-	if req.Port != 0 && (req.Start == 0 || req.Port < req.Start || int(req.Port) > int(req.Start)+int(req.Count)-1) {
+	if req.Port != 0 && (req.Start == 0 || !(pool.Block{Start: req.Start, Count: req.Count}).Contains(req.Port)) {
 		r := errf(portres.WSAEINVAL, "port %d is outside the requested block (start %d, count %d)", req.Port, req.Start, req.Count)
 		r.Port = req.Port
 		return r
@@ -362,6 +362,9 @@ func (b *Broker) bindAllowed(rv *resv, fd int, sa unix.Sockaddr, port uint16) (u
 	}
 	if err := unix.Bind(fd, sa); err != nil {
 		return 0, err
+	}
+	if b.watchers[protoIndex(rv.proto)] == nil || rv.kind != wire.KindRuntime || rv.delegated {
+		return 0, nil // no destroy announcement will need it
 	}
 	cookie, _ := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
 	return cookie, nil

@@ -48,7 +48,7 @@ type resv struct {
 func (rv *resv) block() pool.Block { return rv.r.Block }
 
 // boundSocketLocked notes that the socket with cookie is the one the
-// broker bound on port: only its destroy frees the port (watchClosed).
+// broker bound on port: only its destroy frees the port (applyClosed).
 // Caller holds b.mu (or owns rv, pending).
 // A cookie of 0 forgets the port's socket: any destroy on the port may
 // then be its last socket's.

@@ -402,10 +402,10 @@ func (b *Broker) drainClosed(proto portres.Proto) {
 // is announced (while the port is marked). Caller holds b.mu (or owns
 // rv, pending).
 func (b *Broker) boundSocketLocked(rv *resv, port uint16, cookie uint64) {
-	rv.boundSocketLocked(port, cookie)
 	if rv.kind != wire.KindRuntime || rv.delegated {
-		return
+		return // not watched: persistent and delegated ports are swept
 	}
+	rv.boundSocketLocked(port, cookie)
 	i := protoIndex(rv.proto)
 	if c := b.sockets[i]; c != nil {
 		c.Set(port, cookie)

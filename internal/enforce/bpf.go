@@ -38,15 +38,21 @@ import (
 // cookie is a constant patched into the instructions at load time.
 // allow is a hash map of socket cookies: the broker puts the cookie of
 // the socket it is about to bind there (SO_COOKIE), with the index of
-// the one port it binds it to, and takes it out after. The port matters:
-// the client still holds the socket and could bind it itself, to another
-// guarded port, while the broker's allowance stands. A socket cookie is never reused while the system runs, so the
-// exception is exactly that socket; a process id (what the guard once
-// compared) can be reused by anyone while the broker is down. guarded is a BPF_MAP_TYPE_ARRAY of 2*65536 one-byte values indexed
-// by idx rather than a hash: a lookup is an index computation, every key
+// the one port it binds it to; it takes it out at once if the bind
+// fails, else later, in batches (a bound socket binds no more). The port
+// matters: the client still holds the socket and could bind it itself,
+// to another guarded port, while the broker's allowance stands. A socket
+// cookie is never reused while the system runs, so the exception is
+// exactly that socket; a process id (what the guard once compared) can
+// be reused by anyone while the broker is down.
+//
+// guarded is a BPF_MAP_TYPE_ARRAY of 2*65536 one-byte values indexed by
+// idx rather than a hash: a lookup is an index computation, every key
 // exists (no "not found" case, no preallocation limits, no -E2BIG on a
-// full map), and updates are plain stores. It costs about 1 MiB of kernel
-// memory (the kernel rounds array values up to 8 bytes).
+// full map), and updates are plain stores. It costs about 1 MiB of
+// kernel memory (the kernel rounds array values up to 8 bytes), and is
+// BPF_F_MMAPABLE (kernel 5.5): the broker maps it and guards ports by
+// storing into it.
 //
 // ctx->protocol is the socket's sk_protocol: for an AF_INET/AF_INET6
 // socket created with protocol 0 the kernel fills in IPPROTO_TCP or
@@ -121,6 +127,11 @@ type BindGuard struct {
 
 // guardSlot is the size of one entry of the guarded map in its mapping.
 const guardSlot = 8
+
+// slot is entry idx of the mapped guarded map.
+func (g *BindGuard) slot(idx uint32) *uint64 {
+	return (*uint64)(unsafe.Pointer(&g.mem[int(idx)*guardSlot]))
+}
 
 // GuardOptions configures OpenBindGuard.
 type GuardOptions struct {
@@ -340,7 +351,7 @@ func (g *BindGuard) set(proto uint8, lo, hi uint16, v uint8) error {
 		val[0] = v
 		word := binary.NativeEndian.Uint64(val[:])
 		for port := int(lo); port <= int(hi); port++ {
-			atomic.StoreUint64((*uint64)(unsafe.Pointer(&g.mem[int(base|uint32(port))*guardSlot])), word)
+			atomic.StoreUint64(g.slot(base|uint32(port)), word)
 		}
 		return nil
 	}
@@ -379,7 +390,7 @@ func (g *BindGuard) Guarded(proto uint8, port uint16) (bool, error) {
 		return false, errors.New("bind guard: closed")
 	}
 	if g.mem != nil {
-		return atomic.LoadUint64((*uint64)(unsafe.Pointer(&g.mem[int(base|uint32(port))*guardSlot]))) != 0 && port != 0, nil
+		return atomic.LoadUint64(g.slot(base|uint32(port))) != 0 && port != 0, nil
 	}
 	var v uint8
 	if err := g.guarded.Lookup(base|uint32(port), &v); err != nil {

@@ -275,9 +275,9 @@ func (g *BindGuard) Adopted() bool { return g.adopted }
 func (g *BindGuard) PinDir() string { return g.pin }
 
 // Allow lets the socket fd bind port of proto through the guard (that
-// port only) until done is called: the broker binding a client's socket,
-// or probing a port. It returns the
-// socket's cookie, and costs a getsockopt and a map update. done(spent) ends the allowance: at once
+// port only) until done is called: the broker binding a client's
+// socket, or probing a port. It returns the socket's cookie, and costs a
+// getsockopt and a map update. done(spent) ends the allowance: at once
 // (a second map update) unless spent says the socket can make no use of
 // it any more, being bound (a socket binds once) or about to be closed
 // by the caller (a cookie is never reused); spent cookies are deleted in

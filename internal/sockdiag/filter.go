@@ -17,15 +17,13 @@ import (
 // word p/64 is port p.
 type PortBits = [1024]atomic.Uint64
 
-// sportOffset is where a destroy announcement carries the socket's
-// local port (network order): after the netlink header (16 bytes) and
-// inet_diag_msg's family, state, timer and retrans (4 bytes).
-const sportOffset = 16 + 4
-
-// cookieOffset is where it carries the socket's cookie: two 32-bit
-// halves, low first, in host order, after the port pair, the two
-// addresses and the interface.
-const cookieOffset = 16 + 44
+// sportOffset and cookieOffset are where a destroy announcement (a
+// netlink header, then inet_diag_msg) carries the socket's local port
+// and its cookie.
+const (
+	sportOffset  = unix.NLMSG_HDRLEN + msgSport
+	cookieOffset = unix.NLMSG_HDRLEN + msgCookie
+)
 
 // PortCookies names, per port, the one socket whose destroy the filter
 // lets through: 0 lets any socket's through (whatever the bitmap lets).
@@ -76,7 +74,8 @@ func (w *Watcher) FilterPorts() (*PortBits, *PortCookies, error) {
 			err = fmt.Errorf("sockdiag: filter: attach: %w", err)
 		}
 		// Attached, the program holds its maps; the mappings hold the
-		// memory.
+		// memory, for the life of the process (never unmapped: the
+		// broker stores into them until it exits).
 		prog.Close()
 	} else {
 		err = fmt.Errorf("sockdiag: filter: program: %w", err)
@@ -88,7 +87,6 @@ func (w *Watcher) FilterPorts() (*PortBits, *PortCookies, error) {
 		unix.Munmap(cookiesMem)
 		return nil, nil, err
 	}
-	w.mem = append(w.mem, bitsMem, cookiesMem)
 	return (*PortBits)(unsafe.Pointer(&bitsMem[0])), (*PortCookies)(unsafe.Pointer(&cookiesMem[0])), nil
 }
 

@@ -11,8 +11,14 @@ import (
 // The inet_diag wire format (linux/inet_diag.h). x/sys/unix has
 // NETLINK_SOCK_DIAG and SOCK_DIAG_BY_FAMILY but none of these.
 const (
-	sizeofReqV2  = 56 // struct inet_diag_req_v2
-	sizeofMsg    = 72 // struct inet_diag_msg
+	sizeofReqV2 = 56 // struct inet_diag_req_v2
+	sizeofMsg   = 72 // struct inet_diag_msg
+	// Offsets in inet_diag_msg: family, state, timer, retrans (1 byte
+	// each), then the socket id: idiag_sport (network order),
+	// idiag_dport, idiag_src[4], idiag_dst[4], idiag_if, then
+	// idiag_cookie, two u32 in host order, low half first.
+	msgSport     = 4
+	msgCookie    = 44
 	sizeofNlAttr = 4  // struct nlattr
 	sizeofFilter = 16 // four struct inet_diag_bc_op
 
@@ -110,10 +116,6 @@ func parseMsg(data []byte) (s diagSocket, ok bool) {
 	if len(data) < sizeofMsg {
 		return s, false
 	}
-	// idiag_family, idiag_state, idiag_timer, idiag_retrans, then the
-	// socket id, whose idiag_sport is in network byte order.
-	// idiag_cookie follows idiag_sport, idiag_dport, idiag_src[4],
-	// idiag_dst[4] and idiag_if: two u32, low half first, in host order.
-	cookie := uint64(binary.NativeEndian.Uint32(data[44:])) | uint64(binary.NativeEndian.Uint32(data[48:]))<<32
-	return diagSocket{family: data[0], state: data[1], port: binary.BigEndian.Uint16(data[4:]), cookie: cookie}, true
+	cookie := uint64(binary.NativeEndian.Uint32(data[msgCookie:])) | uint64(binary.NativeEndian.Uint32(data[msgCookie+4:]))<<32
+	return diagSocket{family: data[0], state: data[1], port: binary.BigEndian.Uint16(data[msgSport:]), cookie: cookie}, true
 }

@@ -37,7 +37,6 @@ type Watcher struct {
 	waiting sync.RWMutex // read-held while polling; Close takes it to close the descriptors
 	buf     *[recvBufSize]byte
 	closed  atomic.Bool
-	mem     [][]byte // FilterPorts's maps, mapped for the life of the process
 }
 
 // Watch starts watching destroyed sockets of proto (6 = TCP, 17 = UDP).

@@ -73,8 +73,8 @@ func (b *Broker) acquireFor(ctx context.Context, s *session, owner *peer, admin 
 }
 
 // bindTarget is the client's socket that a one-request acquire and bind
-// binds in place of a placeholder (or probe): the block's port Port, or
-// its first port for 0.
+// binds, last, to a port of the new block: want, or its first port for
+// 0.
 type bindTarget struct {
 	fd     int
 	sa     unix.Sockaddr
@@ -166,8 +166,7 @@ func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admi
 		}
 		var refused *refusal
 		if errors.As(err, &refused) {
-			b.remove(rv)
-			b.unlist(rv, "refused acquire")
+			b.discard(rv, "refused acquire")
 			return refused.resp
 		}
 		if err == nil {
@@ -180,8 +179,7 @@ func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admi
 				var err error
 				if bound, err = b.takeLocked(rv, to.port); err != nil {
 					b.mu.Unlock()
-					b.remove(rv)
-					b.unlist(rv, "failed acquire")
+					b.discard(rv, "failed acquire")
 					b.log.Error("acquire and bind: the bound port is not free in its new block", "proto", proto, "port", to.port, "err", err)
 					return errf(portres.WSAEINVAL, "acquire and bind of %s port %d: %v", proto, to.port, err)
 				}
@@ -200,8 +198,7 @@ func (b *Broker) acquireBlock(ctx context.Context, s *session, owner *peer, admi
 			return resp
 		}
 		blk := rv.block()
-		b.remove(rv)
-		b.unlist(rv, "failed acquire")
+		b.discard(rv, "failed acquire")
 		var cbe *clientBindError
 		clientBind := errors.As(err, &cbe)
 		switch {
@@ -396,7 +393,7 @@ func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint
 		case to.first(rv):
 			// The client's socket holds the one port, from the start
 			// (acquireBlock's bindFirst).
-			return b.bindTarget(ctx, rv, to)
+			return b.bindClient(ctx, rv, to)
 		case rv.holds():
 			fd, err := enforce.Hold(proto, port)
 			if err != nil {
@@ -431,7 +428,7 @@ func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint
 		}
 		held = held[:0]
 	}
-	return b.bindTarget(ctx, rv, to)
+	return b.bindClient(ctx, rv, to)
 }
 
 // guardAndList has the guard keep rv's block and lists it in the
@@ -447,10 +444,10 @@ func (b *Broker) guardAndList(rv *resv) error {
 	return nil
 }
 
-// bindTarget binds the client's socket of a one-request acquire and bind
+// bindClient binds the client's socket of a one-request acquire and bind
 // (none: nothing to do) to its port, whose placeholder (held blocks) it
 // lets go just before, as a brokered bind does.
-func (b *Broker) bindTarget(ctx context.Context, rv *resv, to *bindTarget) (uint16, error) {
+func (b *Broker) bindClient(ctx context.Context, rv *resv, to *bindTarget) (uint16, error) {
 	if to == nil {
 		return 0, nil
 	}
@@ -478,6 +475,13 @@ func (b *Broker) remove(rv *resv) {
 	b.mu.Lock()
 	b.removeLocked(rv)
 	b.mu.Unlock()
+}
+
+// discard forgets rv, which failed before it was acquired, and takes it
+// out of the kernel list if it got in (why names the failure there).
+func (b *Broker) discard(rv *resv, why string) {
+	b.remove(rv)
+	b.unlist(rv, why)
 }
 
 // guardOf is the bind guard that keeps rv's ports, nil if none does:

@@ -32,7 +32,7 @@ func (b *Broker) joinFleet() error {
 	if fc.RangeStart != 0 {
 		for proto, p := range b.pools {
 			lo, hi := p.Dynamic()
-			if int(fc.RangeStart) <= int(hi) && int(fc.RangeEnd) >= int(lo) {
+			if fc.Overlaps(lo, hi-lo+1) {
 				return fmt.Errorf("portresd: --fleet-range %d-%d overlaps the %s dynamic range %d-%d: wildcard reservations would be drawn from it; move one of them",
 					fc.RangeStart, fc.RangeEnd, proto, lo, hi)
 			}

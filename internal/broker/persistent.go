@@ -162,6 +162,9 @@ func (b *Broker) dynamicSet(s *session, req *wire.Request) *wire.Response {
 		return errf(portres.ERROR_INVALID_PARAMETER, "the dynamic range %d-%d runs past 65535", req.Start, end)
 	case !b.mayAdmin(s.peer):
 		return errf(portres.ERROR_ACCESS_DENIED, "uid %d may not set the dynamic port range (root or the admin group only)", s.peer.uid)
+	case b.cfg.Fleet != nil && b.cfg.Fleet.Overlaps(req.Start, req.Count):
+		return errf(portres.ERROR_INVALID_PARAMETER, "the dynamic range %d-%d overlaps the fleet range %d-%d: wildcard reservations would be drawn from it",
+			req.Start, end, b.cfg.Fleet.RangeStart, b.cfg.Fleet.RangeEnd)
 	}
 	b.dynMu.Lock()
 	defer b.dynMu.Unlock()

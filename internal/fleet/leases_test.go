@@ -184,6 +184,10 @@ func TestFleetLeases(t *testing.T) {
 	if _, err := c3.Acquire(ctx, portres.TCP, 30990, 1); !errors.Is(err, portres.WSAEADDRINUSE) || !strings.Contains(err.Error(), "fleet range") {
 		t.Errorf("a local acquire in the fleet range: %v, want WSAEADDRINUSE", err)
 	}
+	// The dynamic range cannot be moved onto it.
+	if err := c3.SetDynamicPortRange(ctx, portres.TCP, 30500, 1000); !errors.Is(err, portres.ERROR_INVALID_PARAMETER) || !strings.Contains(err.Error(), "fleet range") {
+		t.Errorf("a dynamic range over the fleet range: %v, want ERROR_INVALID_PARAMETER", err)
+	}
 	// ... and out of the kernel's automatic assignment.
 	if kl := c.reservedPorts(m2); !covers(kl, 30000, 30999) {
 		t.Errorf("m2's ip_local_reserved_ports %q lacks the fleet range", kl)

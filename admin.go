@@ -41,14 +41,14 @@ func (c *Client) Show(ctx context.Context) ([]Info, error) {
 // it overlaps a reservation or a port in use, ERROR_ACCESS_DENIED unless
 // the caller is root or in the broker's admin group.
 func (c *Client) CreatePersistent(ctx context.Context, proto Proto, start, count uint16) (*Reservation, error) {
-	return c.persistent(ctx, wire.OpPersistentCreate, proto, start, count)
+	return c.persistent(ctx, wire.OpPersistentCreate, 0, proto, start, count)
 }
 
 // DeletePersistent removes the persistent reservation that is exactly
 // start/count (DeletePersistentTcpPortReservation); ERROR_NOT_FOUND if
 // none. Sockets bound from it stay bound.
 func (c *Client) DeletePersistent(ctx context.Context, proto Proto, start, count uint16) error {
-	_, err := c.persistent(ctx, wire.OpPersistentDelete, proto, start, count)
+	_, err := c.persistent(ctx, wire.OpPersistentDelete, 0, proto, start, count)
 	return err
 }
 
@@ -57,11 +57,13 @@ func (c *Client) DeletePersistent(ctx context.Context, proto Proto, start, count
 // none. Anyone may look up; binding from it needs the right to consume
 // persistent reservations.
 func (c *Client) LookupPersistent(ctx context.Context, proto Proto, start, count uint16) (*Reservation, error) {
-	return c.persistent(ctx, wire.OpPersistentLookup, proto, start, count)
+	return c.persistent(ctx, wire.OpPersistentLookup, 0, proto, start, count)
 }
 
-func (c *Client) persistent(ctx context.Context, op wire.Op, proto Proto, start, count uint16) (*Reservation, error) {
-	resp, err := c.one(ctx, &wire.Request{Op: op, Proto: uint8(proto), Start: start, Count: count})
+// persistent sends a persistent-reservation request (flags: 0, or
+// wire.FlagFleet for the fleet's).
+func (c *Client) persistent(ctx context.Context, op wire.Op, flags uint16, proto Proto, start, count uint16) (*Reservation, error) {
+	resp, err := c.one(ctx, &wire.Request{Op: op, Flags: flags, Proto: uint8(proto), Start: start, Count: count})
 	if err != nil {
 		return nil, err
 	}

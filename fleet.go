@@ -68,28 +68,20 @@ func (c *Client) AcquireFleet(ctx context.Context, proto Proto, start, count uin
 // or on none (ERROR_SHARING_VIOLATION names the member where it collides
 // with local use). Root or the admin group only (ERROR_ACCESS_DENIED).
 func (c *Client) CreateFleetPersistent(ctx context.Context, proto Proto, start, count uint16) (*Reservation, error) {
-	return c.fleetPersistent(ctx, wire.OpPersistentCreate, proto, start, count)
+	return c.persistent(ctx, wire.OpPersistentCreate, wire.FlagFleet, proto, start, count)
 }
 
 // DeleteFleetPersistent deletes the fleet persistent reservation that is
 // exactly start/count on every member (ERROR_NOT_FOUND if none).
 func (c *Client) DeleteFleetPersistent(ctx context.Context, proto Proto, start, count uint16) error {
-	_, err := c.fleetPersistent(ctx, wire.OpPersistentDelete, proto, start, count)
+	_, err := c.persistent(ctx, wire.OpPersistentDelete, wire.FlagFleet, proto, start, count)
 	return err
 }
 
 // LookupFleetPersistent finds the fleet persistent reservation that is
 // exactly start/count (ERROR_NOT_FOUND if none).
 func (c *Client) LookupFleetPersistent(ctx context.Context, proto Proto, start, count uint16) (*Reservation, error) {
-	return c.fleetPersistent(ctx, wire.OpPersistentLookup, proto, start, count)
-}
-
-func (c *Client) fleetPersistent(ctx context.Context, op wire.Op, proto Proto, start, count uint16) (*Reservation, error) {
-	resp, err := c.one(ctx, &wire.Request{Op: op, Proto: uint8(proto), Start: start, Count: count, Flags: wire.FlagFleet})
-	if err != nil {
-		return nil, err
-	}
-	return &Reservation{c: c, proto: proto, start: resp.Start, count: resp.Count, token: resp.Token}, nil
+	return c.persistent(ctx, wire.OpPersistentLookup, wire.FlagFleet, proto, start, count)
 }
 
 // ShowFleet lists the reservations of every member of the fleet, with

@@ -192,7 +192,8 @@ func (c *Client) current() (*fdpass.Conn, uint64) {
 	return c.conn, c.gen
 }
 
-// do sends req (with fd attached if >= 0) and returns the answers.
+// do sends req (with the descriptors fds attached) and returns the
+// answers.
 // Cancelling ctx asks the broker to abort the request; the call then
 // still waits for the broker's final answer, so client and broker agree on
 // what happened, and returns WSA_OPERATION_ABORTED. If the connection
@@ -267,6 +268,11 @@ func (c *Client) doOnce(ctx context.Context, req *wire.Request, fds []int) (out 
 	msg := wire.AppendRequest(c.buf[:0], req)
 	err = conn.Send(msg, fds...)
 	if err != nil {
+		if len(fds) > 0 && errors.Is(err, unix.EBADF) && !errors.Is(err, fdpass.ErrClosed) {
+			// A descriptor the caller passed is not open: its mistake,
+			// not a broken connection (which would be retried forever).
+			return nil, 0, &Error{Op: req.Op.String(), Token: req.Token, Code: WSAENOTSOCK, Msg: fmt.Sprintf("a descriptor to pass is not open (%v)", fds), Err: err}
+		}
 		if e := c.refusal(conn, req); e != nil {
 			return nil, 0, e
 		}

@@ -232,3 +232,27 @@ func TestListenMany(t *testing.T) {
 		t.Errorf("100 sockets on %d distinct ports", len(seen))
 	}
 }
+
+// TestBindFDNotOpen: a descriptor that is not open is the caller's error
+// (WSAENOTSOCK), answered at once; the client keeps working.
+func TestBindFDNotOpen(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	c := b.Dial(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := c.Acquire(ctx, portres.TCP, 0, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.BindFD(ctx, r.Token(), -1, netip.Addr{}, 0); !errors.Is(err, portres.WSAENOTSOCK) {
+		t.Errorf("BindFD(-1): %v, want WSAENOTSOCK", err)
+	}
+	fd, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	defer unix.Close(fd)
+	if ports, err := c.BindFDs(ctx, r.Token(), []int{fd, 1 << 20}, netip.Addr{}, 0); !errors.Is(err, portres.WSAENOTSOCK) || len(ports) != 0 {
+		t.Errorf("BindFDs with a descriptor not open: %v %v, want WSAENOTSOCK and nothing bound", ports, err)
+	}
+	if _, err := c.BindFD(ctx, r.Token(), fd, netip.Addr{}, 0); err != nil {
+		t.Errorf("BindFD after the refused ones: %v", err)
+	}
+}

@@ -60,6 +60,8 @@ func init() {
 //	passmany K                       K bind requests of 64 descriptors each on one connection,
 //	                                 sent before any answer is read; N = answers WSAEDQUOT
 //	                                 that name their request
+//	bindmany TOKEN K                 K TCP sockets bound from reservation TOKEN in one request;
+//	                                 N = the sockets that ended up bound
 //	wait                             read a line from stdin
 func helperOps(args []string) int {
 	ctx := context.Background()
@@ -216,6 +218,21 @@ func helperOps(args []string) int {
 			conn.Close()
 			devnull.Close()
 			report("passmany", n, nil)
+		case "bindmany":
+			token, _ := strconv.ParseUint(f[1], 10, 64)
+			fds := make([]int, mustAtoi(f[2]))
+			for i := range fds {
+				fds[i], _ = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			}
+			_, err := c.BindFDs(ctx, token, fds, netip.Addr{}, 0)
+			n := 0
+			for _, fd := range fds {
+				if sa, _ := unix.Getsockname(fd); sa != nil && sa.(*unix.SockaddrInet4).Port != 0 {
+					n++
+				}
+				unix.Close(fd)
+			}
+			report("bindmany", n, err)
 		case "misbind":
 			port, _ := strconv.Atoi(f[1])
 			r, err := c.Acquire(ctx, portres.TCP, uint16(port), 1)

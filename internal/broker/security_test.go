@@ -447,6 +447,21 @@ func TestUserRate(t *testing.T) {
 	}
 }
 
+// TestBindManyOthersToken: another uid's bind of many sockets from a
+// block it does not own is refused with WSAEACCES before any socket is
+// bound.
+func TestBindManyOthersToken(t *testing.T) {
+	b := testbroker.Start(t, nil)
+	r, err := b.Dial(t).Acquire(context.Background(), portres.TCP, 0, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := runOps(t, b, nobodyCred, false, fmt.Sprintf("bindmany %d 3", r.Token()))[0]
+	if res.code != int(portres.WSAEACCES) || res.n != 0 {
+		t.Errorf("uid %d binding 3 sockets from root's block: code %d, %d bound (%s); want WSAEACCES, none bound", nobody, res.code, res.n, res.msg)
+	}
+}
+
 // TestPassedSocketsPerUser: an unprivileged uid's requests may hold at
 // most 256 passed descriptors in the broker at once (here they queue
 // behind a slow request rate): past that a request carrying more is

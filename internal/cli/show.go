@@ -28,7 +28,7 @@ func showOrTop(e *env, top bool) *cobra.Command {
 	var wide, watch, fleet bool
 	var interval time.Duration
 	cmd := &cobra.Command{
-		Use:   "show [--proto tcp|udp] [--wide] [--watch [--interval D]]",
+		Use:   "show [--proto tcp|udp] [--wide] [--watch [--interval D] | --fleet]",
 		Short: "List every reservation: protocol, range, kind, owner, bound ports",
 		Long: `show lists every reservation, runtime and persistent, with its owner and
 bound ports, and the ranges of the kernel's reserved-port list that other
@@ -58,6 +58,9 @@ broker's network namespace).`,
 				want = p
 			}
 			return e.withClient(cmd, func(c *portres.Client) error {
+				if fleet && (watch || top) {
+					return fmt.Errorf("show: --fleet shows the fleet once; it does not follow it (--watch)")
+				}
 				if fleet {
 					es, err := c.ShowFleet(cmd.Context())
 					if err != nil {

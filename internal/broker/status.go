@@ -34,11 +34,7 @@ func (b *Broker) statusValue() portres.Status {
 	}
 	if b.fleet != nil {
 		fs := b.fleet.Status()
-		st.Fleet = &portres.FleetStatus{Name: fs.Name, Prefix: fs.Prefix, Endpoints: fs.Endpoints, Connected: fs.Connected,
-			Error: fs.Error, Range: fs.Range, Blocks: fs.Blocks, Leased: fs.Leased, Members: []portres.FleetMember{}}
-		for _, m := range fs.Members {
-			st.Fleet.Members = append(st.Fleet.Members, portres.FleetMember(m))
-		}
+		st.Fleet = &fs
 	}
 	if b.sysctl != nil {
 		if list, err := b.sysctl.Read(); err == nil {

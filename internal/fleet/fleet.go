@@ -33,11 +33,11 @@ package fleet
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/portres/portres"
+	"github.com/portres/portres/internal/pool"
 )
 
 // Config says how a member reaches etcd and what it is in the fleet.
@@ -101,8 +101,9 @@ func (b Block) Overlaps(o Block) bool {
 	return b.Proto == o.Proto && int(b.Start) <= o.End() && int(o.Start) <= b.End()
 }
 
+// String is "PROTO START-END" ("PROTO PORT" for one port).
 func (b Block) String() string {
-	return fmt.Sprintf("%s %s", ProtoName(b.Proto), BlockText(b.Start, b.Count))
+	return portres.Proto(b.Proto).String() + " " + pool.Block{Start: b.Start, Count: b.Count}.String()
 }
 
 // Local is what a member asks of its broker.
@@ -144,28 +145,10 @@ var (
 )
 
 // MemberInfo is a member's registration, as status --fleet shows it.
-type MemberInfo struct {
-	Name       string    `json:"name"`
-	Host       string    `json:"host"`
-	PID        int       `json:"pid"`
-	Version    string    `json:"version"`
-	Since      time.Time `json:"since"`
-	RangeStart uint16    `json:"range_start,omitempty"`
-	RangeEnd   uint16    `json:"range_end,omitempty"`
-}
+type MemberInfo = portres.FleetMember
 
 // Status is the member's view of the fleet, for status --fleet.
-type Status struct {
-	Name      string       `json:"name"`
-	Prefix    string       `json:"prefix"`
-	Endpoints []string     `json:"endpoints"`
-	Connected bool         `json:"connected"`
-	Error     string       `json:"error,omitempty"` // why not connected
-	Range     string       `json:"range,omitempty"` // the fleet range, "30000-32767"
-	Members   []MemberInfo `json:"members"`
-	Blocks    int          `json:"blocks"` // fleet persistent blocks
-	Leased    int          `json:"leased"` // ports of fleet leases, all members
-}
+type Status = portres.FleetStatus
 
 // Entry is one reservation of a member in the fleet view: what show
 // shows, without the token (tokens never leave their host).
@@ -197,22 +180,3 @@ type Member interface {
 
 // JoinFunc joins the fleet of cfg before the broker serves (etcdfleet.Join).
 type JoinFunc func(ctx context.Context, cfg Config, local Local, log *slog.Logger) (Member, error)
-
-// ProtoName is "tcp" or "udp" for a protocol number.
-func ProtoName(p uint8) string {
-	switch p {
-	case 6:
-		return "tcp"
-	case 17:
-		return "udp"
-	}
-	return fmt.Sprintf("proto%d", p)
-}
-
-// BlockText is "START-END", or "PORT" for one port.
-func BlockText(start, count uint16) string {
-	if count <= 1 {
-		return fmt.Sprint(start)
-	}
-	return fmt.Sprintf("%d-%d", start, int(start)+int(count)-1)
-}

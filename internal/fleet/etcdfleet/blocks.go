@@ -196,8 +196,8 @@ func (m *Member) DeleteBlock(ctx context.Context, proto uint8, start, count uint
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
 	key := m.blockKey(proto, start, count)
-	notFound := fmt.Errorf("%w: %s %s", ErrNotFound, fleet.ProtoName(proto), fleet.BlockText(start, count))
-	what := fmt.Sprintf("delete %s %s", fleet.ProtoName(proto), fleet.BlockText(start, count))
+	notFound := fmt.Errorf("%w: %s", ErrNotFound, fleet.Block{Proto: proto, Start: start, Count: count})
+	what := fmt.Sprintf("delete %s", fleet.Block{Proto: proto, Start: start, Count: count})
 	// Read it first, then delete that version of it: a try whose answer
 	// was lost is then told from a block that was never there.
 	var cur *clientv3.GetResponse
@@ -239,7 +239,7 @@ func (m *Member) LookupBlock(proto uint8, start, count uint16) (Block, error) {
 	b, ok := m.blocks[m.blockKey(proto, start, count)]
 	m.mu.Unlock()
 	if !ok {
-		return b, fmt.Errorf("%w: %s %s", ErrNotFound, fleet.ProtoName(proto), fleet.BlockText(start, count))
+		return b, fmt.Errorf("%w: %s", ErrNotFound, fleet.Block{Proto: proto, Start: start, Count: count})
 	}
 	return b, nil
 }
@@ -314,7 +314,7 @@ func (m *Member) prepareEvent(typ mvccpb.Event_EventType, id string, value []byt
 }
 
 // blockEvent applies a created or deleted fleet block to the host.
-func (m *Member) blockEvent(typ mvccpb.Event_EventType, key string, value []byte, prev *mvccpb.KeyValue) {
+func (m *Member) blockEvent(typ mvccpb.Event_EventType, key string, value []byte) {
 	if typ == mvccpb.DELETE {
 		m.mu.Lock()
 		b, ok := m.blocks[key]

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/portres/portres"
 	"github.com/portres/portres/internal/fleet"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -81,7 +82,7 @@ func (m *Member) Candidate(proto uint8, count uint16, after uint16, free func(st
 			}
 		}
 	}
-	return 0, fmt.Errorf("%w: %d %s ports in %d-%d", ErrNoRoom, count, fleet.ProtoName(proto), lo, hi)
+	return 0, fmt.Errorf("%w: %d %s ports in %d-%d", ErrNoRoom, count, portres.Proto(proto).String(), lo, hi)
 }
 
 // Allocate takes the fleet lease proto/start/count for a client (pid) of
@@ -97,7 +98,7 @@ func (m *Member) Allocate(ctx context.Context, proto uint8, start, count uint16,
 		return 0, fmt.Errorf("fleet: a fleet lease holds 1 to %d ports, not %d", MaxLeasePorts, count)
 	}
 	if !m.InRange(start, count) {
-		return 0, fmt.Errorf("fleet: %s %s is outside the fleet range %d-%d", fleet.ProtoName(proto), fleet.BlockText(start, count),
+		return 0, fmt.Errorf("fleet: %s is outside the fleet range %d-%d", fleet.Block{Proto: proto, Start: start, Count: count},
 			m.cfg.RangeStart, m.cfg.RangeEnd)
 	}
 	ctx, cancel := opCtx(ctx)
@@ -140,16 +141,16 @@ func (m *Member) Allocate(ctx context.Context, proto uint8, start, count uint16,
 		if clientv3IsLeaseGone(err) {
 			return 0, fmt.Errorf("%w: member %s lost its etcd lease", ErrCutOff, m.cfg.Name)
 		}
-		return 0, m.etcdErr(fmt.Sprintf("lease %s %s", fleet.ProtoName(proto), fleet.BlockText(start, count)), err)
+		return 0, m.etcdErr(fmt.Sprintf("lease %s", fleet.Block{Proto: proto, Start: start, Count: count}), err)
 	}
 	if !tr.Succeeded {
 		who := "another member"
 		if kvs := tr.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
 			if pi, err := decodePort(kvs[0].Value); err == nil {
-				who = fmt.Sprintf("member %s (fleet lease %s %s)", pi.Member, fleet.ProtoName(proto), fleet.BlockText(pi.Start, pi.Count))
+				who = fmt.Sprintf("member %s (fleet lease %s)", pi.Member, fleet.Block{Proto: proto, Start: pi.Start, Count: pi.Count})
 			}
 		}
-		return 0, fmt.Errorf("%w: %s %s overlaps what %s holds", ErrTaken, fleet.ProtoName(proto), fleet.BlockText(start, count), who)
+		return 0, fmt.Errorf("%w: %s overlaps what %s holds", ErrTaken, fleet.Block{Proto: proto, Start: start, Count: count}, who)
 	}
 	// Mark them at once, so that this member's next candidate skips them
 	// before the watch reports them.
@@ -193,7 +194,7 @@ func (m *Member) Free(ctx context.Context, proto uint8, start, count uint16, tic
 		// Keep trying in the background: the member lease may outlive
 		// this call by most of a TTL.
 		go m.deleteIf(proto, start, count, h.val)
-		return fmt.Errorf("fleet: free %s %s (tried again in the background): %w", fleet.ProtoName(proto), fleet.BlockText(start, count), err)
+		return fmt.Errorf("fleet: free %s (tried again in the background): %w", fleet.Block{Proto: proto, Start: start, Count: count}, err)
 	}
 	return nil
 }
@@ -216,7 +217,7 @@ func (m *Member) deleteIf(proto uint8, start, count uint16, val string) {
 	defer cancel()
 	if err := m.deleteIfCtx(ctx, proto, start, count, val); err != nil {
 		m.log.Warn("fleet: delete the keys of a lease whose answer was lost; they lapse with the member lease",
-			"member", m.cfg.Name, "block", fleet.ProtoName(proto)+" "+fleet.BlockText(start, count), "err", err)
+			"member", m.cfg.Name, "block", fleet.Block{Proto: proto, Start: start, Count: count}.String(), "err", err)
 	}
 }
 

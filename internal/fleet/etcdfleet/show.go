@@ -13,8 +13,9 @@ import (
 )
 
 // Publish writes the host's reservations to show/NAME (under the member
-// lease) if they changed since the last write. The broker calls it after
-// changes, at most a few times a second.
+// lease) if they changed since the last write. The broker calls it once
+// a second (publishFleet); the list is rebuilt each time, written only
+// when it differs.
 func (m *Member) Publish() {
 	if m.check() != nil {
 		return

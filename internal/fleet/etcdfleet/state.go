@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/portres/portres/internal/fleet"
+	"github.com/portres/portres"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -44,12 +44,12 @@ func decodeBlock(v []byte) (Block, error) {
 
 // blockKey is blocks/PROTO/START-COUNT.
 func (m *Member) blockKey(proto uint8, start, count uint16) string {
-	return m.key("blocks", fleet.ProtoName(proto), fmt.Sprintf("%05d-%05d", start, count))
+	return m.key("blocks", portres.Proto(proto).String(), fmt.Sprintf("%05d-%05d", start, count))
 }
 
 // portKey is ports/PROTO/PORT, the port in five digits so keys sort.
 func (m *Member) portKey(proto uint8, port int) string {
-	return m.key("ports", fleet.ProtoName(proto), fmt.Sprintf("%05d", port))
+	return m.key("ports", portres.Proto(proto).String(), fmt.Sprintf("%05d", port))
 }
 
 func protoIndex(p uint8) int {
@@ -209,7 +209,7 @@ func (m *Member) event(ev *clientv3.Event) {
 	rest := strings.TrimPrefix(key, m.cfg.Prefix)
 	switch {
 	case strings.HasPrefix(rest, "blocks/"):
-		m.blockEvent(ev.Type, key, ev.Kv.Value, ev.PrevKv)
+		m.blockEvent(ev.Type, key, ev.Kv.Value)
 	case strings.HasPrefix(rest, "prepare/"):
 		m.prepareEvent(ev.Type, strings.TrimPrefix(rest, "prepare/"), ev.Kv.Value)
 	default:

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/portres/portres"
-	"github.com/portres/portres/internal/enforce"
 	"github.com/portres/portres/internal/fleet"
 	"github.com/portres/portres/internal/pool"
 	"github.com/portres/portres/internal/store"
@@ -386,15 +385,9 @@ func (h fleetHost) PrepareBlock(fb fleet.Block) error {
 	if err != nil {
 		return err
 	}
-	if resp := b.exclude(rv, portres.WSAENOBUFS); resp != nil {
+	if resp := b.excludeFree(rv); resp != nil {
 		h.drop(rv)
 		return errors.New(resp.Msg)
-	}
-	for p := int(blk.Start); p <= blk.End(); p++ {
-		if err := enforce.Probe(uint8(proto), uint16(p)); err != nil {
-			h.drop(rv)
-			return fmt.Errorf("%s port %d is in use: %v", proto, p, err)
-		}
 	}
 	return nil
 }

@@ -47,17 +47,8 @@ func (b *Broker) createPersistent(s *session, req *wire.Request) *wire.Response 
 		}
 		return resp
 	}
-	// Out of automatic assignment first, then check the ports are free.
-	// A block the kernel list cannot take is refused, not half-made.
-	if resp := b.exclude(rv, portres.WSAENOBUFS); resp != nil {
+	if resp := b.excludeFree(rv); resp != nil {
 		return fail(resp)
-	}
-	for p := int(blk.Start); p <= blk.End(); p++ {
-		if err := enforce.Probe(uint8(proto), uint16(p)); err != nil {
-			resp := errf(portres.ERROR_SHARING_VIOLATION, "%s port %d is in use: %v", proto, p, err)
-			resp.Port = uint16(p)
-			return fail(resp)
-		}
 	}
 	err = b.store.AddPersistent(store.Persistent{Proto: uint8(proto), Start: blk.Start, Count: blk.Count,
 		Token: uint64(r.Token), Created: rv.created, UID: s.peer.uid})
@@ -140,6 +131,26 @@ func (b *Broker) dynamicShow(req *wire.Request) *wire.Response {
 	}
 	lo, hi := p.Dynamic()
 	return &wire.Response{Proto: uint8(proto), Start: lo, Count: hi - lo + 1}
+}
+
+// excludeFree takes a new persistent block rv out of automatic
+// assignment, then checks that its ports are free (the other order leaves
+// a window for connect()). A block the kernel list cannot take is
+// refused (WSAENOBUFS), not half-made; a port in use is
+// ERROR_SHARING_VIOLATION naming it.
+func (b *Broker) excludeFree(rv *resv) *wire.Response {
+	if resp := b.exclude(rv, portres.WSAENOBUFS); resp != nil {
+		return resp
+	}
+	blk := rv.block()
+	for p := int(blk.Start); p <= blk.End(); p++ {
+		if err := enforce.Probe(uint8(rv.proto), uint16(p)); err != nil {
+			resp := errf(portres.ERROR_SHARING_VIOLATION, "%s port %d is in use: %v", rv.proto, p, err)
+			resp.Port = uint16(p)
+			return resp
+		}
+	}
+	return nil
 }
 
 // dynamicSet changes the range wildcard reservations are drawn from,

@@ -20,9 +20,11 @@ type fleetFlags struct {
 	endpoints, prefix, cacert, cert, key, user, name, rng string
 	ttl                                                   time.Duration
 	userPorts                                             int
+	flags                                                 *pflag.FlagSet
 }
 
 func (fl *fleetFlags) define(f *pflag.FlagSet) {
+	fl.flags = f
 	f.StringVar(&fl.endpoints, "etcd", "", "join the fleet on these etcd endpoints (comma-separated URLs, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379); off by default")
 	f.StringVar(&fl.prefix, "etcd-prefix", "/portres/", "the fleet's etcd key prefix (see docs/FLEET.md)")
 	f.StringVar(&fl.cacert, "etcd-cacert", "", "verify the etcd servers with this CA bundle (TLS)")
@@ -38,10 +40,10 @@ func (fl *fleetFlags) define(f *pflag.FlagSet) {
 // config fills cfg.Fleet from the flags; an error is a usage error.
 func (fl *fleetFlags) config(cfg *broker.Config) error {
 	if fl.endpoints == "" {
-		for _, f := range []struct{ name, v string }{{"etcd-cacert", fl.cacert}, {"etcd-cert", fl.cert}, {"etcd-key", fl.key},
-			{"etcd-user", fl.user}, {"fleet-name", fl.name}, {"fleet-range", fl.rng}} {
-			if f.v != "" {
-				return fmt.Errorf("--%s needs --etcd", f.name)
+		// A fleet flag without --etcd would be silently ignored: say so.
+		for _, name := range []string{"etcd-prefix", "etcd-cacert", "etcd-cert", "etcd-key", "etcd-user", "fleet-name", "fleet-range", "fleet-user-ports", "fleet-ttl"} {
+			if fl.flags != nil && fl.flags.Changed(name) {
+				return fmt.Errorf("--%s needs --etcd", name)
 			}
 		}
 		return nil

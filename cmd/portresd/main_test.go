@@ -155,6 +155,10 @@ func TestBadArguments(t *testing.T) {
 		"--socket-mode\x1f999":    "not an octal mode",
 		"--log-format\x1fxml":     "--log-format must be text or json",
 		"-sweep\x1f1s":            "unknown shorthand flag",
+		"--fleet-ttl\x1f30s":      "--fleet-ttl needs --etcd",
+		"--fleet-user-ports\x1f0": "--fleet-user-ports needs --etcd",
+		"--etcd-prefix\x1f/x/":    "--etcd-prefix needs --etcd",
+		"--fleet-range\x1f1-2":    "--fleet-range needs --etcd",
 	} {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), "PORTRES_TEST_HELPER=portresd", "PORTRES_TEST_HELPER_ARGS="+args)

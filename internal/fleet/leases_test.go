@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -51,7 +52,11 @@ func helperFleetHog(args []string) int {
 // helperFleetClient is an unprivileged client of a member (the socket in
 // PORTRES_SOCKET): it takes a fleet lease of 4 ports and prints "lease
 // START", then tries a fleet create and delete and prints "create CODE"
-// and "delete CODE", then waits to be killed.
+// and "delete CODE". It then reads the fleet as anyone may: "lookup CODE
+// TOKEN" for the fleet persistent block of 4 ports at args[0], "bind
+// CODE" for a socket bound with that token, "show CODE BLOCK LEASE" (1
+// if the fleet view holds the block, and its own lease, within 5 s), "status CODE
+// MEMBERS"; then waits to be killed.
 func helperFleetClient(args []string) int {
 	ctx := context.Background()
 	c, err := portres.Dial(ctx, "")
@@ -69,6 +74,44 @@ func helperFleetClient(args []string) int {
 	fmt.Println("create", code(err), strings.ReplaceAll(fmt.Sprint(err), "\n", " "))
 	err = c.DeleteFleetPersistent(ctx, portres.TCP, 8500, 4)
 	fmt.Println("delete", code(err), strings.ReplaceAll(fmt.Sprint(err), "\n", " "))
+
+	block, _ := strconv.Atoi(args[0])
+	var token uint64
+	fp, err := c.LookupFleetPersistent(ctx, portres.TCP, uint16(block), 4)
+	if err == nil {
+		token = fp.Token()
+	}
+	fmt.Println("lookup", code(err), token)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		_, err = c.BindFD(ctx, token, fd, netip.Addr{}, 0)
+		syscall.Close(fd)
+	}
+	fmt.Println("bind", code(err), strings.ReplaceAll(fmt.Sprint(err), "\n", " "))
+	var hasBlock, hasLease int
+	for try := 0; try < 50 && hasBlock+hasLease < 2; try++ { // members publish every second
+		time.Sleep(time.Duration(min(try, 1)) * 100 * time.Millisecond)
+		var es []portres.FleetEntry
+		if es, err = c.ShowFleet(ctx); err != nil {
+			break
+		}
+		hasBlock, hasLease = 0, 0
+		for _, e := range es {
+			if e.Kind == "fleet persistent" && int(e.Start) == block {
+				hasBlock = 1
+			}
+			if e.Kind == "fleet lease" && e.Start == r.Start() && e.UID == uint32(os.Getuid()) {
+				hasLease = 1
+			}
+		}
+	}
+	fmt.Println("show", code(err), hasBlock, hasLease)
+	st, err := c.Status(ctx)
+	members := 0
+	if err == nil && st.Fleet != nil {
+		members = len(st.Fleet.Members)
+	}
+	fmt.Println("status", code(err), members)
 	select {}
 }
 
@@ -256,8 +299,14 @@ func TestFleetLeases(t *testing.T) {
 
 	// An unprivileged owner: it may lease, not create or delete fleet
 	// blocks; its exit frees its lease fleet-wide.
+	// It may read the fleet (a persistent block's token, the fleet view,
+	// the members), not consume a fleet persistent block.
+	fp, err := c1.CreateFleetPersistent(ctx, portres.TCP, 8600, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
 	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
-	p := testutil.StartHelperAs(t, nobody, "fleet-client", []string{"PORTRES_SOCKET=" + m2.sock})
+	p := testutil.StartHelperAs(t, nobody, "fleet-client", []string{"PORTRES_SOCKET=" + m2.sock}, "8600")
 	var start int
 	if l := p.Line(20 * time.Second); !strings.HasPrefix(l, "lease ") {
 		t.Fatalf("unprivileged client: %s", l)
@@ -269,6 +318,14 @@ func TestFleetLeases(t *testing.T) {
 		if want := fmt.Sprintf("%s %d ", op, portres.ERROR_ACCESS_DENIED); !strings.HasPrefix(l, want) {
 			t.Errorf("unprivileged fleet %s: %q, want ERROR_ACCESS_DENIED", op, l)
 		}
+	}
+	for _, want := range []string{fmt.Sprintf("lookup 0 %d", fp.Token()), fmt.Sprintf("bind %d ", portres.WSAEACCES), "show 0 1 1", "status 0 3"} {
+		if l := p.Line(20 * time.Second); !strings.HasPrefix(l, want) {
+			t.Errorf("unprivileged client reading the fleet: %q, want %q", l, want)
+		}
+	}
+	if err := c1.DeleteFleetPersistent(ctx, portres.TCP, 8600, 4); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := c1.AcquireFleet(ctx, portres.TCP, uint16(start), 4); !errors.Is(err, portres.WSAEADDRINUSE) {
 		t.Errorf("the unprivileged client's lease on m1: %v, want WSAEADDRINUSE", err)

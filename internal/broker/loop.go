@@ -136,39 +136,38 @@ func (l *loop) close() {
 	unix.Write(l.wake, one[:])
 }
 
-// serveBatch bounds how many requests of one session a wake-up serves,
-// so a flooding session cannot hold a loop from the others.
-const serveBatch = 16
-
-// serve reads and handles what s has sent, up to serveBatch requests.
+// serve reads and handles one request of s. The loop's epoll is level
+// triggered, so a session with more waiting is reported again by the
+// next epoll_wait, after every other ready session has had its turn: a
+// flooding session cannot hold the loop, and the common case (a client
+// waiting for its one answer) costs no second read that would only
+// return EAGAIN.
 func (l *loop) serve(s *session) {
-	for i := 0; i < serveBatch; i++ {
-		s.mu.Lock()
-		full := len(s.queue) == cap(s.queue)
-		if full {
-			// Stop reading it until its worker catches up (resume); the
-			// kernel's socket buffer holds the rest.
-			s.paused = true
-			unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.conn.Fd(), nil)
-		}
-		s.mu.Unlock()
-		if full {
-			return
-		}
-		n, fds, err := s.conn.RecvNow(l.buf)
-		switch {
-		case errors.Is(err, unix.EAGAIN):
-			return
-		case errors.Is(err, fdpass.ErrTruncated):
-			s.reply(errf(portres.WSAEINVAL, "request or its descriptors were truncated: %v", err))
-			continue
-		case err != nil || n == 0:
-			closeAll(fds)
-			l.end(s) // hang-up, or the broker is closing
-			return
-		}
-		s.request(l.buf[:n], fds)
+	s.mu.Lock()
+	full := len(s.queue) == cap(s.queue)
+	if full {
+		// Stop reading it until its worker catches up (resume); the
+		// kernel's socket buffer holds the rest.
+		s.paused = true
+		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.conn.Fd(), nil)
 	}
+	s.mu.Unlock()
+	if full {
+		return
+	}
+	n, fds, err := s.conn.RecvNow(l.buf)
+	switch {
+	case errors.Is(err, unix.EAGAIN):
+		return
+	case errors.Is(err, fdpass.ErrTruncated):
+		s.reply(errf(portres.WSAEINVAL, "request or its descriptors were truncated: %v", err))
+		return
+	case err != nil || n == 0:
+		closeAll(fds)
+		l.end(s) // hang-up, or the broker is closing
+		return
+	}
+	s.request(l.buf[:n], fds)
 }
 
 // resume reads s again once its worker has room (serve paused it).

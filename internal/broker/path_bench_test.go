@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -90,6 +91,26 @@ var pathOps = []string{"rtt", "rttfd", "rttfd8", "bind0", "rawtrivial", "trivial
 
 // pathFloors are the floor operations among pathOps.
 var pathFloors = []string{"rtt", "rttfd", "rttfd8", "bind0"}
+
+// cPathOps are the operations of the C client (BENCH_CLIENT=c):
+// libportres has no multi-socket bind and no one-request listen.
+var cPathOps = []string{"rtt", "rttfd", "rttfd8", "bind0", "trivial", "acqrel", "bindfd", "acqbindrel"}
+
+// buildPathBench builds libportres/bench/path_bench.c, the C client and
+// echo server, and returns the program; it skips b without a C compiler.
+func buildPathBench(b *testing.B) string {
+	for _, tool := range []string{"cc", "make", "ar"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			b.Skipf("BENCH_CLIENT=c needs %s: %v", tool, err)
+		}
+	}
+	dir := testutil.Dir(b)
+	exe := filepath.Join(dir, "path_bench")
+	if out, err := exec.Command("make", "-s", "-C", "../../libportres", "O="+dir, exe).CombinedOutput(); err != nil {
+		b.Fatalf("make path_bench: %v\n%s", err, out)
+	}
+	return exe
+}
 
 // manyFDs is how many sockets bindmany binds in one request (and rttfd8
 // carries).
@@ -383,7 +404,8 @@ func pathFloor(op string, f map[string]time.Duration) time.Duration {
 // BENCH_ROUNDS rounds (default 3) in which every client does each
 // operation for b.N milliseconds at once (BENCH_CLIENTS=1,8 picks the
 // client counts, BENCH_OPS=bindfd,trivial the operations besides the
-// floors, BENCH_ENFORCE=hold the modes). It prints each operation's median against its floor,
+// floors, BENCH_ENFORCE=hold the modes, BENCH_CLIENT=c C clients and a
+// C echo server, from libportres/bench, instead of Go ones). It prints each operation's median against its floor,
 // the throughput of all clients against the echo server's, and the
 // spread: the most operations one client did against the fewest. Give
 // it an explicit -benchtime (milliseconds per operation):
@@ -406,19 +428,28 @@ func BenchmarkPath(b *testing.B) {
 			counts = append(counts, n)
 		}
 	}
-	ops := pathOps
+	known, cbench := pathOps, ""
+	if os.Getenv("BENCH_CLIENT") == "c" {
+		known, cbench = cPathOps, buildPathBench(b)
+	}
+	ops := known
 	if v := os.Getenv("BENCH_OPS"); v != "" {
 		// The floors always run: every ratio needs them.
 		ops = slices.Clone(pathFloors)
 		for _, op := range strings.Split(v, ",") {
-			if !slices.Contains(ops, op) && slices.Contains(pathOps, op) {
+			if !slices.Contains(ops, op) && slices.Contains(known, op) {
 				ops = append(ops, op)
 			}
 		}
 	}
 	dir := testutil.Dir(b)
 	echoSock := filepath.Join(dir, "echo.sock")
-	echo := testutil.StartHelper(b, "echo-server", nil, echoSock)
+	var echo *testutil.Process
+	if cbench != "" {
+		echo = testutil.Start(b, cbench, nil, "echo", echoSock)
+	} else {
+		echo = testutil.StartHelper(b, "echo-server", nil, echoSock)
+	}
 	if l := echo.Line(10 * time.Second); l != "ready" {
 		b.Fatalf("echo server: %s", l)
 	}
@@ -445,7 +476,12 @@ func BenchmarkPath(b *testing.B) {
 			env := []string{"PORTRES_SOCKET=" + sock, "ECHO_SOCKET=" + echoSock}
 			var clients []*testutil.Process
 			for i := 0; i < k; i++ {
-				p := testutil.StartHelperIn(b, cgfd, "path-client", env)
+				var p *testutil.Process
+				if cbench != "" {
+					p = testutil.StartIn(b, cgfd, cbench, env, "client")
+				} else {
+					p = testutil.StartHelperIn(b, cgfd, "path-client", env)
+				}
 				if l := p.Line(10 * time.Second); l != "ready" {
 					b.Fatalf("path client: %s", l)
 				}
@@ -501,6 +537,10 @@ func BenchmarkPath(b *testing.B) {
 		d.Wait()
 		testutil.ClearReservedPorts(b)
 	}
-	b.Log("BenchmarkPath (client, broker and echo server in processes of their own):\n" + report.String())
+	clients := "Go"
+	if cbench != "" {
+		clients = "C"
+	}
+	b.Logf("BenchmarkPath (%s clients; client, broker and echo server in processes of their own):\n%s", clients, report.String())
 	fmt.Print(report.String())
 }

@@ -61,3 +61,10 @@ func StartHelperIn(t testing.TB, cgroupFD int, name string, env []string, args .
 	t.Helper()
 	return startHelper(t, &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgroupFD}, false, name, env, args...)
 }
+
+// StartIn is Start with the process created inside the cgroup whose
+// directory descriptor is cgroupFD.
+func StartIn(t testing.TB, cgroupFD int, program string, env []string, args ...string) *Process {
+	t.Helper()
+	return start(t, &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgroupFD}, program, env, args...)
+}

@@ -92,12 +92,27 @@ func startHelper(t testing.TB, attr *syscall.SysProcAttr, copyExe bool, name str
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.SysProcAttr = attr
-	cmd.Env = append(os.Environ(), envHelper+"="+name, envHelper+"_ARGS="+strings.Join(args, "\x1f"),
+	return start(t, attr, exe, append([]string{envHelper + "=" + name, envHelper + "_ARGS=" + strings.Join(args, "\x1f"),
 		// A -race binary sleeps 1 s at exit by default; helpers exit often.
-		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
-	cmd.Env = append(cmd.Env, env...)
+		"GORACE=" + strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0")}, env...), "-test.run=^$")
+}
+
+// Start starts program (another program than the test binary, such as
+// a C client) with args and the test's environment plus env. It is
+// killed when the test ends if still running.
+func Start(t testing.TB, program string, env []string, args ...string) *Process {
+	t.Helper()
+	return start(t, nil, program, env, args...)
+}
+
+// start starts program with args, attr and the test's environment plus
+// env, its stdin and stdout piped to the Process. It is killed when the
+// test ends if still running.
+func start(t testing.TB, attr *syscall.SysProcAttr, program string, env []string, args ...string) *Process {
+	t.Helper()
+	cmd := exec.Command(program, args...)
+	cmd.SysProcAttr = attr
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

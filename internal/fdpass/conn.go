@@ -123,7 +123,9 @@ func (c *Conn) RecvWait(buf []byte, d time.Duration) (int, []int, error) {
 var ErrTimeout = errors.New("fdpass: timed out")
 
 func (c *Conn) recv(buf []byte, flags int) (int, []int, error) {
-	oob := make([]byte, unix.CmsgSpace(MaxFDs*4))
+	oobp := oobPool.Get().(*[]byte)
+	defer oobPool.Put(oobp)
+	oob := *oobp
 	for {
 		n, oobn, rflags, _, err := unix.Recvmsg(c.fd, buf, oob, flags|unix.MSG_CMSG_CLOEXEC)
 		if err == unix.EINTR {
@@ -145,6 +147,13 @@ func (c *Conn) recv(buf []byte, flags int) (int, []int, error) {
 		return n, files, nil
 	}
 }
+
+// oobPool holds control buffers for recv, room for MaxFDs descriptors:
+// one per message would be an allocation on every request.
+var oobPool = sync.Pool{New: func() any {
+	b := make([]byte, unix.CmsgSpace(MaxFDs*4))
+	return &b
+}}
 
 // err maps a failure after Close to ErrClosed.
 func (c *Conn) err(err error) error {

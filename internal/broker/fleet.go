@@ -103,8 +103,10 @@ func (b *Broker) inFleetRange(blk pool.Block) bool {
 func fleetError(err error, persistent bool) *wire.Response {
 	code := portres.WSAEINVAL
 	switch {
-	case errors.Is(err, fleet.ErrCutOff):
+	case errors.Is(err, fleet.ErrCutOff), errors.Is(err, fleet.ErrNoVote):
 		code = portres.WSAENETDOWN
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		code = portres.WSA_OPERATION_ABORTED
 	case errors.Is(err, fleet.ErrTaken):
 		code = portres.WSAEADDRINUSE
 	case errors.Is(err, fleet.ErrNoRoom):

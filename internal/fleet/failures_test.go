@@ -65,9 +65,16 @@ func TestFleetFailures(t *testing.T) {
 		t.Errorf("m3's metrics before the cut:\n%s", grepLines(got, "portres_fleet"))
 	}
 
-	// Cut m3 off.
+	// Cut m3 off. A create on m1 at once still names m3 (its member lease
+	// lives on for a TTL) as a voter, which cannot vote: it fails, naming
+	// m3, and leaves nothing behind.
 	c.cut(m3, true)
 	cutAt := time.Now()
+	unvoted := make(chan error, 1)
+	go func() {
+		_, err := c1.CreateFleetPersistent(ctx, portres.TCP, 8400, 2)
+		unvoted <- err
+	}()
 	took := eventually(t, 10*time.Second, "m3 refusing fleet operations", func() error {
 		_, err := c3.AcquireFleet(ctx, portres.TCP, 0, 1)
 		if !errors.Is(err, portres.WSAENETDOWN) || !strings.Contains(err.Error(), "m3") {
@@ -81,6 +88,12 @@ func TestFleetFailures(t *testing.T) {
 	}
 	if _, err := c3.CreateFleetPersistent(ctx, portres.UDP, 9000, 2); !errors.Is(err, portres.WSAENETDOWN) {
 		t.Errorf("a fleet create on a cut-off member: %v, want WSAENETDOWN", err)
+	}
+	if err := <-unvoted; !errors.Is(err, portres.WSAENETDOWN) || !strings.Contains(err.Error(), "member m3 did not answer") || strings.Contains(err.Error(), "cut off from etcd:") {
+		t.Errorf("a fleet create on m1 that m3 could not vote on: %v, want WSAENETDOWN naming m3 (not m1 cut off)", err)
+	}
+	if _, err := c1.LookupFleetPersistent(ctx, portres.TCP, 8400, 2); !errors.Is(err, portres.ERROR_NOT_FOUND) {
+		t.Errorf("lookup of the create m3 did not vote on: %v, want ERROR_NOT_FOUND", err)
 	}
 	// It keeps enforcing everything it knew.
 	if _, err := c3.Acquire(ctx, portres.TCP, 8101, 1); !errors.Is(err, portres.WSAEADDRINUSE) {

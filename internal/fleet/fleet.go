@@ -82,6 +82,11 @@ const DefaultTTL = 10 * time.Second
 // the member cannot reach etcd.
 var ErrCutOff = errors.New("cut off from etcd")
 
+// ErrNoVote is wrapped by the error of a fleet create that a member named
+// to vote on it did not answer in time (cut off from etcd, or stopped):
+// nothing was created. The member asking is not the one cut off.
+var ErrNoVote = errors.New("a member did not vote")
+
 // Block is a fleet persistent reservation.
 type Block struct {
 	Proto   uint8     `json:"proto"`

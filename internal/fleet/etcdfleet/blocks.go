@@ -128,14 +128,17 @@ func (m *Member) CreateBlock(ctx context.Context, proto uint8, start, count uint
 	for !all() {
 		wr, ok := <-wc
 		if !ok || wr.Err() != nil {
+			if ctx.Err() != nil {
+				return b, fmt.Errorf("create %s: %w; nothing was created", b, ctx.Err())
+			}
 			var missing []string
 			for _, v := range voters {
 				if _, ok := votes[v]; !ok {
 					missing = append(missing, v)
 				}
 			}
-			return b, fmt.Errorf("%w: create %s: member %s did not answer within %v; nothing was created", ErrCutOff,
-				b, strings.Join(missing, ", "), voteWait)
+			return b, fmt.Errorf("%w: create %s: member %s did not answer within %v (cut off from etcd, or stopped); nothing was created",
+				ErrNoVote, b, strings.Join(missing, ", "), voteWait)
 		}
 		for _, ev := range wr.Events {
 			if ev.Type == mvccpb.PUT {

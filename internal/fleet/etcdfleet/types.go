@@ -22,6 +22,7 @@ type (
 // The fleet's errors (see package fleet).
 var (
 	ErrCutOff   = fleet.ErrCutOff
+	ErrNoVote   = fleet.ErrNoVote
 	ErrTaken    = fleet.ErrTaken
 	ErrNoRoom   = fleet.ErrNoRoom
 	ErrOverlap  = fleet.ErrOverlap

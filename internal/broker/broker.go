@@ -34,6 +34,9 @@ type Broker struct {
 	fleet     fleet.Member   // nil unless a member of a fleet (Config.Fleet)
 	fleetStop chan struct{}  // ends publishFleet
 	fleetWG   sync.WaitGroup // frees of fleet leases in the background
+	// fleetApplied is closed (and cleared) when the watch applies a
+	// fleet block here; under mu, made by whoever waits for it.
+	fleetApplied chan struct{}
 
 	cfg         Config
 	log         *slog.Logger

@@ -296,17 +296,36 @@ func (b *Broker) createFleetPersistent(ctx context.Context, s *session, req *wir
 	}
 	// The creating member applies it from its watch too; wait for that,
 	// so that a lookup here right after finds it.
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		b.mu.Lock()
-		rv := b.byToken[pool.Token(blk.Token)]
-		done := rv != nil && !rv.pending
-		b.mu.Unlock()
-		if done {
-			break
-		}
-	}
+	b.awaitFleetBlock(ctx, blk.Token, 5*time.Second)
 	b.log.Info("fleet persistent reservation created", "proto", proto, "block", pool.Block{Start: blk.Start, Count: blk.Count}.String(), "uid", s.peer.uid)
 	return &wire.Response{Token: blk.Token, Proto: uint8(proto), Start: blk.Start, Count: blk.Count}
+}
+
+// awaitFleetBlock waits until the fleet block token is applied here
+// (CommitBlock), ctx ends or d passes.
+func (b *Broker) awaitFleetBlock(ctx context.Context, token uint64, d time.Duration) {
+	timeout := time.NewTimer(d)
+	defer timeout.Stop()
+	for {
+		b.mu.Lock()
+		rv := b.byToken[pool.Token(token)]
+		if rv != nil && !rv.pending {
+			b.mu.Unlock()
+			return
+		}
+		if b.fleetApplied == nil {
+			b.fleetApplied = make(chan struct{})
+		}
+		applied := b.fleetApplied
+		b.mu.Unlock()
+		select {
+		case <-applied:
+		case <-timeout.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // deleteFleetPersistent deletes a fleet persistent reservation on every
@@ -447,6 +466,10 @@ func (h fleetHost) CommitBlock(fb fleet.Block) error {
 	}
 	b.mu.Lock()
 	rv.pending = false
+	if b.fleetApplied != nil {
+		close(b.fleetApplied)
+		b.fleetApplied = nil
+	}
 	b.mu.Unlock()
 	b.log.Info("fleet persistent reservation applied", "block", fb.String(), "by", fb.By)
 	return nil

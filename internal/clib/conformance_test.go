@@ -43,6 +43,16 @@ bind tcp4 $a 127.0.0.1 5003       # 10048
 bind tcp4 $a 127.0.0.1 6000       # 10022
 bind udp4 $a 127.0.0.1 5005       # 10022
 bind tcp6 $a ::1 5004             # ok 5004
+bindmany tcp4 $a 127.0.0.1 5010 4 # ok 5010,5011,5012,5013
+bindmany tcp4 $a - 0 2            # ok 5001,5002
+bindmany tcp4 $a 127.0.0.1 5018 4 # 10022
+bindmany udp4 $a - 0 2            # 10022
+bindmany tcp4 $a 127.0.0.1 5003 2 # 10048
+acqbind tcp4 127.0.0.1 6100 =l    # ok tcp 6100 token=$l
+acqbind tcp4 127.0.0.1 5007       # 10048
+acqbind udp6 ::1 0 =l6            # ok udp
+release 0 $l                      # ok tcp 6100 1
+release 0 $l6                     # ok udp
 acquire tcp 6000 1 =one           # ok tcp 6000 1
 bind tcp4 $one - 0                # ok 6000
 bind tcp4 $one - 0                # 10055

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -146,13 +147,7 @@ func goDriver([]string) int {
 			}
 			fmt.Fprintf(out, "ok %s %d %d\n", r.Proto(), r.Start(), r.Count())
 		case cmd == "bind" && len(argv) >= 5:
-			family, typ := syscall.AF_INET, syscall.SOCK_STREAM
-			if strings.Contains(argv[1], "6") {
-				family = syscall.AF_INET6
-			}
-			if argv[1][0] == 'u' {
-				typ = syscall.SOCK_DGRAM
-			}
+			family, typ := sockType(argv[1])
 			fd, _ := syscall.Socket(family, typ|syscall.SOCK_CLOEXEC, 0)
 			var addr netip.Addr
 			if argv[3] != "-" {
@@ -170,6 +165,43 @@ func goDriver([]string) int {
 			}
 			keep = append(keep, os.NewFile(uintptr(fd), "bound"))
 			fmt.Fprintf(out, "ok %d\n", port)
+		case cmd == "bindmany" && len(argv) >= 6: // bindmany FAMILY TOKEN ADDR|- PORT N
+			family, typ := sockType(argv[1])
+			n, _ := strconv.Atoi(argv[5])
+			fds := make([]int, n)
+			for i := range fds {
+				fds[i], _ = syscall.Socket(family, typ|syscall.SOCK_CLOEXEC, 0)
+			}
+			var addr netip.Addr
+			want := 0
+			if argv[3] != "-" {
+				addr = netip.MustParseAddr(argv[3])
+				want, _ = strconv.Atoi(argv[4])
+			}
+			ports, err := c.BindFDs(ctx, tokenOf(argv[2]), fds, addr, uint16(want))
+			for i, fd := range fds { // the bound ones stay open: their ports stay bound
+				if i < len(ports) {
+					keep = append(keep, os.NewFile(uintptr(fd), "bound"))
+				} else {
+					syscall.Close(fd)
+				}
+			}
+			if err != nil {
+				errLine(err)
+				break
+			}
+			fmt.Fprintf(out, "ok %s\n", joinPorts(ports))
+		case cmd == "acqbind" && len(argv) >= 4: // acqbind FAMILY ADDR PORT: acquire the port (0: any) and bind, one request
+			r, port, f, err := acquireBind(ctx, c, argv[1], argv[2], argv[3])
+			if err != nil {
+				errLine(err)
+				break
+			}
+			keep = append(keep, f)
+			if v != "" {
+				setvar(v, r.Token())
+			}
+			fmt.Fprintf(out, "ok %s %d token=%s\n", r.Proto(), port, varOf(r.Token()))
 		case (cmd == "pcreate" || cmd == "pdelete" || cmd == "plookup") && len(argv) >= 4:
 			p := protoOf(argv[1])
 			s, _ := strconv.Atoi(argv[2])
@@ -239,4 +271,49 @@ func goDriver([]string) int {
 		c.Close()
 	}
 	return 0
+}
+
+// sockType is the family and type of a driver's socket kind: tcp4,
+// tcp6, udp4, udp6.
+func sockType(kind string) (family, typ int) {
+	family, typ = syscall.AF_INET, syscall.SOCK_STREAM
+	if strings.Contains(kind, "6") {
+		family = syscall.AF_INET6
+	}
+	if kind[0] == 'u' {
+		typ = syscall.SOCK_DGRAM
+	}
+	return family, typ
+}
+
+// joinPorts is ports as the drivers print them: "5010,5011".
+func joinPorts(ports []uint16) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(s, ",")
+}
+
+// acquireBind is the Go driver's acqbind: Client.Listen or ListenPacket
+// on host:port, the one-request acquire and bind. It returns the
+// reservation, the port and the socket, which the caller keeps open.
+func acquireBind(ctx context.Context, c *portres.Client, kind, host, port string) (*portres.Reservation, uint16, *os.File, error) {
+	network, address := kind, net.JoinHostPort(host, port)
+	if kind[0] == 'u' {
+		pc, r, err := c.ListenPacket(ctx, network, address)
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		f, err := pc.(*net.UDPConn).File()
+		pc.Close()
+		return r, uint16(pc.LocalAddr().(*net.UDPAddr).Port), f, err
+	}
+	ln, r, err := c.Listen(ctx, network, address)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	f, err := ln.(*net.TCPListener).File()
+	ln.Close()
+	return r, uint16(ln.Addr().(*net.TCPAddr).Port), f, err
 }

@@ -40,10 +40,26 @@ func buildTest(t *testing.T, name, sanitizer string) string {
 // sockets of eight more) plain and under ThreadSanitizer, each against a
 // fresh broker.
 func TestWinsockLayer(t *testing.T) {
+	runCTests(t, []cTest{{"winsock_test", ""}, {"winsock_test", "asan"}, {"threads_test", ""}, {"threads_test", "tsan"}})
+}
+
+// TestClientCalls runs libportres/tests/client_test.c (portres_bind_many
+// past one request's PORTRES_MAX_BIND, a failure in its second request,
+// portres_acquire_bind, and the errors both check before sending) plain
+// and under ASan+UBSan, against a fresh broker.
+func TestClientCalls(t *testing.T) {
+	runCTests(t, []cTest{{"client_test", ""}, {"client_test", "asan"}})
+}
+
+// A cTest is a C test program of libportres/tests and the sanitizer it
+// is built with ("" for none).
+type cTest struct{ name, san string }
+
+// runCTests builds and runs each test against a fresh broker of its own;
+// the test fails on a nonzero exit, a "FAIL" line or a sanitizer report.
+func runCTests(t *testing.T, tests []cTest) {
 	testutil.RequireRoot(t)
-	for _, c := range []struct{ name, san string }{
-		{"winsock_test", ""}, {"winsock_test", "asan"}, {"threads_test", ""}, {"threads_test", "tsan"},
-	} {
+	for _, c := range tests {
 		t.Run(c.name+"/"+c.san, func(t *testing.T) {
 			exe := buildTest(t, c.name, c.san)
 			b := testbroker.Start(t, nil)

@@ -132,6 +132,49 @@ static int acqbindrel(void)
 	return rc ? rc : rel;
 }
 
+/* bindmany binds MANY_FDS sockets of a block of as many ports in one
+ * request, then closes them all. */
+static portres_reservation many;
+static int have_many;
+
+static int bindmany(void)
+{
+	if (!have_many) {
+		int rc = portres_acquire(cl, PORTRES_TCP, 0, MANY_FDS, 0, &many, &err);
+		if (rc)
+			return rc;
+		have_many = 1;
+	}
+	int fds[MANY_FDS];
+	for (int i = 0; i < MANY_FDS; i++)
+		if ((fds[i] = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+			return -errno;
+	int rc = portres_bind_many(cl, many.token, fds, MANY_FDS, NULL, 0, NULL, NULL, &err);
+	for (int i = 0; i < MANY_FDS; i++)
+		close(fds[i]);
+	return rc;
+}
+
+/* listen1: acquire a port and bind a listener on it in one request,
+ * close, release. */
+static int listen1(void)
+{
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	portres_reservation r;
+	int rc = portres_acquire_bind(cl, PORTRES_TCP, 0, 1, fd, NULL, 0, &r, NULL, &err);
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	if (listen(fd, 128) < 0)
+		rc = -errno;
+	close(fd);
+	int rel = portres_release(cl, 0, r.token, NULL, &err);
+	return rc ? rc : rel;
+}
+
 static int rtt(void) { return roundtrip(0); }
 static int rttfd(void) { return roundtrip(1); }
 static int rttfd8(void) { return roundtrip(MANY_FDS); }
@@ -141,7 +184,8 @@ static const struct {
 	int (*run)(void);
 } ops[] = {
 	{"rtt", rtt}, {"rttfd", rttfd}, {"rttfd8", rttfd8}, {"bind0", bind0},
-	{"trivial", trivial}, {"acqrel", acqrel}, {"bindfd", bindfd}, {"acqbindrel", acqbindrel},
+	{"trivial", trivial}, {"acqrel", acqrel}, {"bindfd", bindfd}, {"bindmany", bindmany}, {"acqbindrel", acqbindrel},
+	{"listen1", listen1},
 };
 
 static int cmp(const void *a, const void *b)

@@ -149,6 +149,34 @@ int portres_associate(portres_client *c, uint64_t token, portres_reservation *ou
 int portres_bind(portres_client *c, uint64_t token, int fd, const struct sockaddr *addr, socklen_t addrlen,
 		 uint16_t *port, portres_error *err);
 
+/* The most sockets portres_bind_many sends in one request. */
+#define PORTRES_MAX_BIND 64
+
+/* portres_bind_many binds n unbound sockets of the caller's to ports of
+ * reservation token, in one round trip per PORTRES_MAX_BIND of them: to
+ * consecutive ports from addr's port, or each to any free port if that
+ * port is 0 or addr is NULL; addr's address applies to all. The broker
+ * checks every socket of a request, and that its run of ports lies in
+ * the block, before it binds any (an unfit socket: none of the request
+ * is bound, WSAEINVAL). ports, if not NULL, receives the ports bound;
+ * *nbound, if not NULL, how many sockets were bound (the first ones: n on
+ * success, fewer if a bind failed; the error is that bind's). The caller
+ * keeps every descriptor. */
+int portres_bind_many(portres_client *c, uint64_t token, const int *fds, size_t n, const struct sockaddr *addr,
+		      socklen_t addrlen, uint16_t *ports, size_t *nbound, portres_error *err);
+
+/* portres_acquire_bind acquires count ports of proto from start (0: a
+ * block the broker places in the dynamic range) and binds fd, an unbound
+ * socket of proto, to a port of it in the same request: the one round
+ * trip form of portres_acquire and portres_bind for "a socket on a port
+ * nobody else can take". addr as for portres_bind (a nonzero port must
+ * lie in the block). All or nothing: if the bind fails, the block is
+ * released. *out receives the block and its token, *port (if not NULL)
+ * the port bound. */
+int portres_acquire_bind(portres_client *c, int proto, uint16_t start, uint16_t count, int fd,
+			 const struct sockaddr *addr, socklen_t addrlen, portres_reservation *out, uint16_t *port,
+			 portres_error *err);
+
 /* Persistent reservations (CreatePersistentTcpPortReservation and its
  * siblings), ports in host byte order. Create and delete need root or the
  * broker's admin group (ERROR_ACCESS_DENIED); lookup is open to all.

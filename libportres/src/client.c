@@ -307,8 +307,8 @@ static int refusal(portres_client *c, const struct wire_request *q, portres_erro
 	return 0;
 }
 
-int portres_transact(portres_client *c, struct wire_request *q, int fd, portres_each_fn each, void *arg,
-		     struct wire_response *last, portres_error *err)
+int portres_transact(portres_client *c, struct wire_request *q, const int *fds, size_t nfds, portres_each_fn each,
+		     void *arg, struct wire_response *last, portres_error *err)
 {
 	uint8_t msg[WIRE_REQUEST_FIXED + 16];
 	int code = 0;
@@ -318,20 +318,20 @@ int portres_transact(portres_client *c, struct wire_request *q, int fd, portres_
 		q->id = ++c->next_id;
 	size_t len = wire_encode_request(msg, q);
 	union {
-		char b[CMSG_SPACE(sizeof(int))];
+		char b[CMSG_SPACE(PORTRES_MAX_BIND * sizeof(int))];
 		struct cmsghdr align;
 	} ctl;
 	struct iovec iov = {.iov_base = msg, .iov_len = len};
 	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-	if (fd >= 0) {
+	if (nfds > 0) {
 		memset(&ctl, 0, sizeof ctl);
 		m.msg_control = ctl.b;
-		m.msg_controllen = sizeof ctl.b;
+		m.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
 		struct cmsghdr *h = CMSG_FIRSTHDR(&m);
 		h->cmsg_level = SOL_SOCKET;
 		h->cmsg_type = SCM_RIGHTS;
-		h->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(h), &fd, sizeof fd);
+		h->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(h), fds, nfds * sizeof(int));
 	}
 	ssize_t sent;
 	do
@@ -410,7 +410,7 @@ int portres_acquire(portres_client *c, int proto, uint16_t start, uint16_t count
 	struct wire_request q = {.op = WIRE_OP_ACQUIRE, .proto = (uint8_t)proto, .start = start, .count = count,
 				 .flags = (flags & PORTRES_DELEGATE) ? WIRE_FLAG_DELEGATE : 0};
 	struct wire_response r;
-	int code = portres_transact(c, &q, -1, NULL, NULL, &r, err);
+	int code = portres_transact(c, &q, NULL, 0, NULL, NULL, &r, err);
 	if (code == 0) {
 		fill(out, &r, r.token);
 		if (out)
@@ -423,7 +423,7 @@ int portres_release(portres_client *c, int proto, uint64_t token, portres_reserv
 {
 	struct wire_request q = {.op = WIRE_OP_RELEASE, .proto = (uint8_t)proto, .token = token};
 	struct wire_response r;
-	int code = portres_transact(c, &q, -1, NULL, NULL, &r, err);
+	int code = portres_transact(c, &q, NULL, 0, NULL, NULL, &r, err);
 	if (code == 0)
 		fill(out, &r, token);
 	return code;
@@ -433,38 +433,105 @@ int portres_associate(portres_client *c, uint64_t token, portres_reservation *ou
 {
 	struct wire_request q = {.op = WIRE_OP_ASSOCIATE, .token = token};
 	struct wire_response r;
-	int code = portres_transact(c, &q, -1, NULL, NULL, &r, err);
+	int code = portres_transact(c, &q, NULL, 0, NULL, NULL, &r, err);
 	if (code == 0)
 		fill(out, &r, token);
 	return code;
 }
 
+/* set_addr puts addr (NULL: none) into q's address and port; returns 0,
+ * or -1 if it is neither a sockaddr_in nor a sockaddr_in6. */
+static int set_addr(struct wire_request *q, const struct sockaddr *addr, socklen_t addrlen)
+{
+	if (!addr)
+		return 0;
+	if (addr->sa_family == AF_INET && addrlen >= (socklen_t)sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
+		q->addr_len = 4;
+		memcpy(q->addr, &in->sin_addr, 4);
+		q->port = ntohs(in->sin_port);
+		return 0;
+	}
+	if (addr->sa_family == AF_INET6 && addrlen >= (socklen_t)sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
+		q->addr_len = 16;
+		memcpy(q->addr, &in6->sin6_addr, 16);
+		q->port = ntohs(in6->sin6_port);
+		return 0;
+	}
+	return -1;
+}
+
 int portres_bind(portres_client *c, uint64_t token, int fd, const struct sockaddr *addr, socklen_t addrlen,
 		 uint16_t *port, portres_error *err)
 {
+	return portres_bind_many(c, token, &fd, 1, addr, addrlen, port, NULL, err);
+}
+
+/* bound_port is portres_bind_many's each: it notes the port of one
+ * socket bound. */
+struct bound {
+	uint16_t *ports;
+	size_t n;
+};
+
+static int bound_port(void *arg, const struct wire_response *r, portres_error *err)
+{
+	(void)err;
+	struct bound *b = arg;
+	if (b->ports)
+		b->ports[b->n] = r->port;
+	b->n++;
+	return 0;
+}
+
+int portres_bind_many(portres_client *c, uint64_t token, const int *fds, size_t n, const struct sockaddr *addr,
+		      socklen_t addrlen, uint16_t *ports, size_t *nbound, portres_error *err)
+{
 	struct wire_request q = {.op = WIRE_OP_BIND, .token = token};
-	if (addr) {
-		if (addr->sa_family == AF_INET && addrlen >= (socklen_t)sizeof(struct sockaddr_in)) {
-			const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
-			q.addr_len = 4;
-			memcpy(q.addr, &in->sin_addr, 4);
-			q.port = ntohs(in->sin_port);
-		} else if (addr->sa_family == AF_INET6 && addrlen >= (socklen_t)sizeof(struct sockaddr_in6)) {
-			const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
-			q.addr_len = 16;
-			memcpy(q.addr, &in6->sin6_addr, 16);
-			q.port = ntohs(in6->sin6_port);
-		} else {
-			return portres_seterr(err, PORTRES_WSAEFAULT, "bind reservation %#llx: address of family %d and %u bytes: want a sockaddr_in or sockaddr_in6",
-					      (unsigned long long)token, addr->sa_family, (unsigned)addrlen);
-		}
+	if (nbound)
+		*nbound = 0;
+	if (set_addr(&q, addr, addrlen) < 0)
+		return portres_seterr(err, PORTRES_WSAEFAULT, "bind reservation %#llx: address of family %d and %u bytes: want a sockaddr_in or sockaddr_in6",
+				      (unsigned long long)token, addr->sa_family, (unsigned)addrlen);
+	if (n > 0 && !fds)
+		return portres_seterr(err, PORTRES_WSAEFAULT, "bind reservation %#llx: no descriptors", (unsigned long long)token);
+	for (size_t i = 0; i < n; i++)
+		if (fds[i] < 0 || fcntl(fds[i], F_GETFD) < 0)
+			return portres_seterr(err, PORTRES_WSAENOTSOCK, "bind reservation %#llx: descriptor %d (socket %zu of %zu) is not open",
+					      (unsigned long long)token, fds[i], i + 1, n);
+	struct bound b = {.ports = ports};
+	int code = 0;
+	for (size_t done = 0; done < n && code == 0;) {
+		size_t k = n - done < PORTRES_MAX_BIND ? n - done : PORTRES_MAX_BIND;
+		code = portres_transact(c, &q, fds + done, k, bound_port, &b, NULL, err);
+		done += k;
+		if (q.port)
+			q.port = (uint16_t)(q.port + k);
 	}
-	if (fd < 0)
-		return portres_seterr(err, PORTRES_WSAENOTSOCK, "bind reservation %#llx: descriptor %d", (unsigned long long)token, fd);
+	if (nbound)
+		*nbound = b.n;
+	return code;
+}
+
+int portres_acquire_bind(portres_client *c, int proto, uint16_t start, uint16_t count, int fd,
+			 const struct sockaddr *addr, socklen_t addrlen, portres_reservation *out, uint16_t *port,
+			 portres_error *err)
+{
+	struct wire_request q = {.op = WIRE_OP_ACQUIRE, .flags = WIRE_FLAG_BIND, .proto = (uint8_t)proto, .start = start,
+				 .count = count};
+	if (set_addr(&q, addr, addrlen) < 0)
+		return portres_seterr(err, PORTRES_WSAEFAULT, "acquire and bind: address of family %d and %u bytes: want a sockaddr_in or sockaddr_in6",
+				      addr->sa_family, (unsigned)addrlen);
+	if (fd < 0 || fcntl(fd, F_GETFD) < 0)
+		return portres_seterr(err, PORTRES_WSAENOTSOCK, "acquire and bind: descriptor %d is not open", fd);
 	struct wire_response r;
-	int code = portres_transact(c, &q, fd, NULL, NULL, &r, err);
-	if (code == 0 && port)
-		*port = r.port;
+	int code = portres_transact(c, &q, &fd, 1, NULL, NULL, &r, err);
+	if (code == 0) {
+		fill(out, &r, r.token);
+		if (port)
+			*port = r.port;
+	}
 	return code;
 }
 
@@ -473,7 +540,7 @@ static int persistent(portres_client *c, int op, int proto, uint16_t start, uint
 {
 	struct wire_request q = {.op = (uint8_t)op, .proto = (uint8_t)proto, .start = start, .count = count};
 	struct wire_response r;
-	int code = portres_transact(c, &q, -1, NULL, NULL, &r, err);
+	int code = portres_transact(c, &q, NULL, 0, NULL, NULL, &r, err);
 	if (code == 0 && token)
 		*token = r.token;
 	return code;
@@ -500,7 +567,7 @@ int portres_dynamic_range(portres_client *c, int proto, uint16_t *start, uint16_
 {
 	struct wire_request q = {.op = WIRE_OP_DYNAMIC_SHOW, .proto = (uint8_t)proto};
 	struct wire_response r;
-	int code = portres_transact(c, &q, -1, NULL, NULL, &r, err);
+	int code = portres_transact(c, &q, NULL, 0, NULL, NULL, &r, err);
 	if (code == 0) {
 		*start = r.start;
 		*count = r.count;

@@ -15,11 +15,12 @@
  * nonzero return ends the request with that code. */
 typedef int (*portres_each_fn)(void *arg, const struct wire_response *r, portres_error *err);
 
-/* portres_transact sends q (with descriptor fd if fd >= 0) and reads its
- * answers, calling each for every successful one; *last receives the
- * final answer's fixed fields. Returns 0 or the error code (err filled). */
-int portres_transact(portres_client *c, struct wire_request *q, int fd, portres_each_fn each, void *arg,
-		     struct wire_response *last, portres_error *err);
+/* portres_transact sends q (with the nfds descriptors fds, at most
+ * PORTRES_MAX_BIND) and reads its answers, calling each for every
+ * successful one; *last receives the final answer's fixed fields.
+ * Returns 0 or the error code (err filled). */
+int portres_transact(portres_client *c, struct wire_request *q, const int *fds, size_t nfds, portres_each_fn each,
+		     void *arg, struct wire_response *last, portres_error *err);
 
 /* portres_seterr fills err with code and "portres: " + the message, and
  * returns code. */

@@ -91,7 +91,7 @@ int portres_show(portres_client *c, portres_entry **out, size_t *n, portres_erro
 	*out = NULL;
 	*n = 0;
 	struct wire_request q = {.op = WIRE_OP_SHOW};
-	int code = portres_transact(c, &q, -1, each, &g, NULL, err);
+	int code = portres_transact(c, &q, NULL, 0, each, &g, NULL, err);
 	if (code == 0) {
 		size_t head = g.n * sizeof(portres_entry);
 		head = (head + 7) / 8 * 8;

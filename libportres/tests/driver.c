@@ -11,6 +11,8 @@
  *   release PROTO TOKEN               PROTO 0 (any), tcp or udp
  *   associate TOKEN
  *   bind tcp4|tcp6|udp4|udp6 TOKEN ADDR|- PORT   a new socket, bound through the broker, kept open
+ *   bindmany KIND TOKEN ADDR|- PORT N  N new sockets bound from PORT on (0: any ports); "ok P1,P2,..."
+ *   acqbind KIND ADDR PORT [=VAR]      acquire PORT (0: any) and bind a new socket to it, one request
  *   pcreate|pdelete|plookup PROTO START COUNT [=VAR]
  *   dynamic PROTO
  *   show
@@ -100,6 +102,34 @@ static void err_line(const portres_error *e)
 	printf("err %d %s\n", e->code, msg);
 }
 
+/* new_socket makes an unbound socket of kind: tcp4, tcp6, udp4, udp6. */
+static int new_socket(const char *kind)
+{
+	int v6 = strchr(kind, '6') != NULL, udp = kind[0] == 'u';
+	return socket(v6 ? AF_INET6 : AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+}
+
+/* make_addr fills ss with host (an address, or "-" for none) and port for
+ * a socket of kind; returns its length, 0 for none. */
+static socklen_t make_addr(const char *kind, const char *host, const char *port, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof *ss);
+	if (!strcmp(host, "-"))
+		return 0;
+	if (strchr(kind, '6')) {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons((uint16_t)atoi(port));
+		inet_pton(AF_INET6, host, &a->sin6_addr);
+		return sizeof *a;
+	}
+	struct sockaddr_in *a = (struct sockaddr_in *)ss;
+	a->sin_family = AF_INET;
+	a->sin_port = htons((uint16_t)atoi(port));
+	inet_pton(AF_INET, host, &a->sin_addr);
+	return sizeof *a;
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -157,33 +187,56 @@ int main(void)
 			else
 				printf("ok %s %u %u\n", proto_name(r.proto), r.start, r.count);
 		} else if (!strcmp(cmd, "bind") && argc >= 5) {
-			int v6 = strchr(argv[1], '6') != NULL, udp = argv[1][0] == 'u';
-			int fd = socket(v6 ? AF_INET6 : AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+			int fd = new_socket(argv[1]);
 			struct sockaddr_storage ss;
-			memset(&ss, 0, sizeof ss);
-			socklen_t len = 0;
-			uint16_t want = (uint16_t)atoi(argv[4]);
-			if (strcmp(argv[3], "-") != 0) {
-				if (v6) {
-					struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-					a->sin6_family = AF_INET6;
-					a->sin6_port = htons(want);
-					inet_pton(AF_INET6, argv[3], &a->sin6_addr);
-					len = sizeof *a;
-				} else {
-					struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-					a->sin_family = AF_INET;
-					a->sin_port = htons(want);
-					inet_pton(AF_INET, argv[3], &a->sin_addr);
-					len = sizeof *a;
-				}
-			}
+			socklen_t len = make_addr(argv[1], argv[3], argv[4], &ss);
 			uint16_t port = 0;
 			if (portres_bind(c, token_of(argv[2]), fd, len ? (struct sockaddr *)&ss : NULL, len, &port, &e)) {
 				err_line(&e);
 				close(fd);
 			} else {
 				printf("ok %u\n", port); /* fd stays open: the port stays bound */
+			}
+		} else if (!strcmp(cmd, "bindmany") && argc >= 6) {
+			/* bindmany KIND TOKEN ADDR|- PORT N */
+			int n = atoi(argv[5]), fds[256];
+			uint16_t ports[256];
+			size_t nb = 0;
+			if (n < 0 || n > 256)
+				n = 0;
+			for (int i = 0; i < n; i++)
+				fds[i] = new_socket(argv[1]);
+			struct sockaddr_storage ss;
+			socklen_t len = make_addr(argv[1], argv[3], argv[4], &ss);
+			int rc = portres_bind_many(c, token_of(argv[2]), fds, (size_t)n, len ? (struct sockaddr *)&ss : NULL, len, ports,
+						   &nb, &e);
+			for (int i = (int)nb; i < n; i++)
+				close(fds[i]); /* the bound ones stay open: their ports stay bound */
+			if (rc) {
+				err_line(&e);
+			} else {
+				printf("ok ");
+				for (size_t i = 0; i < nb; i++)
+					printf("%s%u", i ? "," : "", ports[i]);
+				printf("\n");
+			}
+		} else if (!strcmp(cmd, "acqbind") && argc >= 4) {
+			/* acqbind KIND ADDR PORT: acquire the port (0: any) and bind it, one request */
+			int fd = new_socket(argv[1]);
+			struct sockaddr_storage ss;
+			socklen_t len = make_addr(argv[1], argv[2], argv[3], &ss);
+			uint16_t want = (uint16_t)atoi(argv[3]), port = 0;
+			portres_reservation r;
+			int proto = argv[1][0] == 'u' ? PORTRES_UDP : PORTRES_TCP;
+			if (portres_acquire_bind(c, proto, want, 1, fd, (struct sockaddr *)&ss, len, &r, &port, &e)) {
+				err_line(&e);
+				close(fd);
+			} else {
+				if (proto == PORTRES_TCP)
+					listen(fd, 16);
+				if (var)
+					setvar(var, r.token);
+				printf("ok %s %u token=%s\n", proto_name(r.proto), port, var_of(r.token, vb, sizeof vb));
 			}
 		} else if ((!strcmp(cmd, "pcreate") || !strcmp(cmd, "pdelete") || !strcmp(cmd, "plookup")) && argc >= 4) {
 			uint64_t t = 0;

@@ -17,19 +17,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-static int failures;
-
-#define CHECK(name, cond, ...)                                  \
-	do {                                                    \
-		if (cond) {                                     \
-			printf("ok %s\n", name);                \
-		} else {                                        \
-			printf("FAIL %s: ", name);              \
-			printf(__VA_ARGS__);                    \
-			printf(" (last error %d: %s)\n", WSAGetLastError(), portres_ws_last_message()); \
-			failures++;                             \
-		}                                               \
-	} while (0)
+#define CHECK_DETAIL() printf(" (last error %d: %s)", WSAGetLastError(), portres_ws_last_message())
+#include "check.h"
 
 static void never_called(DWORD e, DWORD n, LPWSAOVERLAPPED ov, DWORD f)
 {

@@ -638,6 +638,12 @@ const MaxBindBatch = 64
 // that failed (the sockets after it stay unbound). Every socket of a
 // batch is checked before any is bound.
 func (c *Client) BindFDs(ctx context.Context, token uint64, fds []int, addr netip.Addr, port uint16) ([]uint16, error) {
+	if port != 0 && int(port)+len(fds)-1 > 65535 {
+		// Checked here, not only per request: the next request's port
+		// would wrap to 0, which means any free port.
+		return nil, &Error{Op: "bind", Token: token, Port: port, Code: WSAEINVAL,
+			Msg: fmt.Sprintf("%d sockets from port %d run past port 65535", len(fds), port)}
+	}
 	ports := make([]uint16, 0, len(fds))
 	for len(fds) > 0 {
 		n := min(len(fds), MaxBindBatch)

@@ -105,7 +105,7 @@ func fleetError(err error, persistent bool) *wire.Response {
 	switch {
 	case errors.Is(err, fleet.ErrCutOff), errors.Is(err, fleet.ErrNoVote):
 		code = portres.WSAENETDOWN
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled):
 		code = portres.WSA_OPERATION_ABORTED
 	case errors.Is(err, fleet.ErrTaken):
 		code = portres.WSAEADDRINUSE

@@ -84,7 +84,8 @@ var ErrCutOff = errors.New("cut off from etcd")
 
 // ErrNoVote is wrapped by the error of a fleet create that a member named
 // to vote on it did not answer in time (cut off from etcd, or stopped):
-// nothing was created. The member asking is not the one cut off.
+// nothing was created. The member asking still reaches etcd (else its
+// error is ErrCutOff).
 var ErrNoVote = errors.New("a member did not vote")
 
 // Block is a fleet persistent reservation.

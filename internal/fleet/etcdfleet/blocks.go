@@ -41,6 +41,7 @@ func (m *Member) CreateBlock(ctx context.Context, proto uint8, start, count uint
 	if err := m.check(); err != nil {
 		return b, err
 	}
+	caller := ctx // its end is a cancel; the deadline below is the create's own
 	ctx, cancel := context.WithTimeout(ctx, opTimeout+voteWait)
 	defer cancel()
 	for {
@@ -128,8 +129,16 @@ func (m *Member) CreateBlock(ctx context.Context, proto uint8, start, count uint
 	for !all() {
 		wr, ok := <-wc
 		if !ok || wr.Err() != nil {
-			if ctx.Err() != nil {
-				return b, fmt.Errorf("create %s: %w; nothing was created", b, ctx.Err())
+			// The wait ended: the caller gave up, the watch failed, this
+			// member was cut off, or a voter did not answer in time.
+			switch {
+			case caller.Err() != nil:
+				return b, fmt.Errorf("create %s: %w; nothing was created", b, caller.Err())
+			case ok && wctx.Err() == nil:
+				return b, m.etcdErr(fmt.Sprintf("create %s: watch the votes", b), wr.Err())
+			}
+			if err := m.check(); err != nil {
+				return b, err
 			}
 			var missing []string
 			for _, v := range voters {

@@ -231,6 +231,21 @@ func TestListenMany(t *testing.T) {
 	if len(seen) != 100 {
 		t.Errorf("100 sockets on %d distinct ports", len(seen))
 	}
+
+	// A run past port 65535 over two requests: refused before the first,
+	// not bound up to 65535 and then anywhere.
+	top, err := c.Acquire(ctx, portres.TCP, 65440, 96)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := make([]int, 70)
+	for i := range fds {
+		fds[i], _ = unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		defer unix.Close(fds[i])
+	}
+	if ports, err := c.BindFDs(ctx, top.Token(), fds, netip.Addr{}, 65472); !errors.Is(err, portres.WSAEINVAL) || len(ports) != 0 {
+		t.Errorf("70 sockets from port 65472: %v %v, want WSAEINVAL and nothing bound", ports, err)
+	}
 }
 
 // TestBindFDNotOpen: a descriptor that is not open is the caller's error

@@ -57,6 +57,7 @@ static int roundtrip(int nfds)
 	} ctl;
 	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
 	if (nfds > 0) {
+		memset(&ctl, 0, sizeof ctl);
 		m.msg_control = ctl.b;
 		m.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
 		struct cmsghdr *h = CMSG_FIRSTHDR(&m);
@@ -147,8 +148,12 @@ static int bindmany(void)
 	}
 	int fds[MANY_FDS];
 	for (int i = 0; i < MANY_FDS; i++)
-		if ((fds[i] = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
-			return -errno;
+		if ((fds[i] = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
+			int e = errno;
+			while (i-- > 0)
+				close(fds[i]);
+			return -e;
+		}
 	int rc = portres_bind_many(cl, many.token, fds, MANY_FDS, NULL, 0, NULL, NULL, &err);
 	for (int i = 0; i < MANY_FDS; i++)
 		close(fds[i]);
@@ -272,6 +277,10 @@ static int client(void)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	size_t cap = 1 << 16;
 	int64_t *lat = malloc(cap * sizeof *lat);
+	if (!lat) {
+		printf("error out of memory\n");
+		return 1;
+	}
 	printf("ready\n");
 	char line[256], name[64];
 	int ms;
@@ -303,14 +312,20 @@ static int client(void)
 				rc = r;
 			int64_t t1 = mono_ns();
 			if (n == cap) {
-				cap *= 2;
-				lat = realloc(lat, cap * sizeof *lat);
+				int64_t *more = realloc(lat, 2 * cap * sizeof *lat);
+				if (!more)
+					break;
+				lat = more, cap *= 2;
 			}
 			lat[n++] = t1 - t0;
 			t0 = t1;
 		}
 		if (rc) {
 			printf("error %s %d %s\n", name, rc, rc > 0 ? err.message : strerror(-rc));
+			continue;
+		}
+		if (n == 0) {
+			printf("error %s: no operation timed in %d ms\n", name, ms);
 			continue;
 		}
 		qsort(lat, n, sizeof *lat, cmp);

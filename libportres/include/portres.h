@@ -155,13 +155,16 @@ int portres_bind(portres_client *c, uint64_t token, int fd, const struct sockadd
 /* portres_bind_many binds n unbound sockets of the caller's to ports of
  * reservation token, in one round trip per PORTRES_MAX_BIND of them: to
  * consecutive ports from addr's port, or each to any free port if that
- * port is 0 or addr is NULL; addr's address applies to all. The broker
- * checks every socket of a request, and that its run of ports lies in
- * the block, before it binds any (an unfit socket: none of the request
- * is bound, WSAEINVAL). ports, if not NULL, receives the ports bound;
+ * port is 0 or addr is NULL; addr's address applies to all. A run of
+ * ports past 65535 is refused before anything is sent (WSAEINVAL). The
+ * broker checks every socket of a request, and that the request's run of
+ * ports lies in the block, before it binds any of them: an unfit socket
+ * (not a socket: WSAENOTSOCK; neither TCP nor UDP: WSAEOPNOTSUPP; of the
+ * other protocol or another network namespace, or a run past the block:
+ * WSAEINVAL) binds none of that request, but the sockets of earlier
+ * requests stay bound. ports, if not NULL, receives the ports bound;
  * *nbound, if not NULL, how many sockets were bound (the first ones: n on
- * success, fewer if a bind failed; the error is that bind's). The caller
- * keeps every descriptor. */
+ * success, fewer on error). The caller keeps every descriptor. */
 int portres_bind_many(portres_client *c, uint64_t token, const int *fds, size_t n, const struct sockaddr *addr,
 		      socklen_t addrlen, uint16_t *ports, size_t *nbound, portres_error *err);
 

@@ -469,16 +469,17 @@ int portres_bind(portres_client *c, uint64_t token, int fd, const struct sockadd
 }
 
 /* bound_port is portres_bind_many's each: it notes the port of one
- * socket bound. */
+ * socket bound, and refuses more answers than sockets sent (max). */
 struct bound {
 	uint16_t *ports;
-	size_t n;
+	size_t n, max;
 };
 
 static int bound_port(void *arg, const struct wire_response *r, portres_error *err)
 {
-	(void)err;
 	struct bound *b = arg;
+	if (b->n == b->max)
+		return portres_seterr(err, PORTRES_WSAEINVAL, "bind: bad answer from broker: more sockets bound than sent");
 	if (b->ports)
 		b->ports[b->n] = r->port;
 	b->n++;
@@ -496,6 +497,9 @@ int portres_bind_many(portres_client *c, uint64_t token, const int *fds, size_t 
 				      (unsigned long long)token, addr->sa_family, (unsigned)addrlen);
 	if (n > 0 && !fds)
 		return portres_seterr(err, PORTRES_WSAEFAULT, "bind reservation %#llx: no descriptors", (unsigned long long)token);
+	if (q.port && (size_t)q.port + n - 1 > 65535) /* else a later request's port would wrap to 0: any port */
+		return portres_seterr(err, PORTRES_WSAEINVAL, "bind reservation %#llx: %zu sockets from port %u run past port 65535",
+				      (unsigned long long)token, n, q.port);
 	for (size_t i = 0; i < n; i++)
 		if (fds[i] < 0 || fcntl(fds[i], F_GETFD) < 0)
 			return portres_seterr(err, PORTRES_WSAENOTSOCK, "bind reservation %#llx: descriptor %d (socket %zu of %zu) is not open",
@@ -504,6 +508,7 @@ int portres_bind_many(portres_client *c, uint64_t token, const int *fds, size_t 
 	int code = 0;
 	for (size_t done = 0; done < n && code == 0;) {
 		size_t k = n - done < PORTRES_MAX_BIND ? n - done : PORTRES_MAX_BIND;
+		b.max = done + k;
 		code = portres_transact(c, &q, fds + done, k, bound_port, &b, NULL, err);
 		done += k;
 		if (q.port)

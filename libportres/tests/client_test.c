@@ -68,6 +68,18 @@ int main(void)
 	      rc, nb);
 	close_all(fds, N);
 
+	/* A run past 65535 over two requests: refused before the first, not
+	 * bound up to 65535 and then anywhere (the port would wrap to 0). */
+	portres_reservation top;
+	rc = portres_acquire(c, PORTRES_TCP, 65440, 96, 0, &top, &e);
+	sockets(fds, N, SOCK_STREAM);
+	struct sockaddr_in6 high = {.sin6_family = AF_INET6, .sin6_port = htons(65472)};
+	rc = rc ? rc : portres_bind_many(c, top.token, fds, N, (struct sockaddr *)&high, sizeof high, ports, &nb, &e);
+	CHECK("bind_many of 70 sockets from port 65472: WSAEINVAL, none bound", rc == PORTRES_WSAEINVAL && nb == 0 &&
+	      bound_port(fds[0]) == 0, "rc %d nbound %zu", rc, nb);
+	close_all(fds, N);
+	portres_release(c, 0, top.token, NULL, &e);
+
 	/* A UDP socket in the second request: the first 64 are bound, the
 	 * error is the second request's, none of it bound. */
 	sockets(fds, N, SOCK_STREAM);

@@ -112,6 +112,26 @@ func buildPathBench(b *testing.B) string {
 	return exe
 }
 
+// idleReport says how an idle CPU waits, which decides what waking a
+// process on it costs: on a VM whose CPUs halt at once when idle
+// (cpuidle haltpoll with guest_halt_poll_ns 0), a wake-up across CPUs
+// costs tens of microseconds, and figures with few clients swing with
+// where the scheduler put each process.
+func idleReport() string {
+	read := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "?"
+		}
+		return strings.TrimSpace(string(b))
+	}
+	line := "cpuidle driver " + read("/sys/devices/system/cpu/cpuidle/current_driver")
+	if poll := read("/sys/module/haltpoll/parameters/guest_halt_poll_ns"); poll != "?" {
+		line += ", guest_halt_poll_ns " + poll
+	}
+	return line + "\n"
+}
+
 // manyFDs is how many sockets bindmany binds in one request (and rttfd8
 // carries).
 const manyFDs = 8
@@ -454,6 +474,7 @@ func BenchmarkPath(b *testing.B) {
 		b.Fatalf("echo server: %s", l)
 	}
 	var report strings.Builder
+	report.WriteString(idleReport())
 	modes := []string{broker.EnforceHold, broker.EnforceBPF}
 	if v := os.Getenv("BENCH_ENFORCE"); v != "" {
 		modes = strings.Split(v, ",")

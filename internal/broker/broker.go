@@ -80,7 +80,11 @@ type Broker struct {
 	// the kernel list holds for portres) of admins and of other users.
 	adminCover, userCover enforce.Cover
 	written               enforce.Bitmap // portres's entries as last written (empty: unknown)
-	listDirty             atomic.Bool    // released guarded blocks wait for the next write
+	// listPlanned: a write's plan has read the covers and its write is
+	// not done; it may drop a chunk written holds (the lazy take-out),
+	// so a block may not count on written until it is.
+	listPlanned bool
+	listDirty   atomic.Bool // released guarded blocks wait for the next write
 
 	mu       sync.Mutex // guards everything below
 	pools    map[portres.Proto]*pool.Pool

@@ -512,8 +512,8 @@ func checkForeignWins(t *testing.T, clients []*chaosClient, wins []foreignWin, b
 							since = fmt.Sprintf("%v after the last broker kill", time.Duration(w.at-k))
 						}
 					}
-					t.Errorf("foreign process bound %s port %d inside client %d's live block %d-%d, %v after its acquire returned (%s)",
-						w.proto, w.port, b.client, b.start, b.end, time.Duration(w.at-b.from), since)
+					t.Errorf("foreign process bound %s port %d (%s, called %v after the acquire returned) inside client %d's live block %d-%d, %v after its acquire returned (%s)",
+						w.proto, w.port, w.how, time.Duration(w.started-b.from), b.client, b.start, b.end, time.Duration(w.at-b.from), since)
 				}
 			}
 		}

@@ -172,10 +172,12 @@ func helperForeignLoop(args []string) int {
 		rs = append(rs, rng{typ, name, mustAtoi(lo), mustAtoi(hi)})
 	}
 	out := bufio.NewWriter(os.Stdout)
-	check := func(typ, port int) {
+	// check reports a bind won inside a watched range: when it returned,
+	// how it was made and when it started.
+	check := func(typ, port int, how string, started int64) {
 		for _, r := range rs {
 			if r.typ == typ && port >= r.lo && port <= r.hi {
-				fmt.Fprintln(out, "win", r.name, port, monoNow())
+				fmt.Fprintln(out, "win", r.name, port, monoNow(), how, started)
 			}
 		}
 	}
@@ -207,8 +209,9 @@ func helperForeignLoop(args []string) int {
 					}
 					unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 					unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+					started := monoNow()
 					if unix.Bind(fd, sa) == nil {
-						check(r.typ, p)
+						check(r.typ, p, fmt.Sprintf("bind-ipv%d", map[int]int{unix.AF_INET: 4, unix.AF_INET6: 6}[af]), started)
 					}
 					unix.Close(fd)
 				}
@@ -222,11 +225,12 @@ func helperForeignLoop(args []string) int {
 					break
 				}
 				fds = append(fds, fd)
+				started := monoNow()
 				if unix.Bind(fd, &unix.SockaddrInet4{}) != nil {
 					break // the ephemeral range is used up
 				}
 				if sa, err := unix.Getsockname(fd); err == nil {
-					check(typ, sa.(*unix.SockaddrInet4).Port)
+					check(typ, sa.(*unix.SockaddrInet4).Port, "bind(0)", started)
 				}
 			}
 			for _, fd := range fds {
@@ -239,9 +243,11 @@ func helperForeignLoop(args []string) int {
 
 // foreignWin is one bind the foreign loop won inside a watched range.
 type foreignWin struct {
-	proto string
-	port  int
-	at    int64 // CLOCK_MONOTONIC ns
+	proto   string
+	port    int
+	at      int64  // CLOCK_MONOTONIC ns, when the bind had returned
+	how     string // bind-ipv4, bind-ipv6 (SO_REUSEADDR and SO_REUSEPORT), bind(0)
+	started int64  // when the bind was called
 }
 
 // collectForeign reads a foreign-loop helper's output until "done".
@@ -252,9 +258,10 @@ func collectForeign(p *testutil.Process) <-chan []foreignWin {
 		for {
 			line, err := p.Stdout.ReadString('\n')
 			f := strings.Fields(line)
-			if len(f) == 4 && f[0] == "win" {
+			if len(f) == 6 && f[0] == "win" {
 				at, _ := strconv.ParseInt(f[3], 10, 64)
-				wins = append(wins, foreignWin{f[1], mustAtoi(f[2]), at})
+				started, _ := strconv.ParseInt(f[5], 10, 64)
+				wins = append(wins, foreignWin{f[1], mustAtoi(f[2]), at, f[4], started})
 			}
 			if err != nil || len(f) > 0 && f[0] == "done" {
 				res <- wins

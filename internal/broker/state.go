@@ -147,10 +147,13 @@ func (b *Broker) applySysctl(add *resv) error {
 		return nil
 	}
 	if add != nil && add.chunked() {
-		// Inside a chunk the list already holds: nothing to write.
+		// Inside a chunk the list already holds: nothing to write. Not
+		// while a write planned without this block is under way: it may
+		// take the chunk out (nothing else in it was live), and this
+		// block would be in the covers but not in the kernel's list.
 		lo, hi := add.listed()
 		b.exclMu.Lock()
-		if b.written.Covers(lo, hi) {
+		if !b.listPlanned && b.written.Covers(lo, hi) {
 			b.coverOf(add).Add(lo, hi)
 			add.admitted = true
 			b.exclMu.Unlock()
@@ -197,6 +200,7 @@ func (b *Broker) writeBatch(bt *sysctlBatch) {
 		clear(bt.errs)
 		b.exclMu.Lock()
 		first, users := b.adminCover.Bits(), b.userCover.Bits()
+		b.listPlanned = true
 		b.exclMu.Unlock()
 		for _, add := range bt.adds {
 			f, u := first, users
@@ -228,6 +232,7 @@ func (b *Broker) writeBatch(bt *sysctlBatch) {
 	bt.err = err
 	b.exclMu.Lock()
 	defer b.exclMu.Unlock()
+	b.listPlanned = false
 	if err != nil {
 		b.written = enforce.Bitmap{} // unknown: no shortcut until a write works
 		return

@@ -335,6 +335,49 @@ func (b *Broker) reserveLocked(rv *resv, blk pool.Block) (*pool.Reservation, err
 // by placeholders held until the guard keeps them (one descriptor each).
 const heldBeforeGuard = 64
 
+// lingerPlaceholders is how long those placeholders stay after the guard
+// took the block. The guard checks a bind before the kernel gives it the
+// port, not atomically with it: a foreign bind that passed the check
+// just before the guard took the port, and was then preempted, could
+// otherwise take the port once the placeholders close (TestChaos saw it
+// happen 72 µs before an acquire returned). While a placeholder lingers
+// such a bind fails; a bind of the block's owner closes its port's
+// placeholder first.
+const lingerPlaceholders = 250 * time.Millisecond
+
+// lingerLocked keeps the placeholders fds (per offset of rv's block, -1
+// for none), which hold n descriptors of the budget, for
+// lingerPlaceholders. Caller holds b.mu (or owns rv, pending).
+func (b *Broker) lingerLocked(rv *resv, fds []int32, n int) {
+	rv.lingering, rv.lingerFDs = fds, n
+	time.AfterFunc(lingerPlaceholders, func() {
+		b.mu.Lock()
+		b.dropLingerLocked(rv)
+		b.mu.Unlock()
+	})
+}
+
+// unlingerLocked closes the lingering placeholder of port, which a
+// socket of rv's owner is about to take. Caller holds b.mu.
+func (rv *resv) unlingerLocked(port uint16) {
+	if off := int(port) - int(rv.block().Start); rv.lingering != nil && off >= 0 && off < len(rv.lingering) && rv.lingering[off] >= 0 {
+		enforce.Unhold(int(rv.lingering[off]))
+		rv.lingering[off] = -1
+	}
+}
+
+// dropLingerLocked closes rv's lingering placeholders, if any, and gives
+// their descriptors back. Caller holds b.mu.
+func (b *Broker) dropLingerLocked(rv *resv) {
+	for _, fd := range rv.lingering {
+		if fd >= 0 {
+			enforce.Unhold(int(fd))
+		}
+	}
+	b.fds.Add(-int64(rv.lingerFDs))
+	rv.lingering, rv.lingerFDs = nil, 0
+}
+
 // refusal is an acquire's answer that ends it before its ports were all
 // checked (the guard, the kernel list or the descriptor budget refused).
 type refusal struct{ resp *wire.Response }
@@ -371,15 +414,23 @@ func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint
 			return 0, err
 		}
 	}
-	var held []int // early: placeholders until the guard keeps the block
+	var held []int32 // early: placeholders per offset, until the guard keeps the block (then lingering)
 	if early {
 		if resp := b.takeFDs(int(blk.Count), rv.admin, fmt.Sprintf("checking %d %s ports", blk.Count, rv.proto)); resp != nil {
 			return 0, &refusal{resp}
 		}
-		held = make([]int, 0, blk.Count)
+		held = make([]int32, blk.Count)
+		for i := range held {
+			held[i] = -1
+		}
 		defer func() {
+			if held == nil {
+				return // lingering: rv has them and their budget
+			}
 			for _, fd := range held {
-				enforce.Unhold(fd)
+				if fd >= 0 {
+					enforce.Unhold(int(fd))
+				}
 			}
 			b.fds.Add(-int64(blk.Count))
 		}()
@@ -410,9 +461,7 @@ func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint
 			if err != nil {
 				return port, err
 			}
-			if fd >= 0 {
-				held = append(held, fd)
-			}
+			held[i] = int32(fd)
 		default:
 			if err := enforce.ProbeAllowed(proto, port, b.guardOf(rv)); err != nil {
 				return port, err
@@ -423,10 +472,10 @@ func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint
 		if err := b.guardAndList(rv); err != nil {
 			return 0, err
 		}
-		for _, fd := range held {
-			enforce.Unhold(fd)
-		}
-		held = held[:0]
+		b.mu.Lock()
+		b.lingerLocked(rv, held, int(blk.Count))
+		b.mu.Unlock()
+		held = nil
 	}
 	return b.bindClient(ctx, rv, to)
 }
@@ -458,6 +507,9 @@ func (b *Broker) bindClient(ctx context.Context, rv *resv, to *bindTarget) (uint
 		enforce.Unhold(int(rv.holders[off]))
 		rv.holders[off] = -1
 	}
+	b.mu.Lock()
+	rv.unlingerLocked(to.port)
+	b.mu.Unlock()
 	cookie, err := b.bindAllowed(rv, to.fd, to.sa, to.port)
 	var ge *guardError
 	switch {
@@ -517,6 +569,7 @@ func (b *Broker) removeLocked(rv *resv) {
 		b.exclMu.Unlock()
 	}
 	rv.closeHolders()
+	b.dropLingerLocked(rv)
 	b.freeFleetLease(rv, false)
 	if rv.guarded {
 		blk := rv.block()

@@ -297,6 +297,7 @@ func (b *Broker) bindPortLocked(rv *resv, fd int, sa unix.Sockaddr, port uint16)
 		enforce.Unhold(int(rv.holders[off]))
 		rv.holders[off] = -1
 	}
+	rv.unlingerLocked(port)
 	cookie, err := b.bindAllowed(rv, fd, sa, port)
 	if err == nil {
 		b.boundSocketLocked(rv, port, cookie)

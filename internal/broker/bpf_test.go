@@ -326,3 +326,48 @@ func TestKernelListKeepsLiveBlocks(t *testing.T) {
 	}
 	t.Logf("%d acquire+check+release cycles", cycles.Load())
 }
+
+// TestBPFPlaceholdersLinger: the placeholders that checked a small
+// guarded block's ports stay a moment after the guard took the block, so
+// that a foreign bind which passed the guard's check just before, and
+// reaches the port only now, fails. The test process is outside the
+// guarded cgroup (the guard does not see it), which makes the lingering
+// placeholders visible: its bind fails at first, the owner's bind
+// through the broker does not, and once they are gone the test's bind
+// succeeds (nothing is left behind).
+func TestBPFPlaceholdersLinger(t *testing.T) {
+	cg, _ := testutil.Cgroup(t)
+	b := testbroker.Start(t, func(c *broker.Config) { c.Enforce = broker.EnforceBPF; c.Cgroup = cg })
+	if b.Enforcement() != broker.EnforceBPF {
+		t.Skip("the eBPF bind guard did not load here (the broker fell back to placeholders); see its log")
+	}
+	c := b.Dial(t)
+	ctx := context.Background()
+	r, err := c.Acquire(ctx, portres.TCP, 47360, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bindOutside := func(port int) error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		return unix.Bind(fd, &unix.SockaddrInet4{Port: port})
+	}
+	if err := bindOutside(47361); !errors.Is(err, unix.EADDRINUSE) {
+		t.Errorf("a bind the guard does not see, right after the acquire: %v, want EADDRINUSE from a lingering placeholder", err)
+	}
+	ln, err := r.Listen(ctx, "tcp", ":47360")
+	if err != nil {
+		t.Fatalf("the owner's bind while the placeholders linger: %v", err)
+	}
+	defer ln.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for bindOutside(47361) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the lingering placeholder of port 47361 never went")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

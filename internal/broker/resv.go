@@ -20,12 +20,18 @@ type resv struct {
 	proto     portres.Proto
 	kind      uint8 // wire.KindRuntime or wire.KindPersistent
 	r         *pool.Reservation
-	owner     *peer             // runtime: the acquiring process
-	sess      *session          // runtime: the connection whose end releases it
-	holders   []int32           // runtime, not delegated: placeholder fd per offset, -1 when none
-	sockets   []uint64          // runtime, not delegated: cookie of the socket the broker bound per offset (nil until one)
-	delegated bool              // runtime: handed to another process (portres run)
-	guarded   bool              // runtime: kept by the eBPF bind guard, not placeholders
+	owner     *peer    // runtime: the acquiring process
+	sess      *session // runtime: the connection whose end releases it
+	holders   []int32  // runtime, not delegated: placeholder fd per offset, -1 when none
+	sockets   []uint64 // runtime, not delegated: cookie of the socket the broker bound per offset (nil until one)
+	delegated bool     // runtime: handed to another process (portres run)
+	guarded   bool     // runtime: kept by the eBPF bind guard, not placeholders
+	// lingering: guarded, up to heldBeforeGuard ports: the placeholders
+	// that checked its ports, kept lingerPlaceholders after the guard
+	// took them (-1 once closed, nil once all are); lingerFDs is the
+	// descriptor budget they hold.
+	lingering []int32
+	lingerFDs int
 	pending   bool              // placeholders still being bound; invisible to sweeps and tokens
 	admin     bool              // the owner is root or in the admin group (persistent: always)
 	charged   int               // runtime: ports charged to the owner's per-user limits

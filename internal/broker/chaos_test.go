@@ -406,7 +406,8 @@ func TestChaos(t *testing.T) {
 }
 
 // bindSpan is how long one socket held a port: from its bind's return to
-// its close's call (or its owner's kill, or the end).
+// its close's call (or its owner's kill, or its owner's end: a client that
+// ends closes its sockets first, unlogged, or the end of the test).
 type bindSpan struct {
 	client     int
 	from, till int64
@@ -424,8 +425,8 @@ func checkNoDoubleBind(t *testing.T, clients []*chaosClient, end int64) {
 			case c.in.Op == "bind" && c.out.Known && c.out.Code == 0:
 				key := fmt.Sprintf("%s/%d", c.in.Proto, c.out.Port)
 				till := end
-				if cc.killedAt != 0 {
-					till = cc.killedAt
+				if gone := cmp.Or(cc.killedAt, cc.endedAt); gone != 0 {
+					till = gone
 				}
 				spans[key] = append(spans[key], bindSpan{cc.id, c.ret, till})
 				open[key] = len(spans[key]) - 1
@@ -445,7 +446,9 @@ func checkNoDoubleBind(t *testing.T, clients []*chaosClient, end int64) {
 				if ss[i].from < ss[j].till && ss[j].from < ss[i].till {
 					double++
 					if double <= 5 {
-						t.Errorf("port %s bound twice at once: by client %d and client %d", key, ss[i].client, ss[j].client)
+						t.Errorf("port %s bound twice at once: by client %d from %v to %v, and by client %d from %v to %v (before the end of the test)",
+							key, ss[i].client, time.Duration(end-ss[i].from), time.Duration(end-ss[i].till),
+							ss[j].client, time.Duration(end-ss[j].from), time.Duration(end-ss[j].till))
 					}
 				}
 			}

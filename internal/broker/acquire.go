@@ -347,14 +347,38 @@ const lingerPlaceholders = 250 * time.Millisecond
 
 // lingerLocked keeps the placeholders fds (per offset of rv's block, -1
 // for none), which hold n descriptors of the budget, for
-// lingerPlaceholders. Caller holds b.mu (or owns rv, pending).
+// lingerPlaceholders; the linger reaper closes them. Caller holds b.mu.
 func (b *Broker) lingerLocked(rv *resv, fds []int32, n int) {
 	rv.lingering, rv.lingerFDs = fds, n
-	time.AfterFunc(lingerPlaceholders, func() {
+	rv.lingerUntil = time.Now().Add(lingerPlaceholders)
+	b.lingerQ = append(b.lingerQ, rv)
+}
+
+// lingerReaper closes lingering placeholders once their time is up, in
+// batches (one timer per block cost the broker a goroutine wake-up and a
+// lock per acquire), and all of them when the broker stops.
+func (b *Broker) lingerReaper() {
+	defer b.wg.Done()
+	t := time.NewTicker(lingerPlaceholders / 5)
+	defer t.Stop()
+	for {
+		var now time.Time
+		select {
+		case <-b.stop:
+		case now = <-t.C:
+		}
 		b.mu.Lock()
-		b.dropLingerLocked(rv)
+		n := 0
+		for n < len(b.lingerQ) && (now.IsZero() || now.After(b.lingerQ[n].lingerUntil)) {
+			b.dropLingerLocked(b.lingerQ[n]) // the queue is in lingerUntil order
+			n++
+		}
+		b.lingerQ = append(b.lingerQ[:0], b.lingerQ[n:]...)
 		b.mu.Unlock()
-	})
+		if now.IsZero() {
+			return
+		}
+	}
 }
 
 // unlingerLocked closes the lingering placeholder of port, which a

@@ -85,6 +85,9 @@ type Broker struct {
 	// so a block may not count on written until it is.
 	listPlanned bool
 	listDirty   atomic.Bool // released guarded blocks wait for the next write
+	// lingerQ: blocks whose placeholders linger (lingerPlaceholders), in
+	// the order they end; under mu.
+	lingerQ []*resv
 
 	mu       sync.Mutex // guards everything below
 	pools    map[portres.Proto]*pool.Pool
@@ -205,12 +208,13 @@ func (b *Broker) Serve(ctx context.Context) error {
 		b.mu.Unlock()
 		return nil
 	}
-	b.wg.Add(1 + len(b.loops)) // under mu: never concurrent with Close's Wait
+	b.wg.Add(2 + len(b.loops)) // under mu: never concurrent with Close's Wait
 	b.accepting = make(chan struct{})
 	b.looping = true
 	for _, l := range b.loops {
 		go l.run()
 	}
+	go b.lingerReaper()
 	for i, proto := range []portres.Proto{portres.TCP, portres.UDP} {
 		if w := b.watchers[i]; w != nil {
 			b.wg.Add(1)

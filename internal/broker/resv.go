@@ -30,18 +30,19 @@ type resv struct {
 	// that checked its ports, kept lingerPlaceholders after the guard
 	// took them (-1 once closed, nil once all are); lingerFDs is the
 	// descriptor budget they hold.
-	lingering []int32
-	lingerFDs int
-	pending   bool              // placeholders still being bound; invisible to sweeps and tokens
-	admin     bool              // the owner is root or in the admin group (persistent: always)
-	charged   int               // runtime: ports charged to the owner's per-user limits
-	admitted  bool              // excluded blocks: in the kernel's reserved-port list
-	lastTake  uint64            // b.takeSeq when a port of rv was last marked bound
-	slot      store.RuntimeSlot // runtime: where the runtime file records it; 0: not recorded
-	orphaned  time.Time         // runtime, restored after a restart: when it is released unless reclaimed; zero once held by a session
-	pidOwned  bool              // runtime, handed out by the portserver: ends when its owner's process exits, not with a session
-	uid       uint32            // persistent: creator
-	created   time.Time
+	lingering   []int32
+	lingerFDs   int
+	lingerUntil time.Time         // when the linger reaper closes them
+	pending     bool              // placeholders still being bound; invisible to sweeps and tokens
+	admin       bool              // the owner is root or in the admin group (persistent: always)
+	charged     int               // runtime: ports charged to the owner's per-user limits
+	admitted    bool              // excluded blocks: in the kernel's reserved-port list
+	lastTake    uint64            // b.takeSeq when a port of rv was last marked bound
+	slot        store.RuntimeSlot // runtime: where the runtime file records it; 0: not recorded
+	orphaned    time.Time         // runtime, restored after a restart: when it is released unless reclaimed; zero once held by a session
+	pidOwned    bool              // runtime, handed out by the portserver: ends when its owner's process exits, not with a session
+	uid         uint32            // persistent: creator
+	created     time.Time
 	// fleetLease: runtime, a fleet lease: its ports are held fleet-wide
 	// by keys in etcd, deleted when it ends (fleetFreed once they were).
 	fleetLease bool

@@ -28,12 +28,8 @@ import (
 // reserved port nor get one from bind(0), the owner binds through the
 // broker, and release lets everyone in again.
 func TestBPFEnforcement(t *testing.T) {
-	cg, cgfd := testutil.Cgroup(t)
 	narrowEphemeral(t, 46500, 46799)
-	b := testbroker.Start(t, func(c *broker.Config) { c.Enforce = broker.EnforceBPF; c.Cgroup = cg })
-	if b.Enforcement() != broker.EnforceBPF {
-		t.Skip("the eBPF bind guard did not load here (the broker fell back to placeholders); see its log")
-	}
+	b, cgfd := startBPF(t)
 	c := b.Dial(t)
 	ctx := context.Background()
 	before := testutil.OpenFDs(t)
@@ -110,11 +106,7 @@ func TestBPFListChunks(t *testing.T) {
 // socket goes back unbound, and the client binding it itself to the
 // guarded port is refused like any other socket.
 func TestBPFFailedBindEndsAllowance(t *testing.T) {
-	cg, cgfd := testutil.Cgroup(t)
-	b := testbroker.Start(t, func(c *broker.Config) { c.Enforce = broker.EnforceBPF; c.Cgroup = cg })
-	if b.Enforcement() != broker.EnforceBPF {
-		t.Skip("the eBPF bind guard did not load here (the broker fell back to placeholders); see its log")
-	}
+	b, cgfd := startBPF(t)
 	p := testutil.StartHelperIn(t, cgfd, "ops", append(socketEnv(b), quickExit()...), "misbind 47321")
 	l := p.Line(10 * time.Second)
 	p.Wait()
@@ -136,11 +128,7 @@ func TestBPFFailedBindEndsAllowance(t *testing.T) {
 // (large ones): a port in use fails an explicit acquire, the failed
 // block leaves nothing guarded, and the acquired one is guarded.
 func TestBPFAcquireFindsPortsInUse(t *testing.T) {
-	cg, cgfd := testutil.Cgroup(t)
-	b := testbroker.Start(t, func(c *broker.Config) { c.Enforce = broker.EnforceBPF; c.Cgroup = cg })
-	if b.Enforcement() != broker.EnforceBPF {
-		t.Skip("the eBPF bind guard did not load here (the broker fell back to placeholders); see its log")
-	}
+	b, cgfd := startBPF(t)
 	c := b.Dial(t)
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -252,11 +240,7 @@ func closeAllFDs(fds []int) {
 // bind(0) could be given it: TestChaos once saw a foreign bind(0) win
 // such a port).
 func TestKernelListKeepsLiveBlocks(t *testing.T) {
-	cg, _ := testutil.Cgroup(t)
-	b := testbroker.Start(t, func(c *broker.Config) { c.Enforce = broker.EnforceBPF; c.Cgroup = cg })
-	if b.Enforcement() != broker.EnforceBPF {
-		t.Skip("the eBPF bind guard did not load here (the broker fell back to placeholders); see its log")
-	}
+	b, _ := startBPF(t)
 	listed := func(port uint16) bool {
 		data, err := os.ReadFile(testutil.ReservedPortsPath)
 		if err != nil {
@@ -336,11 +320,7 @@ func TestKernelListKeepsLiveBlocks(t *testing.T) {
 // through the broker does not, and once they are gone the test's bind
 // succeeds (nothing is left behind).
 func TestBPFPlaceholdersLinger(t *testing.T) {
-	cg, _ := testutil.Cgroup(t)
-	b := testbroker.Start(t, func(c *broker.Config) { c.Enforce = broker.EnforceBPF; c.Cgroup = cg })
-	if b.Enforcement() != broker.EnforceBPF {
-		t.Skip("the eBPF bind guard did not load here (the broker fell back to placeholders); see its log")
-	}
+	b, _ := startBPF(t)
 	c := b.Dial(t)
 	ctx := context.Background()
 	r, err := c.Acquire(ctx, portres.TCP, 47360, 2)
@@ -370,4 +350,17 @@ func TestBPFPlaceholdersLinger(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// startBPF starts a broker in bpf mode on a fresh cgroup and returns it
+// with the cgroup's descriptor (for helpers the guard must see); it skips
+// the test where the guard does not load.
+func startBPF(t *testing.T) (*testbroker.Broker, int) {
+	t.Helper()
+	cg, cgfd := testutil.Cgroup(t)
+	b := testbroker.Start(t, func(c *broker.Config) { c.Enforce = broker.EnforceBPF; c.Cgroup = cg })
+	if b.Enforcement() != broker.EnforceBPF {
+		t.Skip("the eBPF bind guard did not load here (the broker fell back to placeholders); see its log")
+	}
+	return b, cgfd
 }

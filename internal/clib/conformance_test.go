@@ -98,6 +98,9 @@ acquire tcp 20001 1               # ok tcp 20001 1
 acquire tcp 20002 1               # 10069
 release 0 OTHER                   # 10013
 associate OTHER                   # 10013
+bindmany tcp4 OTHER - 0 2         # 10013
+bindmany tcp4 $q - 0 2            # 10013
+acqbind tcp4 127.0.0.1 80         # 10013
 release 0 $r1                     # ok tcp 20000 1
 acquire tcp 20002 1               # ok tcp 20002 1
 `

@@ -440,7 +440,7 @@ func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint
 	}
 	var held []int32 // early: placeholders per offset, until the guard keeps the block (then lingering)
 	if early {
-		if resp := b.takeFDs(int(blk.Count), rv.admin, fmt.Sprintf("checking %d %s ports", blk.Count, rv.proto)); resp != nil {
+		if resp := b.takeFDs(int(blk.Count), rv.admin, "checking %d %s ports", blk.Count, rv.proto); resp != nil {
 			return 0, &refusal{resp}
 		}
 		held = make([]int32, blk.Count)

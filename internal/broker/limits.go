@@ -75,7 +75,7 @@ func (b *Broker) chargeLocked(rv *resv, count int) *wire.Response {
 		}
 	}
 	if rv.holds() {
-		if resp := b.takeFDs(count, rv.admin, fmt.Sprintf("placeholders for %d %s ports", count, rv.proto)); resp != nil {
+		if resp := b.takeFDs(count, rv.admin, "placeholders for %d %s ports", count, rv.proto); resp != nil {
 			return resp
 		}
 	}
@@ -102,10 +102,11 @@ func (b *Broker) refundLocked(rv *resv) {
 	rv.charged = 0
 }
 
-// takeFDs reserves n of the broker's descriptors for what. Unprivileged
-// callers stop short of the reserve kept for admins (Limits.FDReserve);
-// admins may use every descriptor.
-func (b *Broker) takeFDs(n int, admin bool, what string) *wire.Response {
+// takeFDs reserves n of the broker's descriptors for what (a format and
+// its arguments, formatted only for a refusal: this runs on every
+// acquire). Unprivileged callers stop short of the reserve kept for
+// admins (Limits.FDReserve); admins may use every descriptor.
+func (b *Broker) takeFDs(n int, admin bool, what string, args ...any) *wire.Response {
 	limit := b.fdLimit
 	if !admin {
 		limit -= int64(b.cfg.Limits.FDReserve)
@@ -113,7 +114,7 @@ func (b *Broker) takeFDs(n int, admin bool, what string) *wire.Response {
 	if used := b.fds.Add(int64(n)); used > limit {
 		b.fds.Add(-int64(n))
 		return errf(portres.WSAEMFILE, "the broker has no descriptors left for %s: %d of %d in use, %d kept for root and the admin group (portresd --fd-reserve)",
-			what, used-int64(n), b.fdLimit, b.cfg.Limits.FDReserve)
+			fmt.Sprintf(what, args...), used-int64(n), b.fdLimit, b.cfg.Limits.FDReserve)
 	}
 	return nil
 }

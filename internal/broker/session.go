@@ -123,7 +123,7 @@ func (b *Broker) admitConnLocked(uid uint32, admin bool, what string) (*usage, *
 		b.forgetUserLocked(uid)
 		return nil, quotaError(uid, "connections", u.conns, 1, lim, "user-connections")
 	}
-	if resp := b.takeFDs(1, admin, what); resp != nil {
+	if resp := b.takeFDs(1, admin, "%s", what); resp != nil {
 		b.forgetUserLocked(uid)
 		return nil, resp
 	}

@@ -345,11 +345,9 @@ const heldBeforeGuard = 64
 // placeholder first.
 const lingerPlaceholders = 250 * time.Millisecond
 
-// lingerLocked keeps the placeholders fds (per offset of rv's block, -1
-// for none), which hold n descriptors of the budget, for
+// lingerLocked keeps rv's placeholders (rv.lingering) for
 // lingerPlaceholders; the linger reaper closes them. Caller holds b.mu.
-func (b *Broker) lingerLocked(rv *resv, fds []int32, n int) {
-	rv.lingering, rv.lingerFDs = fds, n
+func (b *Broker) lingerLocked(rv *resv) {
 	rv.lingerUntil = time.Now().Add(lingerPlaceholders)
 	b.lingerQ = append(b.lingerQ, rv)
 }
@@ -381,9 +379,14 @@ func (b *Broker) lingerReaper() {
 	}
 }
 
-// unlingerLocked closes the lingering placeholder of port, which a
-// socket of rv's owner is about to take. Caller holds b.mu.
-func (rv *resv) unlingerLocked(port uint16) {
+// letGoLocked closes port's placeholder, held (hold mode) or lingering
+// (bpf), which a socket of rv's owner is about to take. Caller holds
+// b.mu (or owns rv, pending).
+func (rv *resv) letGoLocked(port uint16) {
+	if off := port - rv.block().Start; rv.holds() && rv.holders[off] >= 0 {
+		enforce.Unhold(int(rv.holders[off]))
+		rv.holders[off] = -1
+	}
 	if off := int(port) - int(rv.block().Start); rv.lingering != nil && off >= 0 && off < len(rv.lingering) && rv.lingering[off] >= 0 {
 		enforce.Unhold(int(rv.lingering[off]))
 		rv.lingering[off] = -1
@@ -398,8 +401,8 @@ func (b *Broker) dropLingerLocked(rv *resv) {
 			enforce.Unhold(int(fd))
 		}
 	}
-	b.fds.Add(-int64(rv.lingerFDs))
-	rv.lingering, rv.lingerFDs = nil, 0
+	b.fds.Add(-int64(len(rv.lingering))) // one descriptor per port was taken for them
+	rv.lingering = nil
 }
 
 // refusal is an acquire's answer that ends it before its ports were all
@@ -438,26 +441,17 @@ func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint
 			return 0, err
 		}
 	}
-	var held []int32 // early: placeholders per offset, until the guard keeps the block (then lingering)
 	if early {
+		// Placeholders per offset, kept by rv (pending: nobody else
+		// touches it) with their budget: a failure discards rv, which
+		// closes them; success makes them linger.
 		if resp := b.takeFDs(int(blk.Count), rv.admin, "checking %d %s ports", blk.Count, rv.proto); resp != nil {
 			return 0, &refusal{resp}
 		}
-		held = make([]int32, blk.Count)
-		for i := range held {
-			held[i] = -1
+		rv.lingering = make([]int32, blk.Count)
+		for i := range rv.lingering {
+			rv.lingering[i] = -1
 		}
-		defer func() {
-			if held == nil {
-				return // lingering: rv has them and their budget
-			}
-			for _, fd := range held {
-				if fd >= 0 {
-					enforce.Unhold(int(fd))
-				}
-			}
-			b.fds.Add(-int64(blk.Count))
-		}()
 	}
 	for i := 0; i < int(blk.Count); i++ {
 		if i&63 == 0 && ctx.Err() != nil {
@@ -485,7 +479,7 @@ func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint
 			if err != nil {
 				return port, err
 			}
-			held[i] = int32(fd)
+			rv.lingering[i] = int32(fd)
 		default:
 			if err := enforce.ProbeAllowed(proto, port, b.guardOf(rv)); err != nil {
 				return port, err
@@ -497,9 +491,8 @@ func (b *Broker) enforceNew(ctx context.Context, rv *resv, to *bindTarget) (uint
 			return 0, err
 		}
 		b.mu.Lock()
-		b.lingerLocked(rv, held, int(blk.Count))
+		b.lingerLocked(rv)
 		b.mu.Unlock()
-		held = nil
 	}
 	return b.bindClient(ctx, rv, to)
 }
@@ -527,12 +520,8 @@ func (b *Broker) bindClient(ctx context.Context, rv *resv, to *bindTarget) (uint
 	if ctx.Err() != nil {
 		return 0, ctx.Err()
 	}
-	if off := to.port - rv.block().Start; rv.holds() && rv.holders[off] >= 0 {
-		enforce.Unhold(int(rv.holders[off]))
-		rv.holders[off] = -1
-	}
 	b.mu.Lock()
-	rv.unlingerLocked(to.port)
+	rv.letGoLocked(to.port)
 	b.mu.Unlock()
 	cookie, err := b.bindAllowed(rv, to.fd, to.sa, to.port)
 	var ge *guardError

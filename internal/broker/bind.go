@@ -293,11 +293,7 @@ func (b *Broker) checkNetns(info *sockInfo) *wire.Response {
 // b.mu and has taken port in rv.
 func (b *Broker) bindPortLocked(rv *resv, fd int, sa unix.Sockaddr, port uint16) *wire.Response {
 	off := int(port - rv.block().Start)
-	if rv.holds() && rv.holders[off] >= 0 {
-		enforce.Unhold(int(rv.holders[off]))
-		rv.holders[off] = -1
-	}
-	rv.unlingerLocked(port)
+	rv.letGoLocked(port)
 	cookie, err := b.bindAllowed(rv, fd, sa, port)
 	if err == nil {
 		b.boundSocketLocked(rv, port, cookie)

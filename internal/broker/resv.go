@@ -28,10 +28,9 @@ type resv struct {
 	guarded   bool     // runtime: kept by the eBPF bind guard, not placeholders
 	// lingering: guarded, up to heldBeforeGuard ports: the placeholders
 	// that checked its ports, kept lingerPlaceholders after the guard
-	// took them (-1 once closed, nil once all are); lingerFDs is the
-	// descriptor budget they hold.
+	// took them (-1 once closed, nil once all are); they hold one
+	// descriptor of the budget per port.
 	lingering   []int32
-	lingerFDs   int
 	lingerUntil time.Time         // when the linger reaper closes them
 	pending     bool              // placeholders still being bound; invisible to sweeps and tokens
 	admin       bool              // the owner is root or in the admin group (persistent: always)

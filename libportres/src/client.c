@@ -10,7 +10,6 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -339,6 +338,12 @@ int portres_transact(portres_client *c, struct wire_request *q, const int *fds, 
 	while (sent < 0 && errno == EINTR);
 	if (sent < 0) {
 		int e = errno;
+		if (e == EBADF && nfds > 0) {
+			/* A descriptor to pass is not open: the caller's mistake, not
+			 * a broken connection. */
+			code = portres_seterr(err, PORTRES_WSAENOTSOCK, "%s: a descriptor to pass is not open", portres_op_name(q->op));
+			goto out;
+		}
 		if (!(code = refusal(c, q, err)))
 			code = conn_error(err, q, strerror(e));
 		goto out;
@@ -500,8 +505,8 @@ int portres_bind_many(portres_client *c, uint64_t token, const int *fds, size_t 
 	if (q.port && (size_t)q.port + n - 1 > 65535) /* else a later request's port would wrap to 0: any port */
 		return portres_seterr(err, PORTRES_WSAEINVAL, "bind reservation %#llx: %zu sockets from port %u run past port 65535",
 				      (unsigned long long)token, n, q.port);
-	for (size_t i = 0; i < n; i++)
-		if (fds[i] < 0 || fcntl(fds[i], F_GETFD) < 0)
+	for (size_t i = 0; i < n; i++) /* one that is closed fails its request's sendmsg: EBADF */
+		if (fds[i] < 0)
 			return portres_seterr(err, PORTRES_WSAENOTSOCK, "bind reservation %#llx: descriptor %d (socket %zu of %zu) is not open",
 					      (unsigned long long)token, fds[i], i + 1, n);
 	struct bound b = {.ports = ports};
@@ -528,7 +533,7 @@ int portres_acquire_bind(portres_client *c, int proto, uint16_t start, uint16_t 
 	if (set_addr(&q, addr, addrlen) < 0)
 		return portres_seterr(err, PORTRES_WSAEFAULT, "acquire and bind: address of family %d and %u bytes: want a sockaddr_in or sockaddr_in6",
 				      addr->sa_family, (unsigned)addrlen);
-	if (fd < 0 || fcntl(fd, F_GETFD) < 0)
+	if (fd < 0) /* one that is closed fails the sendmsg: EBADF */
 		return portres_seterr(err, PORTRES_WSAENOTSOCK, "acquire and bind: descriptor %d is not open", fd);
 	struct wire_response r;
 	int code = portres_transact(c, &q, &fd, 1, NULL, NULL, &r, err);

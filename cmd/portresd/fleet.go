@@ -21,10 +21,18 @@ type fleetFlags struct {
 	ttl                                                   time.Duration
 	userPorts                                             int
 	flags                                                 *pflag.FlagSet
+	needEtcd                                              []string // the flags define adds besides --etcd
 }
 
 func (fl *fleetFlags) define(f *pflag.FlagSet) {
 	fl.flags = f
+	before := map[string]bool{}
+	f.VisitAll(func(fl *pflag.Flag) { before[fl.Name] = true })
+	defer f.VisitAll(func(g *pflag.Flag) {
+		if !before[g.Name] && g.Name != "etcd" {
+			fl.needEtcd = append(fl.needEtcd, g.Name)
+		}
+	})
 	f.StringVar(&fl.endpoints, "etcd", "", "join the fleet on these etcd endpoints (comma-separated URLs, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379); off by default")
 	f.StringVar(&fl.prefix, "etcd-prefix", "/portres/", "the fleet's etcd key prefix (see docs/FLEET.md)")
 	f.StringVar(&fl.cacert, "etcd-cacert", "", "verify the etcd servers with this CA bundle (TLS)")
@@ -41,8 +49,8 @@ func (fl *fleetFlags) define(f *pflag.FlagSet) {
 func (fl *fleetFlags) config(cfg *broker.Config) error {
 	if fl.endpoints == "" {
 		// A fleet flag without --etcd would be silently ignored: say so.
-		for _, name := range []string{"etcd-prefix", "etcd-cacert", "etcd-cert", "etcd-key", "etcd-user", "fleet-name", "fleet-range", "fleet-user-ports", "fleet-ttl"} {
-			if fl.flags != nil && fl.flags.Changed(name) {
+		for _, name := range fl.needEtcd {
+			if fl.flags.Changed(name) {
 				return fmt.Errorf("--%s needs --etcd", name)
 			}
 		}

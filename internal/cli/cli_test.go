@@ -181,6 +181,10 @@ func TestHelp(t *testing.T) {
 	if code, _, errs := run(t, nil, "nonsense"); code != 1 || !strings.Contains(errs, "unknown command") {
 		t.Errorf("unknown command: exit %d, %q", code, errs)
 	}
+	// Refused before any broker is asked (none is given here).
+	if code, _, errs := run(t, nil, "show", "--fleet", "--watch"); code != 1 || !strings.Contains(errs, "does not follow it") {
+		t.Errorf("show --fleet --watch: exit %d, %q", code, errs)
+	}
 }
 
 func TestNoBroker(t *testing.T) {

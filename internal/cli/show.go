@@ -57,10 +57,10 @@ broker's network namespace).`,
 				}
 				want = p
 			}
+			if fleet && watch {
+				return fmt.Errorf("show: --fleet shows the fleet once; it does not follow it (--watch)")
+			}
 			return e.withClient(cmd, func(c *portres.Client) error {
-				if fleet && (watch || top) {
-					return fmt.Errorf("show: --fleet shows the fleet once; it does not follow it (--watch)")
-				}
 				if fleet {
 					es, err := c.ShowFleet(cmd.Context())
 					if err != nil {

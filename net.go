@@ -24,23 +24,21 @@ import (
 // port is 0 (any free port of the block) or a port of the block, and an
 // empty host means all addresses ("tcp" listens dual-stack on [::]).
 func (r *Reservation) Listen(ctx context.Context, network, address string) (net.Listener, error) {
-	f, err := r.bound(ctx, "listen", network, address, TCP, unix.Listen)
+	lns, err := boundMany(ctx, r, network, address, 1, TCP, unix.Listen, net.FileListener)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	return net.FileListener(f)
+	return lns[0], nil
 }
 
 // ListenPacket opens a UDP socket on a port of the reservation, like
 // net.ListenPacket; network is "udp", "udp4" or "udp6".
 func (r *Reservation) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
-	f, err := r.bound(ctx, "listen", network, address, UDP, nil)
+	pcs, err := boundMany(ctx, r, network, address, 1, UDP, nil, net.FilePacketConn)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	return net.FilePacketConn(f)
+	return pcs[0], nil
 }
 
 // ListenMany announces on n TCP ports of the reservation in one round
@@ -121,20 +119,6 @@ func (r *Reservation) Dialer() *net.Dialer {
 		}
 		return berr
 	}}
-}
-
-// bound makes a socket for network, binds it through the broker, calls
-// listen on it if given, and returns it as a file.
-func (r *Reservation) bound(ctx context.Context, op, network, address string, want Proto, listen func(fd, backlog int) error) (*os.File, error) {
-	f, addr, port, err := newSocket(network, address, want)
-	if err != nil {
-		return nil, r.opError(op, err)
-	}
-	if _, err := r.c.BindFD(ctx, r.token, int(f.Fd()), addr, port); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, listenOn(op, f, listen)
 }
 
 // newSocket makes an unbound socket for network ("tcp", "udp6", ...)
